@@ -1,0 +1,4 @@
+//! Ultralytics-compatible configuration files: users bring theirs unchanged.
+pub mod dataset;
+pub mod hyp;
+pub mod model_yaml;

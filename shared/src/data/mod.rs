@@ -1,0 +1,5 @@
+//! Datasets on disk: label files, scans, images, and the synthetic dataset generator.
+pub mod image;
+pub mod labels;
+pub mod scan;
+pub mod synth;

@@ -1,0 +1,1 @@
+//! Evaluation: non-maximum suppression, metrics, COCO mAP, the validator.

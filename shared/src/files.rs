@@ -1,0 +1,74 @@
+//! Atomic output files.
+//!
+//! Every output kubeyolo writes (weights, json, csv, plots, KFP output parameters) goes through
+//! here: the bytes land in a temporary file in the destination folder, are flushed, and the file
+//! is renamed over the destination. A crash or an error mid-write therefore never leaves a
+//! half-written output for the next pipeline step to read. Parent folders are created, because
+//! KFP hands steps output paths whose folders may not exist yet.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Write `bytes` to `path` atomically (temp file in the same folder + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Write to `path` atomically through a writer callback (for streaming large outputs).
+/// If `fill` fails, the temporary file is removed and `path` is left untouched.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, "create output folder", e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kubeyolo-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io_at(dir, "create a temporary file", e))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).and_then(|_| w.flush()).map_err(|e| Error::io_at(path, "write", e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| Error::io_at(path, "flush", e))?;
+    tmp.persist(path).map_err(|e| Error::io_at(path, "rename into place", e.error))?;
+    Ok(())
+}
+
+/// Serialize `value` as pretty JSON and write it atomically.
+pub fn write_json_atomic<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::internal(format!("cannot serialize JSON: {e}")).with_file(path))?;
+    write_atomic(path, &bytes)
+}
+
+/// Read a whole text file, with an error that names the file.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io_at(path, "read", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_destination_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/b/out.json");
+        write_atomic(&out, b"first").unwrap();
+        let err = write_atomic_with(&out, |w| {
+            w.write_all(b"partial")?;
+            Err(std::io::Error::other("boom"))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&out).unwrap(), b"first");
+        let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary file must be cleaned up");
+    }
+}

@@ -1,0 +1,2 @@
+//! The YOLOv8 network in candle.
+pub mod ops;
