@@ -1,1 +1,1 @@
-//! (being written)
+//! (being written by the speed engineer; see team brief)
