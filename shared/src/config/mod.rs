@@ -2,3 +2,4 @@
 pub mod dataset;
 pub mod hyp;
 pub mod model_yaml;
+pub mod yaml_pos;
