@@ -1,0 +1,2 @@
+//! yolo-track (being written)
+fn main() {}
