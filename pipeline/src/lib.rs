@@ -1,0 +1,23 @@
+//! # kubeyolo-pipeline — the kubeyolo graph, compiled for Kubeflow and run locally
+//!
+//! One Rust definition of the pipeline ([`graph`]) feeds every back end:
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`graph`] | the steps, their flags, inputs/outputs, conditions and ordering |
+//! | [`settings`] | deployment settings: images, PVC, shm, GPUs, requests, MLflow wiring |
+//! | [`v2`] | KFP v2 IR + Kubernetes platform spec (what `kfp` 2.x compiles) |
+//! | [`v1`] | Argo Workflow (what `kfp` 1.8 compiles, the seed's format) |
+//! | [`runner`] | run the graph locally: step binaries as processes, or docker containers |
+//! | [`demo`] | synthetic dataset + configs, then a full local run |
+//! | [`yaml`] | deterministic YAML output |
+//!
+//! The binary `kubeyolo` (`src/main.rs`) is the CLI over these modules.
+
+pub mod demo;
+pub mod graph;
+pub mod runner;
+pub mod settings;
+pub mod v1;
+pub mod v2;
+pub mod yaml;

@@ -1,0 +1,424 @@
+//! KFP v2 emitter: the pipeline IR (`PipelineSpec`) plus the Kubernetes `PlatformSpec`, as two
+//! YAML documents — the file `kfp.compiler.Compiler().compile()` writes for the equivalent
+//! Python pipeline (`reference_v2.py`), so it can be uploaded in the Kubeflow UI unchanged.
+//!
+//! The layout rules below are the KFP compiler's (checked against real compilations, see
+//! `pipeline/tests/fixtures/`):
+//! - each leaf step is a container component `comp-<step>` run by executor `exec-<step>`;
+//! - each condition group is a DAG component `comp-condition-N` (N in definition order) whose
+//!   task in the parent DAG carries the `triggerPolicy` and the dependencies of its inner tasks
+//!   on outer tasks (hoisted, e.g. `train.after(plot)` shows up on `condition-1`);
+//! - every value used inside a group (inputs from outside it, and the condition parameters of
+//!   every task within) enters it as a `pipelinechannel--…` input;
+//! - caching off is `cachingOptions: {}`; the display name is `taskInfo.name`;
+//! - volumes, shared memory and secrets live in the platform spec, keyed by executor label.
+
+use serde_json::{json, Map, Value};
+
+use crate::graph::{Condition, OutputKind, ParamType, Pipeline, Source, Step};
+use crate::settings::{self, CompileSettings, MLFLOW_CONFIGMAP_KEYS, MLFLOW_SECRET_KEYS};
+use kubeyolo::Result;
+
+/// Task name of the CreatePVC task (as `kfp.kubernetes.CreatePVC` names it).
+const CREATEPVC: &str = "createpvc";
+/// The CreatePVC component definition exactly as kfp-kubernetes 2.17 declares it.
+const CREATEPVC_COMPONENT: &str = include_str!("createpvc_component.json");
+
+/// Compile the pipeline to the two-document v2 YAML.
+pub fn emit(p: &Pipeline, s: &CompileSettings) -> Result<String> {
+    p.validate().map_err(kubeyolo::Error::internal)?;
+    s.validate()?;
+    let (spec, platform) = build(p, s)?;
+    let mut out = header(p);
+    out.push_str(&crate::yaml::to_yaml(&spec)?);
+    out.push_str("---\n");
+    out.push_str(&crate::yaml::to_yaml(&platform)?);
+    Ok(out)
+}
+
+/// The two documents as JSON values (PipelineSpec, PlatformSpec).
+pub fn build(p: &Pipeline, s: &CompileSettings) -> Result<(Value, Value)> {
+    let groups = p.condition_groups();
+    let create = s.pvc.create.is_some();
+    let mut components = Map::new();
+    let mut executors = Map::new();
+    let mut platform_execs = Map::new();
+
+    for step in &p.steps {
+        components.insert(format!("comp-{}", step.name), leaf_component(p, step));
+        executors.insert(format!("exec-{}", step.name), json!({ "container": container(step, s) }));
+        platform_execs.insert(format!("exec-{}", step.name), platform_config(step, s));
+    }
+    for (i, chain) in groups.iter().enumerate() {
+        let channels = group_channels(p, chain, create);
+        let mut params = Map::new();
+        for ch in &channels {
+            params.insert(ch.name(), json!({ "parameterType": ch.ty(p) }));
+        }
+        components.insert(
+            format!("comp-condition-{}", i + 1),
+            json!({ "dag": { "tasks": dag_tasks(p, s, chain, &groups) }, "inputDefinitions": { "parameters": params } }),
+        );
+    }
+    if create {
+        let comp: Value = serde_json::from_str(CREATEPVC_COMPONENT)
+            .map_err(|e| kubeyolo::Error::internal(format!("embedded CreatePVC component: {e}")))?;
+        components.insert(format!("comp-{CREATEPVC}"), comp);
+        executors.insert(format!("exec-{CREATEPVC}"), json!({ "container": { "image": "argostub/createpvc" } }));
+    }
+
+    let mut root_params = Map::new();
+    for prm in &p.params {
+        let default = match prm.ty {
+            ParamType::Bool => Value::Bool(prm.default == "true"),
+            ParamType::String => Value::String(prm.default.to_string()),
+        };
+        root_params.insert(
+            prm.name.to_string(),
+            json!({ "defaultValue": default, "isOptional": true, "parameterType": param_type(prm.ty) }),
+        );
+    }
+
+    let spec = json!({
+        "components": components,
+        "deploymentSpec": { "executors": executors },
+        "pipelineInfo": { "description": p.description, "name": p.name },
+        "root": {
+            "dag": { "tasks": dag_tasks(p, s, &[], &groups) },
+            "inputDefinitions": { "parameters": root_params },
+        },
+        "schemaVersion": "2.1.0",
+        "sdkVersion": format!("kubeyolo-{}", kubeyolo::VERSION),
+    });
+    let platform = json!({ "platforms": { "kubernetes": { "deploymentSpec": { "executors": platform_execs } } } });
+    Ok((spec, platform))
+}
+
+/// The comment block the KFP compiler puts on top (name, description, inputs with defaults).
+fn header(p: &Pipeline) -> String {
+    let mut h = format!("# PIPELINE DEFINITION\n# Name: {}\n# Description: {}\n# Inputs:\n", p.name, p.description);
+    let mut params: Vec<_> = p.params.iter().collect();
+    params.sort_by_key(|x| x.name);
+    for prm in params {
+        let (ty, default) = match prm.ty {
+            ParamType::Bool => ("bool", if prm.default == "true" { "True".to_string() } else { "False".to_string() }),
+            ParamType::String => ("str", format!("'{}'", prm.default)),
+        };
+        h.push_str(&format!("#    {}: {ty} [Default: {default}]\n", prm.name));
+    }
+    h
+}
+
+fn param_type(t: ParamType) -> &'static str {
+    match t {
+        ParamType::String => "STRING",
+        ParamType::Bool => "BOOLEAN",
+    }
+}
+
+fn leaf_component(p: &Pipeline, step: &Step) -> Value {
+    let mut inputs = Map::new();
+    for i in &step.inputs {
+        let ty = match i.source {
+            Source::Param(name) => p.param(name).map(|x| x.ty).unwrap_or(ParamType::String),
+            Source::Output { .. } => ParamType::String,
+        };
+        inputs.insert(i.name.to_string(), json!({ "parameterType": param_type(ty) }));
+    }
+    let mut out_params = Map::new();
+    let mut out_artifacts = Map::new();
+    for o in &step.outputs {
+        match o.kind {
+            OutputKind::Parameter => {
+                out_params.insert(o.name.to_string(), json!({ "parameterType": "STRING" }));
+            }
+            OutputKind::Artifact(t) => {
+                out_artifacts.insert(
+                    o.name.to_string(),
+                    json!({ "artifactType": { "schemaTitle": t.schema_title(), "schemaVersion": "0.0.1" } }),
+                );
+            }
+        }
+    }
+    let mut comp = Map::new();
+    comp.insert("executorLabel".into(), json!(format!("exec-{}", step.name)));
+    if !inputs.is_empty() {
+        comp.insert("inputDefinitions".into(), json!({ "parameters": inputs }));
+    }
+    let mut outs = Map::new();
+    if !out_params.is_empty() {
+        outs.insert("parameters".into(), Value::Object(out_params));
+    }
+    if !out_artifacts.is_empty() {
+        outs.insert("artifacts".into(), Value::Object(out_artifacts));
+    }
+    if !outs.is_empty() {
+        comp.insert("outputDefinitions".into(), Value::Object(outs));
+    }
+    Value::Object(comp)
+}
+
+/// `image`, `command` (the step binary, so the image's ENTRYPOINT does not matter), `args` with
+/// KFP placeholders, plain `env` and `resources`.
+fn container(step: &Step, s: &CompileSettings) -> Value {
+    let mut args = Vec::new();
+    for i in &step.inputs {
+        args.push(json!(i.flag));
+        args.push(json!(format!("{{{{$.inputs.parameters['{}']}}}}", i.name)));
+    }
+    for o in &step.outputs {
+        args.push(json!(o.flag));
+        args.push(json!(match o.kind {
+            OutputKind::Parameter => format!("{{{{$.outputs.parameters['{}'].output_file}}}}", o.name),
+            OutputKind::Artifact(_) => format!("{{{{$.outputs.artifacts['{}'].path}}}}", o.name),
+        }));
+    }
+    let mut c = Map::new();
+    c.insert("image".into(), json!(s.image(step)));
+    c.insert("command".into(), json!([step.binary()]));
+    c.insert("args".into(), Value::Array(args));
+    let env = s.plain_env(step);
+    if !env.is_empty() {
+        c.insert("env".into(), env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect());
+    }
+    let mut res = Map::new();
+    if let Some(r) = s.requests(step) {
+        // New string fields plus the legacy float ones, as the SDK writes both.
+        res.insert("resourceCpuRequest".into(), json!(r.cpu));
+        res.insert("cpuRequest".into(), json!(settings::cpu_to_float(&r.cpu)));
+        res.insert("resourceMemoryRequest".into(), json!(r.memory));
+        res.insert("memoryRequest".into(), json!(settings::memory_to_float(&r.memory)));
+    }
+    let gpus = s.gpus_for(step);
+    if gpus > 0 {
+        res.insert(
+            "accelerator".into(),
+            json!({
+                "count": gpus.to_string(),
+                "resourceCount": gpus.to_string(),
+                "resourceType": "nvidia.com/gpu",
+                "type": "nvidia.com/gpu",
+            }),
+        );
+    }
+    if !res.is_empty() {
+        c.insert("resources".into(), Value::Object(res));
+    }
+    Value::Object(c)
+}
+
+/// Kubernetes executor config: PVC at /data, emptyDir at /dev/shm, MLflow Secret/ConfigMap env.
+fn platform_config(step: &Step, s: &CompileSettings) -> Value {
+    let mut cfg = Map::new();
+    if let Some(size) = &s.shm_size {
+        cfg.insert(
+            "emptyDirMounts".into(),
+            json!([{ "medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": size, "volumeName": "shm" }]),
+        );
+    }
+    let mount = if s.pvc.create.is_none() {
+        json!({
+            "constant": s.pvc.name,
+            "mountPath": "/data",
+            "pvcNameParameter": { "runtimeValue": { "constant": s.pvc.name } },
+        })
+    } else if step.conditions.is_empty() {
+        let out = json!({ "outputParameterKey": "name", "producerTask": CREATEPVC });
+        json!({ "mountPath": "/data", "pvcNameParameter": { "taskOutputParameter": out }, "taskOutputParameter": out })
+    } else {
+        let ch = Channel::Output(CREATEPVC, "name").name();
+        json!({ "componentInputParameter": ch, "mountPath": "/data", "pvcNameParameter": { "componentInputParameter": ch } })
+    };
+    cfg.insert("pvcMount".into(), json!([mount]));
+    if step.tracks {
+        if let Some(secret) = &s.mlflow.secret {
+            let keys: Vec<Value> = MLFLOW_SECRET_KEYS.iter().map(|k| json!({ "envVar": k, "secretKey": k })).collect();
+            cfg.insert(
+                "secretAsEnv".into(),
+                json!([{
+                    "keyToEnv": keys,
+                    "optional": false,
+                    "secretName": secret,
+                    "secretNameParameter": { "runtimeValue": { "constant": secret } },
+                }]),
+            );
+        }
+        if let Some(cm) = &s.mlflow.configmap {
+            let keys: Vec<Value> =
+                MLFLOW_CONFIGMAP_KEYS.iter().map(|k| json!({ "configMapKey": k, "envVar": k })).collect();
+            cfg.insert(
+                "configMapAsEnv".into(),
+                json!([{
+                    "configMapName": cm,
+                    "configMapNameParameter": { "runtimeValue": { "constant": cm } },
+                    "keyToEnv": keys,
+                    "optional": false,
+                }]),
+            );
+        }
+    }
+    Value::Object(cfg)
+}
+
+/// A value that enters a condition group from outside.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Channel {
+    Param(&'static str),
+    Output(&'static str, &'static str),
+}
+
+impl Channel {
+    fn name(&self) -> String {
+        match self {
+            Channel::Param(p) => format!("pipelinechannel--{p}"),
+            Channel::Output(step, out) => format!("pipelinechannel--{step}-{out}"),
+        }
+    }
+    fn ty(&self, p: &Pipeline) -> &'static str {
+        match self {
+            Channel::Param(name) => param_type(p.param(name).map(|x| x.ty).unwrap_or(ParamType::String)),
+            Channel::Output(..) => "STRING",
+        }
+    }
+}
+
+fn conditions_of(p: &Pipeline, step: &str) -> Vec<Condition> {
+    if step == CREATEPVC {
+        return Vec::new();
+    }
+    p.step(step).map(|s| s.conditions.clone()).unwrap_or_default()
+}
+
+/// Channels group `chain` needs: inputs of inner tasks that come from outside the group, and
+/// the condition parameters of every inner task (sorted and unique).
+fn group_channels(p: &Pipeline, chain: &[Condition], create: bool) -> Vec<Channel> {
+    let mut chans = Vec::new();
+    for step in p.steps.iter().filter(|st| st.conditions.starts_with(chain)) {
+        for i in &step.inputs {
+            match i.source {
+                Source::Param(name) => chans.push(Channel::Param(name)),
+                Source::Output { step: prod, output } => {
+                    if !conditions_of(p, prod).starts_with(chain) {
+                        chans.push(Channel::Output(prod, output));
+                    }
+                }
+            }
+        }
+        for c in &step.conditions {
+            chans.push(Channel::Param(c.param));
+        }
+        if create {
+            chans.push(Channel::Output(CREATEPVC, "name"));
+        }
+    }
+    chans.sort_by_key(|c| c.name());
+    chans.dedup();
+    chans
+}
+
+/// How a task in the DAG of group `chain` reads `chan`: from a sibling task's output, from a
+/// pipeline parameter (root) or from the enclosing group's inputs.
+fn channel_ref(p: &Pipeline, chain: &[Condition], chan: &Channel) -> Value {
+    match chan {
+        Channel::Param(name) if chain.is_empty() => json!({ "componentInputParameter": name }),
+        Channel::Output(prod, out) if conditions_of(p, prod) == chain => {
+            json!({ "taskOutputParameter": { "outputParameterKey": out, "producerTask": prod } })
+        }
+        _ => json!({ "componentInputParameter": chan.name() }),
+    }
+}
+
+/// Tasks of the DAG of group `chain` (root = empty chain): its own steps, its direct sub-groups.
+fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[Vec<Condition>]) -> Value {
+    let create = s.pvc.create.is_some();
+    let mut tasks = Map::new();
+    // A dependency on `dep` from inside this DAG: kept if `dep` is a task of this DAG.
+    let local_deps = |deps: &mut Vec<String>, upstream: Vec<&'static str>| {
+        for d in upstream {
+            if conditions_of(p, d) == chain && !deps.contains(&d.to_string()) {
+                deps.push(d.to_string());
+            }
+        }
+    };
+
+    for step in p.steps.iter().filter(|st| st.conditions == chain) {
+        let mut params = Map::new();
+        for i in &step.inputs {
+            let chan = match i.source {
+                Source::Param(name) => Channel::Param(name),
+                Source::Output { step, output } => Channel::Output(step, output),
+            };
+            params.insert(i.name.to_string(), channel_ref(p, chain, &chan));
+        }
+        let mut deps = Vec::new();
+        local_deps(&mut deps, step.upstream());
+        if create && chain.is_empty() {
+            deps.push(CREATEPVC.to_string());
+        }
+        deps.sort();
+        let mut t = Map::new();
+        t.insert("cachingOptions".into(), json!({}));
+        t.insert("componentRef".into(), json!({ "name": format!("comp-{}", step.name) }));
+        if !deps.is_empty() {
+            t.insert("dependentTasks".into(), json!(deps));
+        }
+        if !params.is_empty() {
+            t.insert("inputs".into(), json!({ "parameters": params }));
+        }
+        t.insert("taskInfo".into(), json!({ "name": step.display }));
+        tasks.insert(step.name.to_string(), Value::Object(t));
+    }
+
+    for (i, g) in groups.iter().enumerate() {
+        if g.len() != chain.len() + 1 || !g.starts_with(chain) {
+            continue;
+        }
+        let cond = g[g.len() - 1];
+        let mut params = Map::new();
+        for chan in group_channels(p, g, create) {
+            params.insert(chan.name(), channel_ref(p, chain, &chan));
+        }
+        let mut deps = Vec::new();
+        for step in p.steps.iter().filter(|st| st.conditions.starts_with(g)) {
+            local_deps(&mut deps, step.upstream());
+        }
+        if create && chain.is_empty() {
+            deps.push(CREATEPVC.to_string());
+        }
+        deps.sort();
+        deps.dedup();
+        let mut t = Map::new();
+        t.insert("componentRef".into(), json!({ "name": format!("comp-condition-{}", i + 1) }));
+        if !deps.is_empty() {
+            t.insert("dependentTasks".into(), json!(deps));
+        }
+        t.insert("inputs".into(), json!({ "parameters": params }));
+        t.insert("taskInfo".into(), json!({ "name": cond.name }));
+        t.insert(
+            "triggerPolicy".into(),
+            json!({ "condition": format!("inputs.parameter_values['{}'] == true", Channel::Param(cond.param).name()) }),
+        );
+        tasks.insert(format!("condition-{}", i + 1), Value::Object(t));
+    }
+
+    if create && chain.is_empty() {
+        let c = s.pvc.create.as_ref().expect("create checked above");
+        let mut inputs = Map::new();
+        inputs.insert("access_modes".into(), json!({ "runtimeValue": { "constant": [c.access_mode] } }));
+        inputs.insert("pvc_name".into(), json!({ "runtimeValue": { "constant": s.pvc.name } }));
+        inputs.insert("size".into(), json!({ "runtimeValue": { "constant": c.size } }));
+        if !c.storage_class.is_empty() {
+            inputs.insert("storage_class_name".into(), json!({ "runtimeValue": { "constant": c.storage_class } }));
+        }
+        tasks.insert(
+            CREATEPVC.into(),
+            json!({
+                "cachingOptions": {},
+                "componentRef": { "name": format!("comp-{CREATEPVC}") },
+                "inputs": { "parameters": inputs },
+                "taskInfo": { "name": "create pvc" },
+            }),
+        );
+    }
+    Value::Object(tasks)
+}
