@@ -1,2 +1,3 @@
 //! The YOLOv8 network in candle.
 pub mod ops;
+pub mod conv;
