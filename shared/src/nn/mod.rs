@@ -1,3 +1,8 @@
 //! The YOLOv8 network in candle.
 pub mod ops;
 pub mod conv;
+pub mod blocks;
+pub mod head;
+pub mod model;
+pub mod pt;
+pub mod weights;
