@@ -1,1 +1,124 @@
-//! (being written)
+//! `kubeyolo demo`: a complete local run on a fresh machine, no downloads.
+//!
+//! It fills a folder the way users fill their `/data` volume — a dataset in ultralytics' layout
+//! with its `data-custom.yaml`, and a `cfg-custom.yaml` (ultralytics `default.yaml` keys) small
+//! enough to train on a CPU in minutes — and then runs the whole pipeline on it with the process
+//! runner. The model defaults to the built-in architecture `yolov8n.yaml` (training from
+//! scratch), because the official `yolov8n.pt` weights would need a download.
+//!
+//! The dataset comes from [`kubeyolo::data::synth`] (deterministic shapes on textured
+//! backgrounds, exact labels), so every run of the demo sees the same data.
+
+use std::path::Path;
+
+use kubeyolo::data::synth::{self, SynthSpec};
+use kubeyolo::{Error, Result};
+
+/// Sizes of the demo dataset and training.
+#[derive(Debug, Clone)]
+pub struct DemoSpec {
+    pub images_per_split: [usize; 3],
+    pub imgsz: u32,
+    pub epochs: u32,
+    pub batch: u32,
+    pub nc: usize,
+}
+
+impl Default for DemoSpec {
+    /// 64/16/16 images of 128 px, 4 classes, 3 epochs of batch 8: a few minutes on a laptop CPU.
+    fn default() -> Self {
+        DemoSpec { images_per_split: [64, 16, 16], imgsz: 128, epochs: 3, batch: 8, nc: 4 }
+    }
+}
+
+/// The demo's training cfg (ultralytics `default.yaml` keys; anything absent keeps its default).
+pub fn cfg_yaml(spec: &DemoSpec) -> String {
+    format!(
+        "# kubeyolo demo training settings: ultralytics cfg/default.yaml keys, sized for a CPU.\n\
+         # Copy ultralytics' default.yaml and edit it for real runs; every key of it is accepted.\n\
+         task: detect\n\
+         mode: train\n\
+         epochs: {}\n\
+         imgsz: {}\n\
+         batch: {}\n\
+         workers: 2\n\
+         patience: 50\n\
+         project: runs/detect\n\
+         name: demo\n\
+         exist_ok: true\n\
+         seed: 0\n\
+         deterministic: true\n\
+         plots: true\n",
+        spec.epochs, spec.imgsz, spec.batch
+    )
+}
+
+/// Write the dataset (`images/`, `labels/`, `data-custom.yaml`) and `cfg-custom.yaml` into `dir`.
+/// An existing demo folder is refreshed in place; a folder with foreign `images/` is refused.
+pub fn prepare(dir: &Path, spec: &DemoSpec) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, "create the demo folder", e))?;
+    let synth = SynthSpec {
+        images_per_split: spec.images_per_split,
+        imgsz: spec.imgsz,
+        nc: spec.nc,
+        yaml_name: "data-custom.yaml".into(),
+        ..SynthSpec::default()
+    };
+    let yaml = synth::generate(dir, &synth)?;
+    let cfg = dir.join("cfg-custom.yaml");
+    kubeyolo::files::write_atomic(&cfg, cfg_yaml(spec).as_bytes())?;
+    eprintln!(
+        "demo data in {}: {} train / {} val / {} test images of {} px, {} classes ({}), {}",
+        dir.display(),
+        spec.images_per_split[0],
+        spec.images_per_split[1],
+        spec.images_per_split[2],
+        spec.imgsz,
+        spec.nc,
+        yaml.display(),
+        cfg.display()
+    );
+    Ok(())
+}
+
+/// When run from a cargo checkout, build the step binaries that are missing beside `kubeyolo`
+/// (`cargo build --bins` of the workspace, same profile). Returns false when it could not try
+/// (not a checkout, no cargo); the run then reports the binaries as missing.
+pub fn build_step_binaries(bin_dir: &Path, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
+    let Some(ws) = workspace.filter(|w| w.join("Cargo.toml").is_file()) else { return false };
+    // Only build into the target folder this kubeyolo lives in.
+    let profile = bin_dir.file_name().and_then(|s| s.to_str()).unwrap_or("");
+    let target = bin_dir.parent().map(Path::to_path_buf);
+    let Some(target) = target.filter(|t| t.file_name().and_then(|s| s.to_str()) == Some("target") || t.join("CACHEDIR.TAG").exists())
+    else {
+        return false;
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building the step binaries ({} missing): cargo build --workspace --bins (in {})", missing.join(", "), ws.display());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(&ws).args(["build", "--workspace", "--bins", "--target-dir"]).arg(&target);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => true,
+        Ok(_) => {
+            eprintln!("warning: cargo build failed; steps without a binary are reported as missing");
+            true
+        }
+        Err(e) => {
+            eprintln!("warning: cannot run cargo ({e}); steps without a binary are reported as missing");
+            false
+        }
+    }
+}

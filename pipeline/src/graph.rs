@@ -93,6 +93,14 @@ pub struct Output {
     pub kind: OutputKind,
 }
 
+impl Output {
+    /// The seed's v1 `file_outputs` name. v1 let an output share an input's name (train's
+    /// `data_yaml`); v2 forbids that, so the v2 name carries an `out_` prefix.
+    pub fn v1_name(&self) -> &'static str {
+        self.name.strip_prefix("out_").unwrap_or(self.name)
+    }
+}
+
 /// A condition group (`dsl.If(param == True, name=...)`); groups nest in list order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Condition {
@@ -269,7 +277,16 @@ pub fn pipeline() -> Pipeline {
     Pipeline {
         name: "yolov8-pipeline",
         description: "YOLOv8 verify/distribution/plot/train/test/tune on a PVC mounted at /data",
+        // Signature order of the seed's pipeline function (v1 keeps it; v2 sorts).
         params: vec![
+            Param {
+                name: "model_name",
+                ty: ParamType::String,
+                default: "yolov8n.pt",
+                help: "weights (.pt) or model yaml (.yaml) under /data",
+            },
+            Param { name: "cfg", ty: ParamType::String, default: "cfg-custom", help: "training cfg yaml under /data (.yaml optional)" },
+            Param { name: "data", ty: ParamType::String, default: "data-custom", help: "dataset yaml under /data (.yaml optional)" },
             Param {
                 name: "bool_train",
                 ty: ParamType::Bool,
@@ -277,14 +294,6 @@ pub fn pipeline() -> Pipeline {
                 help: "run train and test (false: only verify, distribution and plot)",
             },
             Param { name: "bool_tune", ty: ParamType::Bool, default: "false", help: "also tune after train (needs bool_train)" },
-            Param { name: "cfg", ty: ParamType::String, default: "cfg-custom", help: "training cfg yaml under /data (.yaml optional)" },
-            Param { name: "data", ty: ParamType::String, default: "data-custom", help: "dataset yaml under /data (.yaml optional)" },
-            Param {
-                name: "model_name",
-                ty: ParamType::String,
-                default: "yolov8n.pt",
-                help: "weights (.pt) or model yaml (.yaml) under /data",
-            },
         ],
         steps: vec![
             Step {

@@ -3,12 +3,15 @@
 //! Subcommands: `compile` (v2 IR or v1 Argo YAML), `run` (local runner: processes or docker),
 //! `demo` (synthetic dataset + configs + a full local run). See `kubeyolo <cmd> --help`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubeyolo::{Error, Result};
 use kubeyolo_pipeline::settings::{CompileSettings, CreatePvc, MlflowSettings, PvcSettings, Requests};
-use kubeyolo_pipeline::{graph, v1, v2};
+use kubeyolo_pipeline::runner::docker::DockerExecutor;
+use kubeyolo_pipeline::runner::process::ProcessExecutor;
+use kubeyolo_pipeline::runner::{self, Executor};
+use kubeyolo_pipeline::{demo, graph, v1, v2};
 
 #[derive(Parser)]
 #[command(name = "kubeyolo", version, about = "Compile the kubeyolo YOLOv8 pipeline for Kubeflow, or run it locally")]
@@ -20,6 +23,111 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     Compile(CompileArgs),
+    Run(RunArgs),
+    Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RunnerKind {
+    /// Step binaries (yolo-<step>, beside kubeyolo) as subprocesses.
+    Process,
+    /// One `docker run` per step with the local images (docker/build.sh).
+    Docker,
+}
+
+/// Options shared by `run` and `demo`.
+#[derive(clap::Args)]
+struct RunCommon {
+    /// Run parameter (repeatable): model_name, cfg, data, bool_train, bool_tune.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Run folder for outputs, artifacts, logs and summary.json [default: <data-dir>/pipeline-runs/<timestamp>].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Do not echo step output live (it is in <run-dir>/<step>/log.txt either way).
+    #[arg(long, short)]
+    quiet: bool,
+    /// Exit non-zero when a step is missing (not built / not implemented), not only when one fails.
+    #[arg(long)]
+    require_all: bool,
+    /// Folder of the step binaries (process runner) [default: the folder of this kubeyolo].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// Run the pipeline locally on a folder standing in for the /data volume.
+#[derive(clap::Args)]
+#[command(
+    long_about = "Run the pipeline locally, without Kubernetes: the same graph, parameters, conditions and \
+data passing as on Kubeflow. --data-dir stands in for the /data volume (models, cfg and dataset yamls, datasets). \
+Each step's outputs go to files in the run folder and are passed verbatim to the next steps; each step's \
+output goes to <run-dir>/<step>/log.txt; a summary table is printed at the end and written to \
+<run-dir>/summary.json.\n\n\
+A step whose binary (process) or image (docker) does not exist is reported MISSING, not faked, and the steps \
+needing it are blocked; a failing step shows its own error and blocks its dependants. Exit code: 0 when no \
+step failed, 1 otherwise (also when a step is missing, with --require-all).",
+    after_help = "Examples:\n  \
+kubeyolo run --data-dir ./demo --set model_name=yolov8n.yaml\n  \
+kubeyolo run --data-dir /mnt/data --set cfg=cfg-insight3 --set data=data-insight3 --set bool_tune=true\n  \
+kubeyolo run --runner docker --image-prefix kubeyolo --tag dev --data-dir ./demo --set bool_train=false"
+)]
+struct RunArgs {
+    /// Folder standing in for /data.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// How steps run.
+    #[arg(long, value_enum, default_value = "process")]
+    runner: RunnerKind,
+    /// Docker runner: images are PREFIX/yolo-<step>:TAG.
+    #[arg(long, default_value = "kubeyolo")]
+    image_prefix: String,
+    /// Docker runner: image tag.
+    #[arg(long, default_value = "dev")]
+    tag: String,
+    /// Docker runner: size of /dev/shm in the containers.
+    #[arg(long, default_value = "1g")]
+    shm_size: String,
+    /// Docker runner: extra `docker run` argument (repeatable), e.g. --docker-arg=--gpus --docker-arg=all.
+    #[arg(long = "docker-arg", allow_hyphen_values = true)]
+    docker_args: Vec<String>,
+    #[command(flatten)]
+    common: RunCommon,
+}
+
+/// Generate a synthetic dataset and configs into a folder, then run the whole pipeline on it.
+#[derive(clap::Args)]
+#[command(
+    long_about = "The first thing to try: writes a synthetic detection dataset (ultralytics layout, \
+data-custom.yaml) and a small cfg-custom.yaml (CPU-sized: imgsz 128, 3 epochs) into --dir, then runs the \
+pipeline on it with the process runner (verify -> distribution -> plot -> train -> test; tune with \
+--set bool_tune=true). The model defaults to the built-in yolov8n.yaml (from scratch, nothing downloaded). \
+Step binaries missing beside kubeyolo are built first with cargo when run from a checkout (--no-build to skip).",
+    after_help = "Examples:\n  \
+cargo run -p kubeyolo-pipeline -- demo\n  \
+kubeyolo demo --dir /tmp/demo --set bool_tune=true\n  \
+kubeyolo demo --epochs 1 --imgsz 64 --images 32"
+)]
+struct DemoArgs {
+    /// Folder for the dataset, configs and runs.
+    #[arg(long, default_value = "demo")]
+    dir: PathBuf,
+    /// Training images (val and test get a quarter each).
+    #[arg(long, default_value_t = 64)]
+    images: usize,
+    /// Image size of the dataset and of training.
+    #[arg(long, default_value_t = 128)]
+    imgsz: u32,
+    /// Training epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: u32,
+    /// Do not build missing step binaries with cargo.
+    #[arg(long)]
+    no_build: bool,
+    /// Only write the dataset and configs; do not run the pipeline.
+    #[arg(long)]
+    prepare_only: bool,
+    #[command(flatten)]
+    common: RunCommon,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,9 +259,90 @@ fn compile(args: CompileArgs) -> Result<()> {
     Ok(())
 }
 
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io_at(p, "create folder", e))?;
+    std::fs::canonicalize(p).map_err(|e| Error::io_at(p, "resolve", e))
+}
+
+fn run_pipeline(data_dir: &Path, exec: &dyn Executor, common: &RunCommon, extra_sets: &[String]) -> Result<()> {
+    let p = graph::pipeline();
+    let mut sets = extra_sets.to_vec();
+    sets.extend(common.set.iter().cloned());
+    let params = runner::parse_params(&p, &sets)?;
+    let data_dir = absolute(data_dir)?;
+    let run_dir = match &common.run_dir {
+        Some(d) => absolute(d)?,
+        None => absolute(&data_dir.join("pipeline-runs").join(runner::run_id()))?,
+    };
+    let ctx = runner::RunContext { data_dir, run_dir };
+    let opts = runner::RunOptions { params, echo: !common.quiet, tail_lines: 20 };
+    let summary = runner::run(&p, exec, &ctx, &opts)?;
+    println!("\n{}", summary.table());
+    if summary.failed() > 0 {
+        return Err(Error::data(format!("{} step(s) failed", summary.failed()))
+            .with_hint(format!("see the logs in {}", ctx.run_dir.display())));
+    }
+    if common.require_all && summary.missing() > 0 {
+        return Err(Error::usage(format!("{} step(s) missing (--require-all)", summary.missing())));
+    }
+    Ok(())
+}
+
+fn process_executor(common: &RunCommon) -> ProcessExecutor {
+    match &common.bin_dir {
+        Some(d) => ProcessExecutor { bin_dir: d.clone() },
+        None => ProcessExecutor::beside_current_exe(),
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    if !args.data_dir.is_dir() {
+        return Err(Error::usage(format!("--data-dir {} is not a folder", args.data_dir.display()))
+            .with_hint("the folder standing in for /data: models, cfg and dataset yamls (try `kubeyolo demo`)"));
+    }
+    match args.runner {
+        RunnerKind::Process => run_pipeline(&args.data_dir, &process_executor(&args.common), &args.common, &[]),
+        RunnerKind::Docker => {
+            let exec = DockerExecutor {
+                image_prefix: args.image_prefix.clone(),
+                tag: args.tag.clone(),
+                shm_size: args.shm_size.clone(),
+                extra: args.docker_args.clone(),
+            };
+            run_pipeline(&args.data_dir, &exec, &args.common, &[])
+        }
+    }
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    if args.images < 4 {
+        return Err(Error::usage("--images must be at least 4"));
+    }
+    let spec = demo::DemoSpec {
+        images_per_split: [args.images, (args.images / 4).max(1), (args.images / 4).max(1)],
+        imgsz: args.imgsz,
+        epochs: args.epochs,
+        ..demo::DemoSpec::default()
+    };
+    demo::prepare(&args.dir, &spec)?;
+    if args.prepare_only {
+        return Ok(());
+    }
+    let exec = process_executor(&args.common);
+    if !args.no_build {
+        let p = graph::pipeline();
+        let missing: Vec<String> =
+            p.steps.iter().filter(|s| exec.available(s).is_err()).map(|s| s.binary()).collect();
+        demo::build_step_binaries(&exec.bin_dir, &missing);
+    }
+    run_pipeline(&args.dir, &exec, &args.common, &["model_name=yolov8n.yaml".to_string()])
+}
+
 fn main() {
     let cli = Cli::parse();
     kubeyolo::error::run_main(|| match cli.cmd {
         Cmd::Compile(a) => compile(a),
+        Cmd::Run(a) => run(a),
+        Cmd::Demo(a) => demo(a),
     })
 }

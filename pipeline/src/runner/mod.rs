@@ -1,1 +1,450 @@
-//! (being written)
+//! Run the pipeline graph locally, without Kubernetes.
+//!
+//! The same [`Pipeline`] that the emitters compile is walked in order here: run parameters
+//! (`--set key=value`) replace the defaults, condition groups are evaluated (`bool_train`,
+//! nested `bool_tune`), and data passes between steps exactly as on KFP — each string output is
+//! a file the step writes (per run folder `<run>/<step>/outputs/<name>`) and the consumer gets
+//! its content verbatim as the flag value. How a step is executed is the [`Executor`]'s job:
+//! [`process`] (step binaries as subprocesses, a folder standing in for `/data`) or [`docker`]
+//! (`docker run -v DIR:/data IMAGE`).
+//!
+//! Outcomes are honest: a step whose binary/image does not exist is **missing** (never faked)
+//! and its dependants are **blocked**; a failing step shows its own error (log tail) and blocks
+//! its dependants; a step whose condition is false is **skipped**. Every step's output goes to
+//! `<run>/<step>/log.txt`, and `<run>/summary.json` records the table printed at the end.
+
+pub mod docker;
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kubeyolo::{Error, Result};
+use serde::Serialize;
+
+use crate::graph::{OutputKind, ParamType, Pipeline, Source, Step};
+
+/// How one step is executed.
+pub trait Executor {
+    /// Short name for messages ("process", "docker").
+    fn name(&self) -> &'static str;
+    /// `Err(reason)` when the step cannot run here because its binary/image does not exist.
+    fn available(&self, step: &Step) -> std::result::Result<(), String>;
+    /// The command that runs `step` with `args` (host paths; the executor maps them).
+    fn command(&self, step: &Step, args: &[String], ctx: &RunContext) -> Command;
+}
+
+/// Folders of one run.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The folder standing in for `/data`.
+    pub data_dir: PathBuf,
+    /// `<data_dir>/pipeline-runs/<id>` unless chosen: outputs, artifacts, logs, summary.
+    pub run_dir: PathBuf,
+}
+
+/// What happened to a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// Exit code (or signal) and the step's own error lines.
+    Failed(String),
+    /// Binary/image does not exist: not run, not faked.
+    Missing(String),
+    /// An upstream step failed or is missing.
+    Blocked(String),
+    /// Its condition is false.
+    Skipped(String),
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed(_) => "FAILED",
+            Status::Missing(_) => "MISSING",
+            Status::Blocked(_) => "blocked",
+            Status::Skipped(_) => "skipped",
+        }
+    }
+    pub fn detail(&self) -> &str {
+        match self {
+            Status::Ok => "",
+            Status::Failed(d) | Status::Missing(d) | Status::Blocked(d) | Status::Skipped(d) => d,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub step: String,
+    pub display: String,
+    #[serde(flatten)]
+    pub status: Status,
+    pub seconds: f64,
+    /// Output parameter values (as read from the output files).
+    pub outputs: BTreeMap<String, String>,
+    /// Artifact files written.
+    pub artifacts: BTreeMap<String, PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub runner: String,
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub params: BTreeMap<String, String>,
+    pub steps: Vec<StepResult>,
+}
+
+impl RunSummary {
+    pub fn failed(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s.status, Status::Failed(_))).count()
+    }
+    pub fn missing(&self) -> usize {
+        self.steps.iter().filter(|s| matches!(s.status, Status::Missing(_))).count()
+    }
+
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let w = self.steps.iter().map(|s| s.step.len()).max().unwrap_or(4).max(4);
+        let mut t = format!("{:<w$}  {:<8}  {:>8}  detail\n", "step", "status", "time");
+        for s in &self.steps {
+            let time = if matches!(s.status, Status::Ok | Status::Failed(_)) { format!("{:.1}s", s.seconds) } else { "-".into() };
+            let detail = s.status.detail().lines().next().unwrap_or("");
+            t.push_str(&format!("{:<w$}  {:<8}  {:>8}  {}\n", s.step, s.status.label(), time, detail));
+        }
+        let ok = self.steps.iter().filter(|s| s.status == Status::Ok).count();
+        t.push_str(&format!(
+            "{} ok, {} failed, {} missing, {} blocked, {} skipped — logs and outputs in {}\n",
+            ok,
+            self.failed(),
+            self.missing(),
+            self.steps.iter().filter(|s| matches!(s.status, Status::Blocked(_))).count(),
+            self.steps.iter().filter(|s| matches!(s.status, Status::Skipped(_))).count(),
+            self.run_dir.display()
+        ));
+        if self.missing() > 0 {
+            t.push_str("MISSING steps were not run: their binary/image does not exist (not built, or not implemented yet).\n");
+        }
+        t
+    }
+}
+
+/// Parse `--set key=value` pairs against the pipeline parameters (booleans: true/false/1/0).
+pub fn parse_params(p: &Pipeline, sets: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut values: BTreeMap<String, String> = p.params.iter().map(|x| (x.name.to_string(), x.default.to_string())).collect();
+    for kv in sets {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Error::usage(format!("--set '{kv}' is not key=value")).with_hint("e.g. --set bool_tune=true"))?;
+        let param = p.param(k).ok_or_else(|| {
+            let known: Vec<&str> = p.params.iter().map(|x| x.name).collect();
+            Error::usage(format!("--set: unknown parameter '{k}'")).with_hint(format!("parameters: {}", known.join(", ")))
+        })?;
+        let v = match param.ty {
+            ParamType::Bool => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => "true".to_string(),
+                "false" | "0" | "no" => "false".to_string(),
+                _ => return Err(Error::usage(format!("--set {k}={v}: not a boolean")).with_hint("use true or false")),
+            },
+            ParamType::String => v.to_string(),
+        };
+        values.insert(k.to_string(), v);
+    }
+    Ok(values)
+}
+
+/// A run id from the wall clock: `YYYYmmdd-HHMMSS` (UTC).
+pub fn run_id() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Host path of an output of `step`: parameters under `outputs/`, artifacts under `artifacts/`.
+pub fn output_path(run_dir: &Path, step: &Step, name: &str) -> PathBuf {
+    match step.output(name).map(|o| o.kind) {
+        Some(OutputKind::Artifact(t)) => run_dir.join(step.name).join("artifacts").join(format!("{name}.{}", t.file_ext())),
+        _ => run_dir.join(step.name).join("outputs").join(name),
+    }
+}
+
+/// Options of one local run.
+pub struct RunOptions {
+    pub params: BTreeMap<String, String>,
+    /// Echo step output live (prefixed with the step name); the log files get it either way.
+    pub echo: bool,
+    /// Lines of a failing step's log shown in the terminal.
+    pub tail_lines: usize,
+}
+
+/// Run the whole graph. Returns the summary (also written to `<run_dir>/summary.json`).
+pub fn run(p: &Pipeline, exec: &dyn Executor, ctx: &RunContext, opts: &RunOptions) -> Result<RunSummary> {
+    p.validate().map_err(Error::internal)?;
+    std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io_at(&ctx.run_dir, "create the run folder", e))?;
+    let mut results: Vec<StepResult> = Vec::new();
+    eprintln!("kubeyolo run: runner {}, data {}, run folder {}", exec.name(), ctx.data_dir.display(), ctx.run_dir.display());
+
+    for step in &p.steps {
+        let mut res = StepResult {
+            step: step.name.to_string(),
+            display: step.display.to_string(),
+            status: Status::Ok,
+            seconds: 0.0,
+            outputs: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
+            log: None,
+        };
+        res.status = 'decide: {
+            // Condition groups, outermost first: the first false one decides.
+            for c in &step.conditions {
+                if opts.params.get(c.param).map(String::as_str) != Some("true") {
+                    break 'decide Status::Skipped(format!("{}={} ({})", c.param, opts.params[c.param], c.name));
+                }
+            }
+            for up in step.upstream() {
+                if let Some(r) = results.iter().find(|r| r.step == up) {
+                    if r.status != Status::Ok {
+                        break 'decide match &r.status {
+                            Status::Skipped(d) => Status::Skipped(format!("upstream {up} skipped: {d}")),
+                            other => Status::Blocked(format!("needs {up} ({})", other.label().to_lowercase())),
+                        };
+                    }
+                }
+            }
+            if let Err(reason) = exec.available(step) {
+                break 'decide Status::Missing(reason);
+            }
+            Status::Ok
+        };
+        if res.status == Status::Ok {
+            run_step(step, exec, ctx, opts, &results, &mut res)?;
+        } else {
+            eprintln!("── {} ({}): {} {}", step.name, step.display, res.status.label(), res.status.detail());
+        }
+        results.push(res);
+    }
+    let summary = RunSummary {
+        runner: exec.name().to_string(),
+        data_dir: ctx.data_dir.clone(),
+        run_dir: ctx.run_dir.clone(),
+        params: opts.params.clone(),
+        steps: results,
+    };
+    kubeyolo::files::write_json_atomic(&ctx.run_dir.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+fn run_step(
+    step: &Step,
+    exec: &dyn Executor,
+    ctx: &RunContext,
+    opts: &RunOptions,
+    done: &[StepResult],
+    res: &mut StepResult,
+) -> Result<()> {
+    let mut args = Vec::new();
+    for i in &step.inputs {
+        let value = match i.source {
+            Source::Param(name) => opts.params.get(name).cloned().unwrap_or_default(),
+            Source::Output { step: prod, output } => done
+                .iter()
+                .find(|r| r.step == prod)
+                .and_then(|r| r.outputs.get(output).cloned())
+                .ok_or_else(|| Error::internal(format!("{}: output {prod}.{output} not available", step.name)))?,
+        };
+        args.push(i.flag.to_string());
+        args.push(value);
+    }
+    let step_dir = ctx.run_dir.join(step.name);
+    for o in &step.outputs {
+        let path = output_path(&ctx.run_dir, step, o.name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, "create output folder", e))?;
+        }
+        // A stale file from an earlier attempt must not pass for this run's output.
+        let _ = std::fs::remove_file(&path);
+        args.push(o.flag.to_string());
+        args.push(path.to_string_lossy().into_owned());
+    }
+    std::fs::create_dir_all(&step_dir).map_err(|e| Error::io_at(&step_dir, "create step folder", e))?;
+    let log_path = step_dir.join("log.txt");
+    res.log = Some(log_path.clone());
+
+    let mut cmd = exec.command(step, &args, ctx);
+    eprintln!("── {} ({}): {}", step.name, step.display, render_command(&cmd));
+    let started = Instant::now();
+    let status = run_logged(&mut cmd, &log_path, if opts.echo { Some(step.name) } else { None });
+    res.seconds = started.elapsed().as_secs_f64();
+    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    res.status = match status {
+        Err(e) => Status::Failed(format!("could not start: {e}")),
+        Ok(st) if !st.success() => {
+            let code = st.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into());
+            Status::Failed(format!("{code}: {}", own_error(&log_text)))
+        }
+        Ok(_) => {
+            // Like the KFP launcher: a declared string output that was not written fails the step.
+            let mut missing = Vec::new();
+            for o in &step.outputs {
+                let path = output_path(&ctx.run_dir, step, o.name);
+                match o.kind {
+                    OutputKind::Parameter => match std::fs::read_to_string(&path) {
+                        Ok(v) => {
+                            res.outputs.insert(o.name.to_string(), v);
+                        }
+                        Err(_) => missing.push(o.name),
+                    },
+                    OutputKind::Artifact(_) => {
+                        if path.exists() {
+                            res.artifacts.insert(o.name.to_string(), path);
+                        }
+                    }
+                }
+            }
+            if missing.is_empty() {
+                Status::Ok
+            } else {
+                Status::Failed(format!("exited 0 but did not write output(s) {}", missing.join(", ")))
+            }
+        }
+    };
+    match &res.status {
+        Status::Ok => eprintln!("   {} ok in {:.1}s", step.name, res.seconds),
+        Status::Failed(why) => {
+            eprintln!("   {} FAILED after {:.1}s: {}", step.name, res.seconds, why.lines().next().unwrap_or(""));
+            if !opts.echo {
+                let lines: Vec<&str> = log_text.lines().collect();
+                let from = lines.len().saturating_sub(opts.tail_lines);
+                eprintln!("   last {} lines of {}:", lines.len() - from, log_path.display());
+                for l in &lines[from..] {
+                    eprintln!("   | {l}");
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The step's own error: its `error:` line (kubeyolo binaries print one, plus a hint), else the
+/// last non-empty lines of its output.
+pub fn own_error(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    if let Some(i) = lines.iter().rposition(|l| l.trim_start().starts_with("error:") || l.contains("] error:")) {
+        return lines[i..].iter().take(3).map(|l| l.trim()).collect::<Vec<_>>().join(" / ");
+    }
+    let tail: Vec<&str> = lines.iter().rev().filter(|l| !l.trim().is_empty()).take(2).copied().collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+}
+
+fn render_command(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(' ') {
+            s.push_str(&format!(" '{a}'"));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// Run `cmd`, copying stdout and stderr line by line into `log` (and to the terminal with a
+/// `[step]` prefix when `echo` names the step).
+fn run_logged(cmd: &mut Command, log: &Path, echo: Option<&str>) -> std::io::Result<std::process::ExitStatus> {
+    let file = std::fs::File::create(log)?;
+    let sink = Arc::new(Mutex::new(file));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut pumps = Vec::new();
+    let streams: Vec<Box<dyn std::io::Read + Send>> = vec![
+        Box::new(child.stdout.take().expect("piped stdout")),
+        Box::new(child.stderr.take().expect("piped stderr")),
+    ];
+    for stream in streams {
+        let sink = Arc::clone(&sink);
+        let prefix = echo.map(|s| format!("   [{s}] "));
+        pumps.push(std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                if let Ok(mut f) = sink.lock() {
+                    let _ = f.write_all(&buf);
+                }
+                if let Some(p) = &prefix {
+                    let line = String::from_utf8_lossy(&buf);
+                    // Progress bars redraw with '\r': show the last state only.
+                    let line = line.trim_end().rsplit('\r').next().unwrap_or("").to_string();
+                    eprintln!("{p}{line}");
+                }
+                buf.clear();
+            }
+        }));
+    }
+    let status = child.wait()?;
+    for p in pumps {
+        let _ = p.join();
+    }
+    Ok(status)
+}
+
+/// Seconds as `1m02s` for messages.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_checked() {
+        let p = crate::graph::pipeline();
+        let v = parse_params(&p, &["bool_tune=True".into(), "model_name=yolov8n.yaml".into()]).unwrap();
+        assert_eq!(v["bool_tune"], "true");
+        assert_eq!(v["model_name"], "yolov8n.yaml");
+        assert_eq!(v["bool_train"], "true");
+        assert!(parse_params(&p, &["nope=1".into()]).is_err());
+        assert!(parse_params(&p, &["bool_train=maybe".into()]).is_err());
+        assert!(parse_params(&p, &["bool_train".into()]).is_err());
+    }
+
+    #[test]
+    fn own_error_prefers_the_error_line() {
+        let log = "loading\nerror: /data/x.yaml: not found\n  hint: put it there\n";
+        assert_eq!(own_error(log), "error: /data/x.yaml: not found / hint: put it there");
+        assert_eq!(own_error("a\nb\n\n"), "a / b");
+    }
+
+    #[test]
+    fn run_id_is_a_timestamp() {
+        let id = run_id();
+        assert_eq!(id.len(), 15, "{id}");
+        assert!(id.starts_with("20"), "{id}");
+    }
+}

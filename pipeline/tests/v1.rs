@@ -1,0 +1,259 @@
+//! `kubeyolo compile --format v1`: structure equal to the kfp 1.8.22 reference compilation, and
+//! Argo's rules (no argo CLI here: the checks are written out below).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_yaml::Value;
+
+fn compile(args: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wf.yaml");
+    let o = Command::new(env!("CARGO_BIN_EXE_kubeyolo"))
+        .args(["compile", "--format", "v1"])
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_yaml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn reference() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference_v1.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn seq(v: &Value) -> Vec<Value> {
+    v.as_sequence().cloned().unwrap_or_default()
+}
+
+fn names(v: &Value) -> Vec<String> {
+    seq(v).iter().map(|x| s(&x["name"])).collect()
+}
+
+/// A template reduced to what the structure comparison looks at.
+#[derive(Debug, PartialEq)]
+struct Shape {
+    inputs: Vec<String>,
+    /// DAG tasks: name → (template, sorted dependencies, when, argument name → value).
+    tasks: BTreeMap<String, (String, Vec<String>, String, BTreeMap<String, String>)>,
+    image: String,
+    /// Container args with the `--out-* <path>` pairs removed (kubeyolo adds those so its
+    /// binaries write the file outputs; the seed's Python components wrote them themselves).
+    in_args: Vec<String>,
+    out_params: BTreeMap<String, String>,
+    /// Artifact name → path.
+    artifacts: BTreeMap<String, String>,
+    mounts: Vec<(String, String)>,
+    volumes: Vec<String>,
+    annotations: BTreeMap<String, String>,
+    resource: String,
+}
+
+fn shape(t: &Value) -> Shape {
+    let mut tasks = BTreeMap::new();
+    for task in seq(&t["dag"]["tasks"]) {
+        let mut deps: Vec<String> = seq(&task["dependencies"]).iter().map(s).collect();
+        deps.sort();
+        let args = seq(&task["arguments"]["parameters"]).iter().map(|a| (s(&a["name"]), s(&a["value"]))).collect();
+        tasks.insert(s(&task["name"]), (s(&task["template"]), deps, s(&task["when"]), args));
+    }
+    let mut in_args = Vec::new();
+    let args: Vec<String> = seq(&t["container"]["args"]).iter().map(s).collect();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i].starts_with("--out-") {
+            i += 2;
+        } else {
+            in_args.push(args[i].clone());
+            i += 1;
+        }
+    }
+    let out_params = seq(&t["outputs"]["parameters"]).iter().map(|p| (s(&p["name"]), s(&p["valueFrom"]["path"]))).collect();
+    let artifacts = seq(&t["outputs"]["artifacts"]).iter().map(|p| (s(&p["name"]), s(&p["path"]))).collect();
+    let mounts = seq(&t["container"]["volumeMounts"]).iter().map(|m| (s(&m["mountPath"]), s(&m["name"]))).collect();
+    let volumes = seq(&t["volumes"])
+        .iter()
+        .map(|v| format!("{}:{}:{}", s(&v["name"]), s(&v["emptyDir"]["sizeLimit"]), s(&v["persistentVolumeClaim"]["claimName"])))
+        .collect();
+    let annotations = t["metadata"]["annotations"]
+        .as_mapping()
+        .map(|m| m.iter().map(|(k, v)| (s(k), s(v))).collect())
+        .unwrap_or_default();
+    Shape {
+        inputs: names(&t["inputs"]["parameters"]),
+        tasks,
+        image: s(&t["container"]["image"]),
+        in_args,
+        out_params,
+        artifacts,
+        mounts,
+        volumes,
+        annotations,
+        resource: s(&t["resource"]["manifest"]),
+    }
+}
+
+fn templates(wf: &Value) -> BTreeMap<String, Value> {
+    seq(&wf["spec"]["templates"]).into_iter().map(|t| (s(&t["name"]), t)).collect()
+}
+
+const REFERENCE: &[&str] = &[
+    "--image-prefix", "REGISTRY", "--tag", "TAG", "--pvc", "pvc-local-cocodata", "--create-pvc",
+    "--storage-class", "local-path", "--pvc-size", "10Gi", "--gpus", "0", "--no-requests",
+];
+
+#[test]
+fn v1_structure_equals_the_kfp_1_8_reference() {
+    let ours = compile(REFERENCE);
+    let theirs = reference();
+    assert_eq!(s(&ours["kind"]), "Workflow");
+    assert_eq!(s(&ours["spec"]["entrypoint"]), s(&theirs["spec"]["entrypoint"]));
+    assert_eq!(s(&ours["spec"]["serviceAccountName"]), "pipeline-runner");
+    assert_eq!(ours["spec"]["arguments"], theirs["spec"]["arguments"]);
+    let (a, b) = (templates(&ours), templates(&theirs));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &b {
+        let (mine, reference) = (shape(&a[name]), shape(t));
+        let mut mine_cmp = mine;
+        // kubeyolo declares its own artifact outputs too (html/md/metrics files, /tmp/outputs);
+        // every artifact of the reference must be there with the same path.
+        for (k, v) in &reference.artifacts {
+            assert_eq!(mine_cmp.artifacts.get(k), Some(v), "template {name}: artifact {k}");
+        }
+        mine_cmp.artifacts = reference.artifacts.clone();
+        assert_eq!(mine_cmp, reference, "template {name}");
+    }
+    // Same pipeline_spec annotation (inputs, defaults, types) as kfp 1.8 writes.
+    let spec = |wf: &Value| -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&s(&wf["metadata"]["annotations"]["pipelines.kubeflow.org/pipeline_spec"])).unwrap();
+        v.as_object_mut().unwrap().remove("description");
+        v
+    };
+    assert_eq!(spec(&ours), spec(&theirs));
+}
+
+/// Argo's validation rules that `argo lint` would apply to what we emit.
+fn argo_rules(wf: &Value) {
+    let ts = templates(wf);
+    let dns = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 63
+            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !n.starts_with('-')
+            && !n.ends_with('-')
+    };
+    assert!(ts.contains_key(&s(&wf["spec"]["entrypoint"])), "entrypoint template missing");
+    let placeholder = |text: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("{{") {
+            let j = rest[i..].find("}}").expect("unclosed {{") + i;
+            out.push(rest[i + 2..j].to_string());
+            rest = &rest[j + 2..];
+        }
+        out
+    };
+    for (name, t) in &ts {
+        assert!(dns(name), "template name '{name}' is not DNS-1123");
+        let inputs: BTreeSet<String> = names(&t["inputs"]["parameters"]).into_iter().collect();
+        // Every {{inputs.parameters.X}} used in the template is declared.
+        let body = serde_yaml::to_string(&{
+            let mut c = t.clone();
+            c.as_mapping_mut().unwrap().remove("dag");
+            c
+        })
+        .unwrap();
+        for ph in placeholder(&body) {
+            if let Some(p) = ph.strip_prefix("inputs.parameters.") {
+                assert!(inputs.contains(p), "template {name}: {{{{{ph}}}}} is not an input");
+            } else {
+                panic!("template {name}: unexpected placeholder {{{{{ph}}}}}");
+            }
+        }
+        for v in seq(&t["volumes"]) {
+            assert!(dns(&s(&v["name"])), "template {name}: volume name");
+        }
+        let tasks = seq(&t["dag"]["tasks"]);
+        let task_names: BTreeMap<String, Value> = tasks.iter().map(|x| (s(&x["name"]), x.clone())).collect();
+        for task in &tasks {
+            let tn = s(&task["name"]);
+            assert!(dns(&tn), "task name '{tn}'");
+            let callee = ts.get(&s(&task["template"])).unwrap_or_else(|| panic!("{name}/{tn}: template missing"));
+            let deps: BTreeSet<String> = seq(&task["dependencies"]).iter().map(s).collect();
+            for d in &deps {
+                assert!(task_names.contains_key(d), "{name}/{tn}: dependency {d} not in the DAG");
+            }
+            // Arguments bind exactly the callee's inputs.
+            let given: BTreeSet<String> = names(&task["arguments"]["parameters"]).into_iter().collect();
+            let wanted: BTreeSet<String> = names(&callee["inputs"]["parameters"]).into_iter().collect();
+            assert_eq!(given, wanted, "{name}/{tn}: arguments vs inputs of {}", s(&task["template"]));
+            for a in seq(&task["arguments"]["parameters"]) {
+                for ph in placeholder(&s(&a["value"])) {
+                    if let Some(p) = ph.strip_prefix("inputs.parameters.") {
+                        assert!(inputs.contains(p), "{name}/{tn}: {p} is not an input of {name}");
+                    } else if let Some(rest) = ph.strip_prefix("tasks.") {
+                        let (producer, out) = rest.split_once(".outputs.parameters.").expect("task output ref");
+                        assert!(deps.contains(producer), "{name}/{tn}: reads {producer} without depending on it");
+                        let prod_t = &ts[&s(&task_names[producer]["template"])];
+                        assert!(
+                            names(&prod_t["outputs"]["parameters"]).contains(&out.to_string()),
+                            "{name}/{tn}: {producer} has no output {out}"
+                        );
+                    } else {
+                        panic!("{name}/{tn}: unexpected placeholder {ph}");
+                    }
+                }
+            }
+            let when = s(&task["when"]);
+            if !when.is_empty() {
+                let inner = when
+                    .strip_prefix("\"{{inputs.parameters.")
+                    .and_then(|w| w.strip_suffix("}}\" == \"True\""))
+                    .unwrap_or_else(|| panic!("{name}/{tn}: when '{when}'"));
+                assert!(inputs.contains(inner), "{name}/{tn}: when uses {inner}, not an input");
+            }
+        }
+    }
+}
+
+#[test]
+fn v1_follows_argo_rules_in_every_variant() {
+    argo_rules(&compile(REFERENCE));
+    argo_rules(&compile(&[]));
+    let full = compile(&[
+        "--pvc", "yolo.data", "--create-pvc", "--gpus", "2", "--mlflow-secret", "mlflow-s3", "--mlflow-configmap", "mlflow-cfg",
+        "--mlflow-tracking-uri", "http://mlflow:5000",
+    ]);
+    argo_rules(&full);
+    let ts = templates(&full);
+    let train = &ts["train"]["container"];
+    assert_eq!(s(&train["resources"]["limits"]["nvidia.com/gpu"]), "2");
+    assert_eq!(s(&train["resources"]["requests"]["memory"]), "8Gi");
+    let env = serde_yaml::to_string(&train["env"]).unwrap();
+    assert!(env.contains("secretKeyRef") && env.contains("mlflow-s3") && env.contains("configMapKeyRef"), "{env}");
+    assert!(ts["verify"]["container"]["env"].is_null(), "verify does not log to MLflow");
+    assert!(ts["verify"]["container"]["resources"]["limits"].is_null(), "no GPU on verify");
+}
+
+#[test]
+fn v1_existing_claim_is_mounted_by_name() {
+    let wf = compile(&["--pvc", "my-claim", "--shm-size", "0"]);
+    let ts = templates(&wf);
+    assert!(!ts.contains_key("my-claim"), "no VolumeOp without --create-pvc");
+    let vols = serde_yaml::to_string(&ts["train"]["volumes"]).unwrap();
+    assert!(vols.contains("claimName: my-claim") && !vols.contains("dshm"), "{vols}");
+}
