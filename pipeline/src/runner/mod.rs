@@ -219,6 +219,10 @@ pub fn run(p: &Pipeline, exec: &dyn Executor, ctx: &RunContext, opts: &RunOption
                     break 'decide Status::Skipped(format!("{}={} ({})", c.param, opts.params[c.param], c.name));
                 }
             }
+            // Missing before blocked: "not built / not implemented" is the more useful news.
+            if let Err(reason) = exec.available(step) {
+                break 'decide Status::Missing(reason);
+            }
             for up in step.upstream() {
                 if let Some(r) = results.iter().find(|r| r.step == up) {
                     if r.status != Status::Ok {
@@ -228,9 +232,6 @@ pub fn run(p: &Pipeline, exec: &dyn Executor, ctx: &RunContext, opts: &RunOption
                         };
                     }
                 }
-            }
-            if let Err(reason) = exec.available(step) {
-                break 'decide Status::Missing(reason);
             }
             Status::Ok
         };
@@ -345,14 +346,21 @@ fn run_step(
 }
 
 /// The step's own error: its `error:` line (kubeyolo binaries print one, plus a hint), else the
-/// last non-empty lines of its output.
+/// last line that mentions an error/problem/failure and the lines after it, else the last lines.
 pub fn own_error(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let pick = |from: usize, n: usize| lines[from..].iter().take(n).map(|l| l.trim()).collect::<Vec<_>>().join(" / ");
     if let Some(i) = lines.iter().rposition(|l| l.trim_start().starts_with("error:") || l.contains("] error:")) {
-        return lines[i..].iter().take(3).map(|l| l.trim()).collect::<Vec<_>>().join(" / ");
+        return pick(i, 3);
     }
-    let tail: Vec<&str> = lines.iter().rev().filter(|l| !l.trim().is_empty()).take(2).copied().collect();
-    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    let keywords = ["error", "problem", "failed", "panicked", "traceback"];
+    if let Some(i) = lines.iter().rposition(|l| {
+        let l = l.to_ascii_lowercase();
+        keywords.iter().any(|k| l.contains(k))
+    }) {
+        return pick(i, 4);
+    }
+    pick(lines.len().saturating_sub(2), 2)
 }
 
 fn render_command(cmd: &Command) -> String {
@@ -439,6 +447,8 @@ mod tests {
         let log = "loading\nerror: /data/x.yaml: not found\n  hint: put it there\n";
         assert_eq!(own_error(log), "error: /data/x.yaml: not found / hint: put it there");
         assert_eq!(own_error("a\nb\n\n"), "a / b");
+        let verify = "{}\nverify found 1 problem; no output was written:\n  1. data yaml 'nope' not found\n";
+        assert_eq!(own_error(verify), "verify found 1 problem; no output was written: / 1. data yaml 'nope' not found");
     }
 
     #[test]
