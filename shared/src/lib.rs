@@ -32,6 +32,7 @@ pub mod nn;
 pub mod plot;
 pub mod root;
 pub mod track;
+pub mod train;
 
 pub use error::{Error, ErrorKind, Result};
 

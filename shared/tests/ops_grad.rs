@@ -298,3 +298,55 @@ fn softmax_last_keeps_gradient() {
     let g = s.narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(max_abs(g.get(x.as_tensor()).unwrap()) > 1e-3);
 }
+
+/// The fused BatchNorm(+SiLU) against candle_nn's BatchNorm::forward_train (+ silu): output,
+/// gradients of input, weight and bias, and the running statistics it updates.
+fn check_bn(n: usize, c: usize, h: usize, w: usize, silu: bool) {
+    use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+    let cfg = BatchNormConfig { eps: 1e-3, remove_mean: true, affine: true, momentum: 0.03 };
+    let make = || {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
+        let bn = candle_nn::batch_norm(c, cfg, vb).unwrap();
+        // Non-trivial weight/bias.
+        let (g, b) = bn.weight_and_bias().unwrap();
+        Var::from_tensor(g).unwrap().set(&(rand(&[c], 21) + 1.5).unwrap()).unwrap();
+        Var::from_tensor(b).unwrap().set(&rand(&[c], 22)).unwrap();
+        bn
+    };
+    let (bn, bn_ref) = (make(), make());
+    let x = Var::from_tensor(&((rand(&[n, c, h, w], 23) * 3.0).unwrap() + 0.5).unwrap()).unwrap();
+    let y = ops::batch_norm_train(x.as_tensor(), &bn, silu).unwrap();
+    let mut y_ref = bn_ref.forward_train(x.as_tensor()).unwrap();
+    if silu {
+        y_ref = y_ref.silu().unwrap();
+    }
+    let what = format!("bn n{n} c{c} {h}x{w} silu {silu}");
+    let e = rel_err(&y, &y_ref);
+    assert!(e < 1e-5, "{what} forward: {e}");
+    let r = rand(y.dims(), 24);
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_ref = (&y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (gw, gb) = bn.weight_and_bias().unwrap();
+    let (gw_ref, gb_ref) = bn_ref.weight_and_bias().unwrap();
+    for (name, a, b) in [
+        ("input", g.get(x.as_tensor()).unwrap(), g_ref.get(x.as_tensor()).unwrap()),
+        ("weight", g.get(gw).unwrap(), g_ref.get(gw_ref).unwrap()),
+        ("bias", g.get(gb).unwrap(), g_ref.get(gb_ref).unwrap()),
+    ] {
+        let e = rel_err(a, b);
+        assert!(e < 2e-5, "{what} {name} grad: {e}");
+    }
+    for (name, a, b) in [("running_mean", bn.running_mean(), bn_ref.running_mean()), ("running_var", bn.running_var(), bn_ref.running_var())] {
+        let e = rel_err(a, b);
+        assert!(e < 1e-5, "{what} {name}: {e}");
+    }
+}
+
+#[test]
+fn batch_norm_train_matches_candle() {
+    for &(n, c, h, w) in &[(1, 3, 5, 7), (4, 6, 3, 3), (16, 2, 4, 5)] {
+        check_bn(n, c, h, w, false);
+        check_bn(n, c, h, w, true);
+    }
+}

@@ -339,9 +339,18 @@ impl CustomOp2 for ConvFwd {
     }
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(w, &ConvBwdInput { stride: self.stride, pad: self.pad, x_shape: x.dims4()? })?;
-        let dw = x.apply_op2_no_bwd(&grad, &ConvBwdWeight { stride: self.stride, pad: self.pad, w_shape: w.dims4()? })?;
-        Ok((Some(dx), Some(dw)))
+        // The network input (the image batch) needs no gradient: skip the first conv's dx.
+        let dx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(w, &ConvBwdInput { stride: self.stride, pad: self.pad, x_shape: x.dims4()? })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &ConvBwdWeight { stride: self.stride, pad: self.pad, w_shape: w.dims4()? })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
 }
 

@@ -1,8 +1,4 @@
 //! The YOLOv8 network in candle.
 pub mod ops;
 pub mod conv;
-pub mod blocks;
-pub mod head;
-pub mod model;
-pub mod pt;
-pub mod weights;
+pub mod batchnorm;

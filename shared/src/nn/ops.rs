@@ -41,6 +41,24 @@ pub fn conv2d(
     }
 }
 
+/// Training-mode BatchNorm over NCHW `x` with `bn`'s weight and bias, followed by SiLU when
+/// `silu` is true: ultralytics `Conv`'s `act(bn(conv(x)))` in train mode. Normalizes with the
+/// batch statistics and updates `bn`'s running mean / variance with its momentum, exactly like
+/// `bn.forward_train(x)` (then `.silu()`), which is what runs on non-CPU devices. On CPU (f32)
+/// it is one fused kernel ([`super::batchnorm`]) with a hand-written backward: candle's version
+/// is ~10 ops forward and more backward, each a full pass over the activation.
+pub fn batch_norm_train(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) -> Result<Tensor> {
+    if cpu_f32(x) && bn.weight_and_bias().is_some_and(|(g, _)| g.dtype() == DType::F32) {
+        return super::batchnorm::bn_train_cpu(x, bn, silu);
+    }
+    let y = bn.forward_train(x)?;
+    if silu {
+        y.silu()
+    } else {
+        Ok(y)
+    }
+}
+
 /// Nearest-neighbour upsampling by 2 on H and W (ultralytics `nn.Upsample(None, 2, "nearest")`).
 ///
 /// Built from reshape + `broadcast_as` + reshape, whose backward (a sum over the broadcast axes)

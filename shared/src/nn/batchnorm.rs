@@ -1,0 +1,262 @@
+//! Training-mode BatchNorm (+ optional SiLU) as one CPU kernel with a hand-written backward.
+//!
+//! Why: `candle_nn::BatchNorm::forward_train` is ~10 tensor ops (transpose + copy, two means,
+//! sub, sqr, div, mul, add, transpose back) and its output is a transposed view that the next
+//! conv copies again; SiLU adds one op forward and ~6 backward. Each is a full pass over the
+//! activation, and YOLOv8 has one BatchNorm + SiLU after every conv, so in a training step these
+//! memory-bound passes cost about as much as the convolutions themselves. Here the forward is
+//! two passes (statistics, then normalize + activate) and the backward two (reductions, then
+//! the input gradient), all in NCHW, parallel over channels.
+//!
+//! Math (per channel, M = N·H·W elements, biased variance for normalizing as PyTorch does):
+//! `x̂ = (x − μ)·r` with `r = 1/√(σ² + eps)`, `z = γ·x̂ + β`, `y = silu(z)` (or `z`).
+//! Backward: `dz = dy·silu'(z)`, `dγ = Σ dz·x̂`, `dβ = Σ dz`,
+//! `dx = γ·r·(dz − dβ/M − x̂·dγ/M)`.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Per-channel batch statistics of the last forward, shared between the op (for its backward)
+/// and the caller (for the running-statistics update).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Stats {
+    pub mean: Vec<f32>,
+    /// Biased variance (what normalizes).
+    pub var: Vec<f32>,
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+/// A raw pointer that may cross threads: every task writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => bail!("kubeyolo batch-norm: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => bail!("kubeyolo batch-norm: {what} must be contiguous"),
+    }
+}
+
+#[inline(always)]
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Forward op: `x.apply_op3(gamma, beta, BnFwd)` → y (same shape as x, NCHW).
+pub(crate) struct BnFwd {
+    pub eps: f64,
+    pub silu: bool,
+    pub stats: Arc<Mutex<Stats>>,
+}
+
+impl CustomOp3 for BnFwd {
+    fn name(&self) -> &'static str {
+        "kubeyolo-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let x = slice(s1, l1, "input")?;
+        let gamma = slice(s2, l2, "weight")?;
+        let beta = slice(s3, l3, "bias")?;
+        if gamma.len() != c || beta.len() != c {
+            bail!("kubeyolo batch-norm: {c} channels but weight {} / bias {}", gamma.len(), beta.len());
+        }
+        let hw = h * w;
+        let m = (n * hw) as f64;
+        let mut y = vec![0f32; x.len()];
+        let yp = SyncPtr(y.as_mut_ptr());
+        let silu = self.silu;
+        let eps = self.eps;
+        let stats: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ci| {
+                let yp = yp;
+                // Pass 1: mean and variance in f64 (sums over up to ~400k elements).
+                let (mut s, mut s2) = (0f64, 0f64);
+                for b in 0..n {
+                    let xs = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
+                    let (mut a, mut a2) = (0f32, 0f32);
+                    // f32 partial sums per row keep the inner loop vectorizable.
+                    for v in xs {
+                        a += v;
+                        a2 += v * v;
+                    }
+                    s += a as f64;
+                    s2 += a2 as f64;
+                }
+                let mean = s / m;
+                let var = (s2 / m - mean * mean).max(0.0);
+                let r = 1.0 / (var + eps).sqrt();
+                let scale = (gamma[ci] as f64 * r) as f32;
+                let shift = (beta[ci] as f64 - mean * gamma[ci] as f64 * r) as f32;
+                // Pass 2: normalize (+ SiLU).
+                for b in 0..n {
+                    let off = (b * c + ci) * hw;
+                    let xs = &x[off..off + hw];
+                    // SAFETY: channel ci of image b is written by this task only.
+                    let ys = unsafe { std::slice::from_raw_parts_mut(yp.0.add(off), hw) };
+                    if silu {
+                        for (o, v) in ys.iter_mut().zip(xs) {
+                            let z = v * scale + shift;
+                            *o = z * sigmoid(z);
+                        }
+                    } else {
+                        for (o, v) in ys.iter_mut().zip(xs) {
+                            *o = v * scale + shift;
+                        }
+                    }
+                }
+                (mean as f32, var as f32)
+            })
+            .collect();
+        let mut st = self.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm stats lock".into()))?;
+        st.mean = stats.iter().map(|s| s.0).collect();
+        st.var = stats.iter().map(|s| s.1).collect();
+        st.gamma = gamma.to_vec();
+        st.beta = beta.to_vec();
+        Ok((CpuStorage::F32(y), Shape::from((n, c, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self.stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm stats lock".into()))?.clone();
+        let c = gamma.elem_count();
+        let len = x.elem_count();
+        let packed = x.apply_op2_no_bwd(&grad.contiguous()?, &BnBwd { eps: self.eps, silu: self.silu, stats })?;
+        let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+        let dgamma = packed.narrow(0, len, c)?;
+        let dbeta = packed.narrow(0, len + c, c)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Backward op: `x.apply_op2_no_bwd(dy, BnBwd)` → flat `[dx (N·C·H·W), dγ (C), dβ (C)]`.
+pub(crate) struct BnBwd {
+    pub eps: f64,
+    pub silu: bool,
+    pub stats: Stats,
+}
+
+impl CustomOp2 for BnBwd {
+    fn name(&self) -> &'static str {
+        "kubeyolo-batch-norm-train-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        if l2.shape().dims() != l1.shape().dims() {
+            bail!("kubeyolo batch-norm grad: gradient shape {:?} vs input {:?}", l2.shape(), l1.shape());
+        }
+        let x = slice(s1, l1, "input")?;
+        let dy = slice(s2, l2, "output gradient")?;
+        let st = &self.stats;
+        if st.mean.len() != c {
+            bail!("kubeyolo batch-norm grad: no statistics from the forward pass");
+        }
+        let hw = h * w;
+        let len = x.len();
+        let m = (n * hw) as f32;
+        let mut out = vec![0f32; len + 2 * c];
+        let op = SyncPtr(out.as_mut_ptr());
+        let silu = self.silu;
+        let eps = self.eps;
+        (0..c).into_par_iter().for_each(|ci| {
+            let op = op;
+            let r = (1.0 / (st.var[ci] as f64 + eps).sqrt()) as f32;
+            let mean = st.mean[ci];
+            let (g, bt) = (st.gamma[ci], st.beta[ci]);
+            // dz = dy · silu'(z), recomputing z from x.
+            let dz_of = |xv: f32, d: f32| -> (f32, f32) {
+                let xh = (xv - mean) * r;
+                if silu {
+                    let z = g * xh + bt;
+                    let s = sigmoid(z);
+                    (d * s * (1.0 + z * (1.0 - s)), xh)
+                } else {
+                    (d, xh)
+                }
+            };
+            // Pass 1: dβ = Σ dz, dγ = Σ dz·x̂.
+            let (mut sb, mut sg) = (0f64, 0f64);
+            for b in 0..n {
+                let off = (b * c + ci) * hw;
+                let (mut ab, mut ag) = (0f32, 0f32);
+                for (xv, d) in x[off..off + hw].iter().zip(&dy[off..off + hw]) {
+                    let (dz, xh) = dz_of(*xv, *d);
+                    ab += dz;
+                    ag += dz * xh;
+                }
+                sb += ab as f64;
+                sg += ag as f64;
+            }
+            let (dbeta, dgamma) = (sb as f32, sg as f32);
+            // Pass 2: dx = γ·r·(dz − dβ/M − x̂·dγ/M).
+            let k = g * r;
+            let (mb, mg) = (dbeta / m, dgamma / m);
+            for b in 0..n {
+                let off = (b * c + ci) * hw;
+                // SAFETY: channel ci of image b (and dγ/dβ slot ci) is written by this task only.
+                let dxs = unsafe { std::slice::from_raw_parts_mut(op.0.add(off), hw) };
+                for ((o, xv), d) in dxs.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw]) {
+                    let (dz, xh) = dz_of(*xv, *d);
+                    *o = k * (dz - mb - xh * mg);
+                }
+            }
+            unsafe {
+                *op.0.add(len + ci) = dgamma;
+                *op.0.add(len + c + ci) = dbeta;
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from(len + 2 * c)))
+    }
+}
+
+/// Training-mode BatchNorm (+ SiLU) on CPU f32 with `bn`'s weight/bias, updating `bn`'s running
+/// statistics like `candle_nn::BatchNorm::forward_train` (unbiased variance, `bn.momentum()`).
+pub(crate) fn bn_train_cpu(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) -> Result<Tensor> {
+    let Some((gamma, beta)) = bn.weight_and_bias() else {
+        bail!("kubeyolo batch-norm: BatchNorm without affine weight/bias");
+    };
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let x = x.contiguous()?;
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BnFwd { eps: bn.eps(), silu, stats: stats.clone() })?;
+    let (mean, var) = {
+        let st = stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm stats lock".into()))?;
+        (st.mean.clone(), st.var.clone())
+    };
+    let (n, c, h, w) = x.dims4()?;
+    let m = (n * h * w) as f64;
+    let mom = bn.momentum();
+    let dev = x.device();
+    let mean_t = Tensor::from_vec(mean, c, dev)?;
+    let var_unbiased = (Tensor::from_vec(var, c, dev)? * (m / (m - 1.0).max(1.0)))?;
+    let rm = candle_core::Var::from_tensor(bn.running_mean())?;
+    let rv = candle_core::Var::from_tensor(bn.running_var())?;
+    rm.set(&((rm.as_tensor() * (1.0 - mom))? + (mean_t * mom)?)?)?;
+    rv.set(&((rv.as_tensor() * (1.0 - mom))? + (var_unbiased * mom)?)?)?;
+    Ok(y)
+}
