@@ -2,3 +2,8 @@
 pub mod ops;
 pub mod conv;
 pub mod batchnorm;
+pub mod blocks;
+pub mod head;
+pub mod model;
+pub mod pt;
+pub mod weights;
