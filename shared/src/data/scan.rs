@@ -19,6 +19,7 @@
 //!       "labelled_images": 55,     // images with at least one valid box
 //!       "backgrounds": 6,          // label file present but empty (ultralytics "background")
 //!       "missing_labels": 2,       // no label file at all (also trained as background)
+//!       "missing_images": 0,       // listed (e.g. in a .txt split) but not on disk: not counted
 //!       "unreadable_labels": 0,    // label file present but unreadable (permissions, a folder…)
 //!       "instances": 150,          // valid boxes
 //!       "images_per_class": [40, 31],     // index = class id
@@ -75,6 +76,8 @@ pub struct SplitStats {
     pub labelled_images: usize,
     pub backgrounds: usize,
     pub missing_labels: usize,
+    #[serde(default)]
+    pub missing_images: usize,
     pub unreadable_labels: usize,
     pub instances: usize,
     pub images_per_class: Vec<usize>,
@@ -123,11 +126,16 @@ enum LabelState {
     #[default]
     Found,
     Missing,
+    NoImage,
     Empty,
     Unreadable(String),
 }
 
 fn scan_one(image: &Path, nc: usize) -> ImageResult {
+    if std::fs::metadata(image).is_err() {
+        // `label` carries the image path here: that is the file the message is about.
+        return ImageResult { state: LabelState::NoImage, label: image.to_path_buf(), ..Default::default() };
+    }
     let label = label_path(image);
     let bytes = match std::fs::read(&label) {
         Ok(b) => b,
@@ -171,6 +179,11 @@ pub fn scan_images(split: &str, images: &[PathBuf], nc: usize, on_issue: &mut im
     for r in results {
         match &r.state {
             LabelState::Missing => s.missing_labels += 1,
+            LabelState::NoImage => {
+                s.missing_images += 1;
+                s.files_with_issues += 1;
+                note(&mut s, format!("{}: image not found (listed in the split, labels not counted)", r.label.display()));
+            }
             LabelState::Empty => s.backgrounds += 1,
             LabelState::Unreadable(why) => {
                 s.unreadable_labels += 1;
@@ -249,6 +262,7 @@ impl Distribution {
             t.labelled_images += s.labelled_images;
             t.backgrounds += s.backgrounds;
             t.missing_labels += s.missing_labels;
+            t.missing_images += s.missing_images;
             t.unreadable_labels += s.unreadable_labels;
             t.instances += s.instances;
             for c in 0..nc.min(s.images_per_class.len()).min(s.instances_per_class.len()) {
@@ -456,6 +470,16 @@ mod tests {
         fs::create_dir_all(d.join("labels/train/x.txt")).unwrap(); // a folder where the file should be
         let s = scan_images("train", &[d.join("images/train/x.jpg")], 1, &mut |_, _| {});
         assert_eq!((s.unreadable_labels, s.files_with_issues, s.issues.len()), (1, 1, 1));
+    }
+
+    #[test]
+    fn image_listed_but_missing_is_not_counted() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        put(&d.join("labels/train/x.txt"), "0 0.5 0.5 0.1 0.1\n");
+        let s = scan_images("train", &[d.join("images/train/x.jpg")], 1, &mut |_, _| {});
+        assert_eq!((s.images, s.missing_images, s.instances, s.files_with_issues), (1, 1, 0, 1));
+        assert!(s.issues[0].ends_with("images/train/x.jpg: image not found (listed in the split, labels not counted)"));
     }
 
     #[test]
