@@ -19,11 +19,9 @@ cargo build --workspace --all-targets
 wait "$venv_mlflow" || { cat "$logdir/mlflow.log"; echo "venv mlflow failed" >&2; exit 1; }
 wait "$venv_kfp" || { cat "$logdir/kfp.log"; echo "venv kfp failed" >&2; exit 1; }
 
-echo "== services"
-envfile="$logdir/services.env"
-trap 'scripts/services.sh stop "$envfile" || true' EXIT
-scripts/services.sh start "$envfile"
-set -a; . "$envfile"; set +a
+echo "== services (real mlflow server + S3-compatible moto server on 127.0.0.1)"
+trap 'scripts/services.sh stop || true' EXIT
+eval "$(scripts/services.sh start)"
 
 export KUBEYOLO_REQUIRE_SERVICES=1
 export KUBEYOLO_KFP_PYTHON="$root/.venvs/kfp/bin/python"
