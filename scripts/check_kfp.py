@@ -306,6 +306,10 @@ def sdk_equivalent(settings):
             if m.get("secret"):
                 kubernetes.use_secret_as_env(task, secret_name=m["secret"], secret_key_to_env={
                     "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+            if m.get("auth_secret"):
+                kubernetes.use_secret_as_env(task, secret_name=m["auth_secret"], secret_key_to_env={
+                    "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
             if m.get("configmap"):
                 kubernetes.use_config_map_as_env(task, config_map_name=m["configmap"], config_map_key_to_env={
                     "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL"})

@@ -110,6 +110,19 @@ pub struct Condition {
     pub param: &'static str,
 }
 
+/// A file only the KFP v1 UI reads (`/mlpipeline-ui-metadata.json`, `/mlpipeline-metrics.json`),
+/// written when the step gets `flag <path>`; the v1 emitter passes it and declares the artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V1File {
+    pub flag: &'static str,
+    /// Artifact name the v1 UI looks for.
+    pub artifact: &'static str,
+    pub path: &'static str,
+}
+
+pub const V1_UI_METADATA: (&str, &str) = ("mlpipeline-ui-metadata", "/mlpipeline-ui-metadata.json");
+pub const V1_METRICS: (&str, &str) = ("mlpipeline-metrics", "/mlpipeline-metrics.json");
+
 /// How heavy a step is: heavy steps (train, tune, test) get the GPU and the large requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weight {
@@ -135,6 +148,8 @@ pub struct Step {
     pub weight: Weight,
     /// Whether the step logs to MLflow (gets the MLflow environment).
     pub tracks: bool,
+    /// v1-only UI files the step can write (see [`V1File`]).
+    pub v1_files: Vec<V1File>,
 }
 
 impl Step {
@@ -247,6 +262,9 @@ impl Pipeline {
     }
 }
 
+fn v1_file(flag: &'static str, (artifact, path): (&'static str, &'static str)) -> V1File {
+    V1File { flag, artifact, path }
+}
 fn input(name: &'static str, flag: &'static str, source: Source) -> Input {
     Input { name, flag, source }
 }
@@ -314,6 +332,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![],
                 weight: Weight::Light,
                 tracks: false,
+                v1_files: vec![],
             },
             Step {
                 name: "distribution",
@@ -328,6 +347,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![],
                 weight: Weight::Light,
                 tracks: false,
+                v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
             },
             Step {
                 name: "plot",
@@ -345,6 +365,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![],
                 weight: Weight::Light,
                 tracks: false,
+                v1_files: vec![],
             },
             Step {
                 name: "train",
@@ -365,6 +386,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![TRAIN],
                 weight: Weight::Heavy,
                 tracks: true,
+                v1_files: vec![],
             },
             Step {
                 name: "test",
@@ -376,6 +398,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![TRAIN],
                 weight: Weight::Heavy,
                 tracks: true,
+                v1_files: vec![v1_file("--out-v1-metrics", V1_METRICS)],
             },
             Step {
                 name: "tune",
@@ -387,6 +410,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![TRAIN, TUNE],
                 weight: Weight::Heavy,
                 tracks: true,
+                v1_files: vec![],
             },
         ],
     }

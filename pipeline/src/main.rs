@@ -202,6 +202,9 @@ struct CompileArgs {
     /// Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (MLflow artifact store), set as env on train/tune/test.
     #[arg(long)]
     mlflow_secret: Option<String>,
+    /// Secret with keys MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (tracking server auth), set as env on train/tune/test.
+    #[arg(long)]
+    mlflow_auth_secret: Option<String>,
     /// ConfigMap with keys MLFLOW_TRACKING_URI and MLFLOW_S3_ENDPOINT_URL, set as env on train/tune/test.
     #[arg(long)]
     mlflow_configmap: Option<String>,
@@ -235,6 +238,7 @@ impl CompileArgs {
             heavy: (!self.no_requests).then(|| Requests { cpu: self.heavy_cpu.clone(), memory: self.heavy_memory.clone() }),
             mlflow: MlflowSettings {
                 secret: self.mlflow_secret.clone(),
+                auth_secret: self.mlflow_auth_secret.clone(),
                 configmap: self.mlflow_configmap.clone(),
                 tracking_uri: self.mlflow_tracking_uri.clone(),
                 experiment: self.mlflow_experiment.clone(),

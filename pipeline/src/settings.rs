@@ -38,8 +38,12 @@ pub struct Requests {
 /// plus the (non-secret) tracking URI.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MlflowSettings {
-    /// Secret whose keys `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` become env vars.
+    /// Secret whose keys `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` become env vars (the
+    /// artifact store, e.g. MinIO).
     pub secret: Option<String>,
+    /// Secret whose keys `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` become env vars
+    /// (a tracking server behind basic auth).
+    pub auth_secret: Option<String>,
     /// ConfigMap whose keys `MLFLOW_TRACKING_URI` / `MLFLOW_S3_ENDPOINT_URL` become env vars.
     pub configmap: Option<String>,
     /// Plain `MLFLOW_TRACKING_URI` env var (an URL, not a credential).
@@ -50,6 +54,8 @@ pub struct MlflowSettings {
 
 /// Keys read from the MLflow Secret (same name for the env var).
 pub const MLFLOW_SECRET_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+/// Keys read from the MLflow auth Secret (same name for the env var).
+pub const MLFLOW_AUTH_KEYS: [&str; 2] = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"];
 /// Keys read from the MLflow ConfigMap (same name for the env var).
 pub const MLFLOW_CONFIGMAP_KEYS: [&str; 2] = ["MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL"];
 
@@ -82,6 +88,20 @@ impl Default for CompileSettings {
             heavy: Some(Requests { cpu: "2".into(), memory: "8Gi".into() }),
             mlflow: MlflowSettings::default(),
         }
+    }
+}
+
+impl MlflowSettings {
+    /// (Secret name, keys) pairs to set as env vars, in emission order.
+    pub fn secrets(&self) -> Vec<(&str, &'static [&'static str])> {
+        let mut v: Vec<(&str, &'static [&'static str])> = Vec::new();
+        if let Some(s) = &self.secret {
+            v.push((s, &MLFLOW_SECRET_KEYS));
+        }
+        if let Some(s) = &self.auth_secret {
+            v.push((s, &MLFLOW_AUTH_KEYS));
+        }
+        v
     }
 }
 
@@ -157,7 +177,11 @@ impl CompileSettings {
                 check_memory(&format!("{what} memory request"), &r.memory)?;
             }
         }
-        for (flag, name) in [("--mlflow-secret", &self.mlflow.secret), ("--mlflow-configmap", &self.mlflow.configmap)] {
+        for (flag, name) in [
+            ("--mlflow-secret", &self.mlflow.secret),
+            ("--mlflow-auth-secret", &self.mlflow.auth_secret),
+            ("--mlflow-configmap", &self.mlflow.configmap),
+        ] {
             if let Some(n) = name {
                 check_dns1123(flag, n)?;
             }

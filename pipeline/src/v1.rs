@@ -19,8 +19,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::graph::{ArtifactType, Condition, OutputKind, ParamType, Pipeline, Source, Step};
-use crate::settings::{CompileSettings, MLFLOW_CONFIGMAP_KEYS, MLFLOW_SECRET_KEYS};
+use crate::graph::{ArtifactType, Condition, OutputKind, ParamType, Pipeline, Source, Step, V1_METRICS, V1_UI_METADATA};
+use crate::settings::{CompileSettings, MLFLOW_CONFIGMAP_KEYS};
 use kubeyolo::{Error, Result};
 
 /// The kfp release whose output format this emulates (labels read by the v1 backend).
@@ -320,15 +320,27 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
         }
         out_artifacts.push(json!({ "name": name, "path": path }));
     }
-    // The v1 UI files of the seed: steps with charts/tables write `/mlpipeline-ui-metadata.json`,
-    // steps with metrics also `/mlpipeline-metrics.json`. Optional: a step that has nothing to
-    // show must not fail on a missing file.
+    // The v1 UI files (`/mlpipeline-ui-metadata.json`, `/mlpipeline-metrics.json`): passed to
+    // the steps that can write them; steps with charts or metrics whose binary has no such flag
+    // (yet) still declare them, optional, as the seed's components did.
+    for f in &step.v1_files {
+        args.push(f.flag.to_string());
+        args.push(f.path.to_string());
+        out_artifacts.push(json!({ "name": f.artifact, "path": f.path }));
+    }
     let has = |t: ArtifactType| step.outputs.iter().any(|o| o.kind == OutputKind::Artifact(t));
+    let declared = |arts: &Vec<Value>, name: &str| arts.iter().any(|a| a["name"] == name);
+    let mut optional = Vec::new();
     if has(ArtifactType::Metrics) {
-        out_artifacts.push(json!({ "name": "mlpipeline-metrics", "optional": true, "path": "/mlpipeline-metrics.json" }));
+        optional.push(V1_METRICS);
     }
     if has(ArtifactType::Html) || has(ArtifactType::Markdown) || has(ArtifactType::Metrics) {
-        out_artifacts.push(json!({ "name": "mlpipeline-ui-metadata", "optional": true, "path": "/mlpipeline-ui-metadata.json" }));
+        optional.push(V1_UI_METADATA);
+    }
+    for (name, path) in optional {
+        if !declared(&out_artifacts, name) {
+            out_artifacts.push(json!({ "name": name, "optional": true, "path": path }));
+        }
     }
     out_params.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
     out_artifacts.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
@@ -349,8 +361,8 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
     container.insert("volumeMounts".into(), json!(mounts));
     let mut env: Vec<Value> = s.plain_env(step).into_iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
     if step.tracks {
-        if let Some(secret) = &s.mlflow.secret {
-            for k in MLFLOW_SECRET_KEYS {
+        for (secret, keys) in s.mlflow.secrets() {
+            for k in keys {
                 env.push(json!({ "name": k, "valueFrom": { "secretKeyRef": { "key": k, "name": secret } } }));
             }
         }

@@ -16,7 +16,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::graph::{Condition, OutputKind, ParamType, Pipeline, Source, Step};
-use crate::settings::{self, CompileSettings, MLFLOW_CONFIGMAP_KEYS, MLFLOW_SECRET_KEYS};
+use crate::settings::{self, CompileSettings, MLFLOW_CONFIGMAP_KEYS};
 use kubeyolo::Result;
 
 /// Task name of the CreatePVC task (as `kfp.kubernetes.CreatePVC` names it).
@@ -231,17 +231,22 @@ fn platform_config(step: &Step, s: &CompileSettings) -> Value {
     };
     cfg.insert("pvcMount".into(), json!([mount]));
     if step.tracks {
-        if let Some(secret) = &s.mlflow.secret {
-            let keys: Vec<Value> = MLFLOW_SECRET_KEYS.iter().map(|k| json!({ "envVar": k, "secretKey": k })).collect();
-            cfg.insert(
-                "secretAsEnv".into(),
-                json!([{
+        let secrets: Vec<Value> = s
+            .mlflow
+            .secrets()
+            .into_iter()
+            .map(|(secret, keys)| {
+                let keys: Vec<Value> = keys.iter().map(|k| json!({ "envVar": k, "secretKey": k })).collect();
+                json!({
                     "keyToEnv": keys,
                     "optional": false,
                     "secretName": secret,
                     "secretNameParameter": { "runtimeValue": { "constant": secret } },
-                }]),
-            );
+                })
+            })
+            .collect();
+        if !secrets.is_empty() {
+            cfg.insert("secretAsEnv".into(), Value::Array(secrets));
         }
         if let Some(cm) = &s.mlflow.configmap {
             let keys: Vec<Value> =

@@ -83,7 +83,7 @@ fn v2_full_settings_equal_the_sdk_build() {
         &[
             "--image-prefix", "reg.example.com/kubeyolo", "--tag", "0.1.0", "--pvc", "yolo-data", "--create-pvc",
             "--pvc-size", "5Gi", "--shm-size", "2Gi", "--gpus", "2", "--heavy-cpu", "4", "--heavy-memory", "16G",
-            "--mlflow-secret", "mlflow-s3", "--mlflow-configmap", "mlflow-settings",
+            "--mlflow-secret", "mlflow-s3", "--mlflow-auth-secret", "mlflow-auth", "--mlflow-configmap", "mlflow-settings",
             "--mlflow-tracking-uri", "http://mlflow-server-service.mlflow-system.svc:5000", "--mlflow-experiment", "yolo",
         ],
         &out,
@@ -96,7 +96,7 @@ fn v2_full_settings_equal_the_sdk_build() {
     let settings = r#"{"image_prefix":"reg.example.com/kubeyolo","tag":"0.1.0",
         "pvc":{"name":"yolo-data","create":{"storage_class":"","size":"5Gi","access_mode":"ReadWriteOnce"}},
         "shm_size":"2Gi","gpus":2,"light":{"cpu":"500m","memory":"1Gi"},"heavy":{"cpu":"4","memory":"16G"},
-        "mlflow":{"secret":"mlflow-s3","configmap":"mlflow-settings",
+        "mlflow":{"secret":"mlflow-s3","auth_secret":"mlflow-auth","configmap":"mlflow-settings",
                   "tracking_uri":"http://mlflow-server-service.mlflow-system.svc:5000","experiment":"yolo"}}"#;
     let c = check(&py, &out, &["--sdk-equivalent", settings]);
     assert!(c.status.success(), "check_kfp failed:\n{}", text(&c));
