@@ -2,3 +2,4 @@
 pub mod coco;
 pub mod metrics;
 pub mod nms;
+pub mod validator;
