@@ -7,3 +7,4 @@ pub mod head;
 pub mod model;
 pub mod pt;
 pub mod weights;
+pub mod predict;
