@@ -365,6 +365,31 @@ impl Table {
         out
     }
 
+    /// An HTML `<table>` (cells escaped; numeric columns get `class="n"` for right alignment),
+    /// for self-contained HTML artifacts.
+    pub fn to_html(&self) -> String {
+        let esc = crate::plot::html_escape;
+        let numeric = |s: &str| {
+            let t = s.trim().trim_end_matches('%');
+            !t.is_empty() && t.parse::<f64>().is_ok()
+        };
+        let mut out = String::from("<table>\n<thead><tr>");
+        for h in &self.header {
+            out.push_str(&format!("<th>{}</th>", esc(h)));
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+        for r in &self.rows {
+            out.push_str("<tr>");
+            for c in r {
+                let class = if numeric(c) { " class=\"n\"" } else { "" };
+                out.push_str(&format!("<td{class}>{}</td>", esc(c)));
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody>\n</table>\n");
+        out
+    }
+
     /// RFC 4180 CSV with the header line.
     pub fn to_csv(&self) -> String {
         let mut out = csv_line(&self.header);
@@ -555,5 +580,8 @@ mod tests {
             "| class | images | note |\n| --- | ---: | --- |\n| a\\|b | 12 | x y |\n| c | 3 | say \"hi\" |\n"
         );
         assert_eq!(t.to_csv(), "class,images,note\na|b,12,\"x\ny\"\nc,3,\"say \"\"hi\"\"\"\n");
+        let html = t.to_html();
+        assert!(html.contains("<th>class</th>") && html.contains("<td class=\"n\">12</td>"), "{html}");
+        assert!(html.contains("<td>say &quot;hi&quot;</td>"), "{html}");
     }
 }
