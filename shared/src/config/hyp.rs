@@ -467,13 +467,13 @@ impl Hyp {
                         Use::Ignored => {
                             ignored.push(key.clone());
                             if !same(&v, &default_value(s)) {
-                                warnings.push(format!("cfg key '{key}: {}' has no effect in kubeyolo (ignored){}", short(&v), if s.legacy { "; it is from an older ultralytics default.yaml" } else { "" }));
+                                warnings.push(format!("cfg '{key}: {}' has no effect in kubeyolo (ignored){}", short(&v), if s.legacy { "; it is from an older ultralytics default.yaml" } else { "" }));
                             }
                         }
                         Use::Flag(flag) => {
                             ignored.push(key.clone());
                             if !same(&v, &default_value(s)) {
-                                warnings.push(format!("cfg key '{key}: {}' is ignored: {flag}", short(&v)));
+                                warnings.push(format!("cfg '{key}: {}' is ignored: {flag}", short(&v)));
                             }
                         }
                     }
@@ -690,7 +690,7 @@ fn check(s: &KeySpec, v: &Value) -> std::result::Result<Value, String> {
         return if nullable {
             Ok(Value::Null)
         } else {
-            Err(format!("'{key}' is empty, but it must have a value (ultralytics: '{key}=None' is invalid)"))
+            Err("is empty, but it must have a value (ultralytics: None is invalid here)".to_string())
         };
     }
     let shown = short(v);
@@ -702,17 +702,17 @@ fn check(s: &KeySpec, v: &Value) -> std::result::Result<Value, String> {
     };
     match s.ty {
         Any => Ok(v.clone()),
-        Float => num(v).map(|_| v.clone()).ok_or_else(|| format!("'{key}: {shown}' must be a number")),
+        Float => num(v).map(|_| v.clone()).ok_or_else(|| format!("value {shown} must be a number")),
         Frac => match num(v) {
             Some(x) if (0.0..=1.0).contains(&x) => Ok(v.clone()),
-            Some(_) => Err(format!("'{key}: {shown}' is out of range: it must be between 0.0 and 1.0")),
-            None => Err(format!("'{key}: {shown}' must be a number between 0.0 and 1.0")),
+            Some(_) => Err(format!("value {shown} is out of range: it must be between 0.0 and 1.0")),
+            None => Err(format!("value {shown} must be a number between 0.0 and 1.0")),
         },
         Scale => match num(v) {
             Some(x) if (0.0..=1.0).contains(&x) => Ok(v.clone()),
-            Some(_) => Err(format!("'{key}: {shown}' is out of range: it must be between 0.0 and 1.0")),
-            None if v.is_sequence() => Err(format!("'{key}: {shown}': a (min, max) scale pair is not supported by kubeyolo; use one number in [0, 1] (the gain ±)")),
-            None => Err(format!("'{key}: {shown}' must be a number between 0.0 and 1.0")),
+            Some(_) => Err(format!("value {shown} is out of range: it must be between 0.0 and 1.0")),
+            None if v.is_sequence() => Err(format!("value {shown}: a (min, max) scale pair is not supported by kubeyolo; use one number in [0, 1] (the gain ±)")),
+            None => Err(format!("value {shown} must be a number between 0.0 and 1.0")),
         },
         Int(min) => {
             let i = match v {
@@ -721,45 +721,45 @@ fn check(s: &KeySpec, v: &Value) -> std::result::Result<Value, String> {
             };
             match i {
                 Some(i) if i >= min => Ok(Value::Number(i.into())),
-                Some(_) => Err(format!("'{key}: {shown}' is out of range: it must be >= {min}")),
-                None => Err(format!("'{key}: {shown}' must be a whole number")),
+                Some(_) => Err(format!("value {shown} is out of range: it must be >= {min}")),
+                None => Err(format!("value {shown} must be a whole number")),
             }
         }
-        Bool => as_bool(v).map(Value::Bool).ok_or_else(|| format!("'{key}: {shown}' must be True or False")),
+        Bool => as_bool(v).map(Value::Bool).ok_or_else(|| format!("value {shown} must be True or False")),
         Str(choices) => {
-            let Value::String(t) = v else { return Err(format!("'{key}: {shown}' must be a string")) };
+            let Value::String(t) = v else { return Err(format!("value {shown} must be a string")) };
             if choices.is_empty() {
                 return Ok(v.clone());
             }
             match choices.iter().find(|c| c.eq_ignore_ascii_case(t)) {
                 Some(c) => Ok(Value::String(c.to_string())),
-                None => Err(format!("'{key}: {shown}' is not one of: {}", choices.join(", "))),
+                None => Err(format!("value {shown} is not one of: {}", choices.join(", "))),
             }
         }
         Name => match v {
             Value::String(_) => Ok(v.clone()),
             Value::Number(_) | Value::Bool(_) => Ok(Value::String(py_text(v))),
-            _ => Err(format!("'{key}: {shown}' must be a name (text)")),
+            _ => Err(format!("value {shown} must be a name (text)")),
         },
         Ty::Batch => match num(v) {
             Some(x) if x == -1.0 => Ok(v.clone()),
             Some(x) if x > 0.0 && x < 1.0 => Ok(v.clone()),
             Some(x) if x >= 1.0 && x.fract() == 0.0 => Ok(Value::Number((x as i64).into())),
-            _ => Err(format!("'{key}: {shown}' must be a batch size >= 1, -1 (automatic), or a fraction of GPU memory in (0, 1)")),
+            _ => Err(format!("value {shown} must be a batch size >= 1, -1 (automatic), or a fraction of GPU memory in (0, 1)")),
         },
         Imgsz => {
             let ok = |x: &Value| x.as_u64().is_some_and(|i| i >= 1);
             match v {
                 Value::Number(_) if ok(v) => Ok(v.clone()),
                 Value::Sequence(items) if (1..=2).contains(&items.len()) && items.iter().all(ok) => Ok(v.clone()),
-                _ => Err(format!("'{key}: {shown}' must be an image size in pixels (e.g. 640), or a list [h, w]")),
+                _ => Err(format!("value {shown} must be an image size in pixels (e.g. 640), or a list [h, w]")),
             }
         }
         Ty::Cache => match v {
             Value::Bool(_) => Ok(v.clone()),
             Value::String(t) if t.eq_ignore_ascii_case("ram") || t.eq_ignore_ascii_case("disk") => Ok(Value::String(t.to_ascii_lowercase())),
-            Value::String(t) => as_bool(v).map(Value::Bool).ok_or_else(|| format!("'{key}: {t}' must be True/ram, disk, or False")),
-            _ => Err(format!("'{key}: {shown}' must be True/ram, disk, or False")),
+            Value::String(t) => as_bool(v).map(Value::Bool).ok_or_else(|| format!("value {t} must be True/ram, disk, or False")),
+            _ => Err(format!("value {shown} must be True/ram, disk, or False")),
         },
         Device => match v {
             Value::String(t) => Ok(Value::String(t.trim().to_string())),
@@ -767,37 +767,37 @@ fn check(s: &KeySpec, v: &Value) -> std::result::Result<Value, String> {
             Value::Sequence(items) if items.iter().all(|x| x.as_i64().is_some()) => {
                 Ok(Value::String(items.iter().map(py_text).collect::<Vec<_>>().join(",")))
             }
-            _ => Err(format!("'{key}: {shown}' must be cpu, a GPU index (0), a list of them (0,1), or empty for automatic")),
+            _ => Err(format!("value {shown} must be cpu, a GPU index (0), a list of them (0,1), or empty for automatic")),
         },
         Amp => match v {
             Value::Bool(_) => Ok(v.clone()),
             Value::String(t) if ["fp16", "bf16", "fp32"].contains(&t.to_ascii_lowercase().as_str()) => Ok(Value::String(t.to_ascii_lowercase())),
-            _ => as_bool(v).map(Value::Bool).ok_or_else(|| format!("'{key}: {shown}' must be True, False, fp16, bf16 or fp32")),
+            _ => as_bool(v).map(Value::Bool).ok_or_else(|| format!("value {shown} must be True, False, fp16, bf16 or fp32")),
         },
         Ty::Fraction => match v {
             Value::Number(n) if n.as_i64().is_some_and(|i| i > 1) => Ok(v.clone()),
             Value::Number(n) if n.as_f64().is_some_and(|x| x > 0.0 && x <= 1.0) => Ok(v.clone()),
-            Value::Sequence(_) => Err(format!("'{key}: {shown}': per-split fractions are not supported by kubeyolo; use one ratio in (0, 1] or an image count > 1")),
-            _ => Err(format!("'{key}: {shown}' must be a ratio in (0, 1] or an image count > 1")),
+            Value::Sequence(_) => Err(format!("value {shown}: per-split fractions are not supported by kubeyolo; use one ratio in (0, 1] or an image count > 1")),
+            _ => Err(format!("value {shown} must be a ratio in (0, 1] or an image count > 1")),
         },
         Ty::Freeze => match v {
             Value::Number(n) if n.as_u64().is_some() => Ok(v.clone()),
             Value::Sequence(items) if items.iter().all(|x| x.as_u64().is_some() || x.is_string()) => Ok(v.clone()),
-            _ => Err(format!("'{key}: {shown}' must be a number of layers (e.g. 10) or a list of layer indices / names")),
+            _ => Err(format!("value {shown} must be a number of layers (e.g. 10) or a list of layer indices / names")),
         },
         Ty::Pretrained => match v {
             Value::Bool(_) => Ok(v.clone()),
             Value::String(_) => Ok(as_bool(v).map(Value::Bool).unwrap_or_else(|| v.clone())),
-            _ => Err(format!("'{key}: {shown}' must be True, False, or a weights path")),
+            _ => Err(format!("value {shown} must be True, False, or a weights path")),
         },
         Compile => match v {
             Value::Bool(_) | Value::String(_) => Ok(v.clone()),
-            _ => Err(format!("'{key}: {shown}' must be True, False, or a mode string")),
+            _ => Err(format!("value {shown} must be True, False, or a mode string")),
         },
         IntList => match v {
             Value::Number(n) if n.as_i64().is_some() => Ok(v.clone()),
             Value::Sequence(items) if items.iter().all(|x| x.as_i64().is_some()) => Ok(v.clone()),
-            _ => Err(format!("'{key}: {shown}' must be an int or a list of ints")),
+            _ => Err(format!("value {shown} must be an int or a list of ints")),
         },
     }
 }
@@ -840,7 +840,7 @@ fn unknown_key(key: &str) -> Error {
         }
         None => "remove it; valid keys are those of ultralytics' default.yaml (`yolo-verify --print-default-cfg` prints it)".to_string(),
     };
-    Error::config(format!("unknown cfg key '{key}'")).with_key(key).with_hint(hint)
+    Error::config("unknown cfg key (not in ultralytics' default.yaml)").with_key(key).with_hint(hint)
 }
 
 /// Compare values for "set to a non-default value", treating 0 and 0.0 as equal.

@@ -1,1 +1,123 @@
-fn main() {}
+//! `yolo-verify`: the first pipeline step. Resolves the run's three inputs (model, cfg yaml,
+//! dataset yaml) under the data root, opens each the way later steps will, reports every problem
+//! at once, and — only when there is none — writes the resolved paths as KFP output parameters.
+
+mod check;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use kubeyolo::root::DataRoot;
+
+const AFTER_HELP: &str = "\
+Examples:
+  # in the pipeline (the volume is mounted at /data):
+  yolo-verify --model-name yolov8n.pt --cfg cfg-custom --data data-custom \\
+      --out-model-path /tmp/outputs/model_path --out-cfg-yaml /tmp/outputs/cfg_yaml \\
+      --out-data-yaml /tmp/outputs/data_yaml
+
+  # locally, against a folder laid out like the volume:
+  yolo-verify --data-root ./demo --model-name yolov8s-scratch.yaml --cfg cfg-custom --data data-synth
+
+Name lookup: a missing extension is added (.pt for models, .yaml for cfg/data); a name is tried in
+the data root, then in weights/ (models; model yamls also in cfg-yaml/), cfg-yaml/ (cfg) and
+data-yaml/ (data). yolov8n/s/m/l/x.yaml are built in; yolov8n-scratch.yaml means the file
+yolov8-scratch.yaml at scale n; official yolov8n/s/m/l/x.pt not on the volume are downloaded by the
+train step into <root>/weights/.
+
+Exit codes: 0 ok; 3 config problem; 4 dataset problem; 5 model file problem; 1 several problems
+(all are listed on stderr, and in the JSON on stdout). No output file is written unless all checks pass.";
+
+/// Check a run's model, cfg yaml and dataset yaml, and pass their resolved paths on.
+#[derive(Parser, Debug)]
+#[command(name = "yolo-verify", version = kubeyolo::VERSION, after_help = AFTER_HELP, long_about = "\
+Check a run's inputs before anything expensive starts: resolve the model, the training cfg yaml and \
+the dataset yaml under the data root, parse each (cfg keys and values as ultralytics' default.yaml; \
+the model yaml's layers; the dataset's splits, which must exist and hold images), and report every \
+problem at once with what to do. On success the resolved paths are written to the --out-* files \
+(KFP output parameters) and a JSON summary (paths, dataset, device report, ignored cfg keys, \
+warnings) is printed on stdout.")]
+struct Args {
+    /// Model: weights (`yolov8n.pt`, `weights/best.pt`, `best.safetensors`) or an architecture
+    /// yaml (`yolov8n.yaml`, `yolov8s-scratch.yaml`), or an absolute path. Example: --model-name yolov8n.pt
+    #[arg(long, default_value = "yolov8n.pt")]
+    model_name: String,
+
+    /// Training cfg yaml (ultralytics default.yaml keys), with or without `.yaml`. Example: --cfg cfg-custom
+    #[arg(long, default_value = "cfg-custom")]
+    cfg: String,
+
+    /// Dataset yaml (ultralytics format: path, train, val, test, names). Example: --data data-custom
+    #[arg(long, default_value = "data-custom")]
+    data: String,
+
+    /// File to write the resolved model path to (KFP output `model_path`). For a built-in
+    /// architecture it is its name (`yolov8n.yaml`); for official weights not on the volume, the
+    /// path they will be downloaded to. Example: --out-model-path /tmp/outputs/model_path
+    #[arg(long)]
+    out_model_path: Option<PathBuf>,
+
+    /// File to write the resolved cfg yaml path to (KFP output `cfg_yaml`). Example: --out-cfg-yaml /tmp/outputs/cfg_yaml
+    #[arg(long)]
+    out_cfg_yaml: Option<PathBuf>,
+
+    /// File to write the resolved dataset yaml path to (KFP output `data_yaml`). Example: --out-data-yaml /tmp/outputs/data_yaml
+    #[arg(long)]
+    out_data_yaml: Option<PathBuf>,
+
+    /// Folder names resolve against (the mounted volume). Overrides the KUBEYOLO_DATA_ROOT
+    /// environment variable; default /data. Example: --data-root ./demo
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+
+    /// Print ultralytics' default.yaml (every cfg key with its default) and exit: a starting point
+    /// for a cfg yaml. Example: yolo-verify --print-default-cfg > cfg-custom.yaml
+    #[arg(long)]
+    print_default_cfg: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.print_default_cfg {
+        print!("{}", kubeyolo::config::hyp::DEFAULT_YAML);
+        return;
+    }
+    let root = DataRoot::from_flag(args.data_root.as_deref());
+    let report = check::verify(&root, &args.model_name, &args.cfg, &args.data);
+
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.problems.is_empty() {
+        let outputs = [
+            (&args.out_model_path, report.model_path.clone()),
+            (&args.out_cfg_yaml, report.cfg_yaml.as_ref().map(|p| p.display().to_string())),
+            (&args.out_data_yaml, report.data_yaml.as_ref().map(|p| p.display().to_string())),
+        ];
+        for (path, value) in outputs {
+            if let (Some(path), Some(value)) = (path, value) {
+                if let Err(e) = kubeyolo::kfp::write_output_param(path, &value) {
+                    eprintln!("error: {e}");
+                    std::process::exit(e.exit_code());
+                }
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&report.to_json()).unwrap_or_default());
+    if !report.problems.is_empty() {
+        let n = report.problems.len();
+        eprintln!("verify found {n} problem{}; no output was written:", if n == 1 { "" } else { "s" });
+        for (i, e) in report.problems.iter().enumerate() {
+            let text = e.to_string().replace('\n', "\n     ");
+            eprintln!("  {}. {text}", i + 1);
+        }
+    } else {
+        eprintln!(
+            "verify ok: model {} · cfg {} · data {}",
+            report.model_path.as_deref().unwrap_or("?"),
+            report.cfg_yaml.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            report.data_yaml.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    std::process::exit(report.exit_code());
+}
