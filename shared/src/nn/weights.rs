@@ -329,3 +329,82 @@ fn download(url: &str) -> Result<Vec<u8>> {
         Ok(bytes.to_vec())
     })
 }
+
+/// Resolve a model source to a file: official weights are downloaded (and cached) when absent.
+/// Yaml sources have no weights file and return None.
+pub fn weights_file(src: &crate::root::ModelSource) -> Result<Option<PathBuf>> {
+    use crate::root::ModelSource;
+    match src {
+        ModelSource::File { path, .. } if !src.is_yaml() => Ok(Some(path.clone())),
+        ModelSource::OfficialWeights { name, cache_path } => Ok(Some(ensure_official(name, cache_path)?)),
+        _ => Ok(None),
+    }
+}
+
+/// The model yaml of a yaml source (a file or a built-in).
+fn source_yaml(src: &crate::root::ModelSource) -> Result<ModelYaml> {
+    use crate::root::ModelSource;
+    match src {
+        ModelSource::File { path, requested } => ModelYaml::load(path, requested),
+        ModelSource::BuiltinArch { name } => ModelYaml::builtin(name).ok_or_else(|| Error::internal(format!("built-in model yaml {name} missing"))),
+        ModelSource::OfficialWeights { name, .. } => Err(Error::internal(format!("{name} is weights, not a yaml"))),
+    }
+}
+
+/// A model for evaluation or prediction: weights sources load exactly (strict); a yaml source
+/// builds a freshly initialised network with the yaml's `nc` (seeded, so runs agree).
+pub fn load_source(src: &crate::root::ModelSource, device: &Device) -> Result<LoadedModel> {
+    if let Some(path) = weights_file(src)? {
+        return load_model(&path, device);
+    }
+    let yaml = source_yaml(src)?;
+    let names: Vec<String> = (0..yaml.nc).map(|i| i.to_string()).collect();
+    build_for_training(src, yaml.nc, &names, device, 0).map(|(m, _)| m)
+}
+
+/// A model to train on a dataset with `nc` classes named `names`, as ultralytics'
+/// `DetectionTrainer.get_model` does: a yaml source builds a fresh network (PyTorch default
+/// init, drawn from `seed`); a weights source builds the checkpoint's architecture with the
+/// dataset's `nc` and transfers every tensor whose name and shape match (`intersect_dicts`:
+/// with another `nc` the class head keeps its fresh init). Returns the report of the transfer
+/// (None for a yaml).
+pub fn build_for_training(
+    src: &crate::root::ModelSource,
+    nc: usize,
+    names: &[String],
+    device: &Device,
+    seed: u64,
+) -> Result<(LoadedModel, Option<LoadReport>)> {
+    let (yaml, weights, meta) = match weights_file(src)? {
+        Some(path) => {
+            let w = read_weights(&path)?;
+            let yaml = w.meta.model_yaml(&path)?;
+            let meta = w.meta.clone();
+            (yaml, Some(w), meta)
+        }
+        None => {
+            let yaml = source_yaml(src)?;
+            let meta = CheckpointMeta {
+                model_yaml: yaml.text.clone(),
+                model_name: yaml.requested.clone(),
+                scale: yaml.selected_scale_name().map(str::to_string),
+                nc,
+                writer: format!("kubeyolo {}", crate::VERSION),
+                ..Default::default()
+            };
+            (yaml, None, meta)
+        }
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = YoloModel::new(&yaml, nc, vb)?;
+    model.seed_init(&varmap, seed)?;
+    let report = match &weights {
+        Some(w) => Some(load_into(&varmap, &w.tensors, false)?),
+        None => None,
+    };
+    let mut meta = meta;
+    meta.nc = model.nc;
+    meta.names = names.to_vec();
+    Ok((LoadedModel { model, varmap, names: names.to_vec(), meta }, report))
+}
