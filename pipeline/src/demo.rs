@@ -81,27 +81,32 @@ pub fn prepare(dir: &Path, spec: &DemoSpec) -> Result<()> {
     Ok(())
 }
 
-/// When run from a cargo checkout, build the step binaries that are missing beside `kubeyolo`
-/// (`cargo build --bins` of the workspace, same profile). Returns false when it could not try
-/// (not a checkout, no cargo); the run then reports the binaries as missing.
-pub fn build_step_binaries(bin_dir: &Path, missing: &[String]) -> bool {
-    if missing.is_empty() {
+/// When run from a cargo checkout, build the missing step binaries (`cargo build -p yolo-<step>`
+/// for each step whose crate `stages/<step>` exists) into the target folder `kubeyolo` lives in,
+/// with the same profile. Steps without a crate stay missing and are reported so by the run.
+/// Returns false when it could not try (not a checkout, no cargo).
+pub fn build_step_binaries(bin_dir: &Path, missing_steps: &[&str]) -> bool {
+    if missing_steps.is_empty() {
         return true;
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
     let Some(ws) = workspace.filter(|w| w.join("Cargo.toml").is_file()) else { return false };
-    // Only build into the target folder this kubeyolo lives in.
-    let profile = bin_dir.file_name().and_then(|s| s.to_str()).unwrap_or("");
-    let target = bin_dir.parent().map(Path::to_path_buf);
-    let Some(target) = target.filter(|t| t.file_name().and_then(|s| s.to_str()) == Some("target") || t.join("CACHEDIR.TAG").exists())
-    else {
+    let crates: Vec<&str> = missing_steps.iter().copied().filter(|s| ws.join("stages").join(s).join("Cargo.toml").is_file()).collect();
+    if crates.is_empty() {
+        return true;
+    }
+    // Only build into the target folder this kubeyolo lives in (`target/<profile>/`).
+    let profile = bin_dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug").to_string();
+    let Some(target) = bin_dir.parent().filter(|t| t.join("CACHEDIR.TAG").exists() || t.ends_with("target")) else {
         return false;
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the step binaries ({} missing): cargo build --workspace --bins (in {})", missing.join(", "), ws.display());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(&ws).args(["build", "--workspace", "--bins", "--target-dir"]).arg(&target);
-    match profile {
+    cmd.current_dir(&ws).arg("build").arg("--target-dir").arg(target);
+    for c in &crates {
+        cmd.args(["-p", &format!("yolo-{c}")]);
+    }
+    match profile.as_str() {
         "debug" => {}
         "release" => {
             cmd.arg("--release");
@@ -110,6 +115,7 @@ pub fn build_step_binaries(bin_dir: &Path, missing: &[String]) -> bool {
             cmd.args(["--profile", other]);
         }
     }
+    eprintln!("building the missing step binaries: cargo build {}", crates.iter().map(|c| format!("-p yolo-{c}")).collect::<Vec<_>>().join(" "));
     match cmd.status() {
         Ok(s) if s.success() => true,
         Ok(_) => {

@@ -365,7 +365,7 @@ pub fn pipeline() -> Pipeline {
                 conditions: vec![],
                 weight: Weight::Light,
                 tracks: false,
-                v1_files: vec![],
+                v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
             },
             Step {
                 name: "train",

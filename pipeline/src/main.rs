@@ -335,8 +335,7 @@ fn demo(args: DemoArgs) -> Result<()> {
     let exec = process_executor(&args.common);
     if !args.no_build {
         let p = graph::pipeline();
-        let missing: Vec<String> =
-            p.steps.iter().filter(|s| exec.available(s).is_err()).map(|s| s.binary()).collect();
+        let missing: Vec<&str> = p.steps.iter().filter(|s| exec.available(s).is_err()).map(|s| s.name).collect();
         demo::build_step_binaries(&exec.bin_dir, &missing);
     }
     run_pipeline(&args.dir, &exec, &args.common, &["model_name=yolov8n.yaml".to_string()])

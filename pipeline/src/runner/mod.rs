@@ -367,6 +367,12 @@ fn render_command(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         let a = a.to_string_lossy();
+        // Long values (JSON passed between steps) are shortened here; the step gets them whole.
+        let a = if a.chars().count() > 100 {
+            std::borrow::Cow::Owned(format!("{}…({} chars)", a.chars().take(60).collect::<String>(), a.chars().count()))
+        } else {
+            a
+        };
         if a.is_empty() || a.contains(' ') {
             s.push_str(&format!(" '{a}'"));
         } else {
