@@ -18,9 +18,14 @@
 //! Values are held as validated yaml values (one source of truth, which is what [`Hyp::params`]
 //! reports and [`Hyp::set`] edits) and mirrored into typed fields after every change.
 //!
+//! Checked against ultralytics 8.4's `check_cfg` on 65 key/value cases: the same accept/reject
+//! decision on all but the deliberate differences below.
+//!
 //! Deliberate differences from ultralytics, each because the alternative is worse in a pod:
 //! * bool keys also accept PyYAML's `yes/no/on/off` (ultralytics reads yaml with PyYAML, which
 //!   turns them into bools; serde_yaml keeps them as strings);
+//! * `True`/`False` are not numbers (Python lets `epochs: True` through as 1);
+//! * a float with an exponent but no sign (`1.0e2`) is a number (PyYAML reads it as a string);
 //! * the string `None` (e.g. `freeze: None` in ultralytics 8.0's default.yaml) counts as empty;
 //! * `imgsz` is rounded up to a multiple of 32 (ultralytics' `check_imgsz` with the YOLOv8
 //!   stride) here, with a warning, so every step sees the same size;
@@ -259,6 +264,24 @@ pub const KEYS: &[KeySpec] = &[
     legacy("augmentations", Any, ""),
 ];
 
+/// Defaults of older ultralytics default.yaml files (8.0–8.3) that differ from 8.4's, for keys
+/// kubeyolo ignores: a copy of an old default.yaml should not warn about values its user never
+/// changed.
+const OLDER_DEFAULTS: &[(&str, &str)] = &[
+    ("simplify", "False"),
+    ("workspace", "4"),
+    ("nms", "False"),
+    ("tracker", "botsort.yaml"),
+    ("copy_paste_mode", "flip"),
+    ("format", "torchscript"),
+];
+
+/// Whether `v` is the default of ignored key `s` in the current or an older ultralytics.
+fn is_a_default(s: &KeySpec, v: &Value) -> bool {
+    same(v, &default_value(s))
+        || OLDER_DEFAULTS.iter().any(|(k, d)| *k == s.key && serde_yaml::from_str::<Value>(d).is_ok_and(|d| same(v, &d)))
+}
+
 /// The spec of `key`, if kubeyolo knows it.
 pub fn spec(key: &str) -> Option<&'static KeySpec> {
     KEYS.iter().find(|s| s.key == key)
@@ -269,7 +292,7 @@ pub fn spec(key: &str) -> Option<&'static KeySpec> {
 pub enum Batch {
     /// A fixed batch size.
     Fixed(usize),
-    /// `-1`: pick automatically (ultralytics' AutoBatch at 60% GPU memory).
+    /// `-1` (any value <= 0, as ultralytics): pick automatically (AutoBatch at 60% GPU memory).
     Auto,
     /// A float in (0, 1): pick automatically to use this fraction of GPU memory.
     MemoryFraction(f64),
@@ -466,7 +489,7 @@ impl Hyp {
                         Use::Used => {}
                         Use::Ignored => {
                             ignored.push(key.clone());
-                            if !same(&v, &default_value(s)) {
+                            if !is_a_default(s, &v) {
                                 warnings.push(format!("cfg '{key}: {}' has no effect in kubeyolo (ignored){}", short(&v), if s.legacy { "; it is from an older ultralytics default.yaml" } else { "" }));
                             }
                         }
@@ -565,7 +588,7 @@ impl Hyp {
                 .with_hint("set `task: detect` (or remove the line)"));
         }
         let batch = match v("batch").as_f64() {
-            Some(x) if x == -1.0 => Batch::Auto,
+            Some(x) if x <= 0.0 => Batch::Auto,
             Some(x) if x > 0.0 && x < 1.0 => Batch::MemoryFraction(x),
             Some(x) => Batch::Fixed(x as usize),
             None => Batch::Fixed(16),
@@ -742,10 +765,10 @@ fn check(s: &KeySpec, v: &Value) -> std::result::Result<Value, String> {
             _ => Err(format!("value {shown} must be a name (text)")),
         },
         Ty::Batch => match num(v) {
-            Some(x) if x == -1.0 => Ok(v.clone()),
+            Some(x) if x <= 0.0 => Ok(v.clone()),
             Some(x) if x > 0.0 && x < 1.0 => Ok(v.clone()),
             Some(x) if x >= 1.0 && x.fract() == 0.0 => Ok(Value::Number((x as i64).into())),
-            _ => Err(format!("value {shown} must be a batch size >= 1, -1 (automatic), or a fraction of GPU memory in (0, 1)")),
+            _ => Err(format!("value {shown} must be a whole batch size >= 1, -1 (automatic), or a fraction of GPU memory in (0, 1)")),
         },
         Imgsz => {
             let ok = |x: &Value| x.as_u64().is_some_and(|i| i >= 1);
@@ -957,6 +980,7 @@ mod tests {
         let l = parse("half: False\nint8: False\nkeras: False\nsave_hybrid: False\nlabel_smoothing: 0.0\nfreeze: None\nworkspace: 4\nnms: False\nsimplify: False\ntracker: botsort.yaml\n").unwrap();
         assert_eq!(l.hyp.freeze, Freeze::None);
         assert!(l.ignored.contains(&"half".into()) && l.ignored.contains(&"label_smoothing".into()));
+        assert!(l.warnings.is_empty(), "old defaults are not warned about: {:?}", l.warnings);
         let l = parse("label_smoothing: 0.1\n").unwrap();
         assert!(l.warnings[0].contains("older ultralytics"), "{:?}", l.warnings);
     }
@@ -986,7 +1010,7 @@ mod tests {
             ("box: [1]\n", "must be a number"),
             ("rect: maybe\n", "True or False"),
             ("optimizer: Adagrad\n", "not one of"),
-            ("batch: 0\n", "batch size"),
+            ("batch: 1.5\n", "batch size"),
             ("batch: 2.5\n", "batch size"),
             ("imgsz: -5\n", "image size"),
             ("cache: gpu\n", "ram"),
@@ -1009,6 +1033,8 @@ mod tests {
         assert_eq!(parse("epochs: x\nlr0: 5\nrect: 3\n").unwrap_err().len(), 3);
         // integral floats are ints (ultralytics: 'epochs=1e2')
         assert_eq!(parse("epochs: 1.0e2\n").unwrap().hyp.epochs, 100);
+        // batch below 1 means AutoBatch in ultralytics' trainer
+        assert_eq!(parse("batch: 0\n").unwrap().hyp.batch, Batch::Auto);
     }
 
     #[test]

@@ -468,6 +468,30 @@ mod tests {
         assert_eq!(split_scale("custom8n.yaml"), ("custom8.yaml".into(), None));
         // folders are never rewritten
         assert_eq!(split_scale("v2s/net.yaml"), ("v2s/net.yaml".into(), None));
+        // (name, unified file, scale) as printed by ultralytics 8.4's yaml_model_load /
+        // guess_model_scale (regexes run in Python on these names)
+        let ultralytics = [
+            ("yolov8n.yaml", "yolov8.yaml", Some('n')),
+            ("yolov8x.yaml", "yolov8.yaml", Some('x')),
+            ("yolov8s-scratch.yaml", "yolov8-scratch.yaml", Some('s')),
+            ("yolov8.yaml", "yolov8.yaml", None),
+            ("yolov8-scratch.yaml", "yolov8-scratch.yaml", None),
+            ("yolo11l.yaml", "yolo11.yaml", Some('l')),
+            ("yoloe-v8s.yaml", "yoloe-v8.yaml", Some('s')),
+            ("yolov8n6.yaml", "yolov8-p6.yaml", Some('n')),
+            ("my-net.yaml", "my-net.yaml", None),
+            ("custom8n.yaml", "custom8.yaml", None),
+            ("yolov8n-p2.yaml", "yolov8-p2.yaml", Some('n')),
+            ("yolov5su.yaml", "yolov5u.yaml", Some('s')),
+            ("yolov10n.yaml", "yolov10.yaml", Some('n')),
+            ("yolov8m-seg.yaml", "yolov8-seg.yaml", Some('m')),
+            ("net2s3m.yaml", "net23m.yaml", None),
+            ("yolo26x.yaml", "yolo26.yaml", Some('x')),
+            ("a1b2c.yaml", "a1b2c.yaml", None),
+        ];
+        for (name, file, scale) in ultralytics {
+            assert_eq!(split_scale(name), (file.to_string(), scale), "{name}");
+        }
     }
 
     #[test]
