@@ -83,11 +83,13 @@ pub struct Engine {
     experiments: HashMap<String, String>,
     /// Records delivered (metrics + params + tags + artifacts + run changes).
     pub delivered: u64,
+    /// The next this-many `Log` records are halves of a refused batch: send them unmerged.
+    isolate: usize,
 }
 
 impl Engine {
     pub fn new(client: Client) -> Engine {
-        Engine { client, queue: VecDeque::new(), report: Reporter::default(), runs: HashMap::new(), experiments: HashMap::new(), delivered: 0 }
+        Engine { client, queue: VecDeque::new(), report: Reporter::default(), runs: HashMap::new(), experiments: HashMap::new(), delivered: 0, isolate: 0 }
     }
 
     /// Server run id of a local run, once created.
@@ -216,8 +218,10 @@ impl Engine {
     async fn log(&mut self, run: String, metrics: Vec<Metric>, params: Vec<KeyValue>, tags: Vec<KeyValue>) -> Step {
         let mut batch = Batch::default();
         batch.add(self, &run, metrics, params, tags);
+        let isolated = self.isolate > 0;
+        self.isolate = self.isolate.saturating_sub(1);
         // Merge the following records of the same run while they fit.
-        while let Some(Op::Log { run: next_run, metrics, params, tags }) = self.queue.front() {
+        while let Some(Op::Log { run: next_run, metrics, params, tags }) = self.queue.front().filter(|_| !isolated) {
             if *next_run != run || !batch.fits(metrics, params, tags) {
                 break;
             }
@@ -239,6 +243,9 @@ impl Engine {
             }
             Err(e) if e.is_transient() => {
                 self.queue.push_front(Op::Log { run, metrics: batch.metrics, params: batch.params, tags: batch.tags });
+                if isolated {
+                    self.isolate += 1;
+                }
                 Step::Transient(e)
             }
             Err(ApiError::Rejected { status: 400, code, message }) if code == "INVALID_PARAMETER_VALUE" && batch.len() > 1 => {
@@ -247,6 +254,7 @@ impl Engine {
                 let (a, b) = batch.split();
                 self.queue.push_front(b.into_op(&run));
                 self.queue.push_front(a.into_op(&run));
+                self.isolate += 2;
                 Step::Done
             }
             Err(e) => {

@@ -139,7 +139,7 @@ impl Inbox {
     }
 
     /// Refuse further pushes; return what was still queued.
-    fn close(&self) -> Vec<Msg> {
+    pub fn close(&self) -> Vec<Msg> {
         let mut s = self.lock();
         s.closed = true;
         let rest = s.msgs.drain(..).collect();
@@ -324,9 +324,13 @@ pub async fn run(inbox: Arc<Inbox>, cfg: TrackingConfig, step: String, spool_dir
 
     // Wrap up: stop the replay of older files (it rewrites what it did not send), hand the spool
     // file over, refuse further records, answer everyone waiting.
-    stop_replay.store(true, Ordering::Relaxed);
-    if let Some(h) = replay {
-        let _ = h.await;
+    if let Some(mut h) = replay {
+        // Older files may use the rest of the close deadline; then they are cut and rewritten.
+        let until = deadline.unwrap_or_else(Instant::now);
+        if tokio::time::timeout_at(until.into(), &mut h).await.is_err() {
+            stop_replay.store(true, Ordering::Relaxed);
+            let _ = h.await;
+        }
     }
     let mut summary = Summary { delivered: l.engine.delivered, dropped: l.engine.report.dropped, ..Default::default() };
     if let Some(w) = l.spool.take() {

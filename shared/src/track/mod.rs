@@ -115,6 +115,14 @@ impl Tracker {
         let thread = {
             let (inbox, cfg, step, spool_dir) = (inbox.clone(), cfg.clone(), step.to_string(), spool_dir);
             std::thread::Builder::new().name("kubeyolo-mlflow".into()).spawn(move || {
+                // Whatever happens to the logger (even a panic), the step must never wait on it.
+                struct CloseOnExit(Arc<Inbox>);
+                impl Drop for CloseOnExit {
+                    fn drop(&mut self) {
+                        self.0.close();
+                    }
+                }
+                let _guard = CloseOnExit(inbox.clone());
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt.block_on(logger::run(inbox, cfg, step, spool_dir)),
                     Err(e) => eprintln!("mlflow: cannot start the background logger: {e}; tracking is off"),
