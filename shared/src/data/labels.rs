@@ -171,8 +171,23 @@ type LineError = (IssueKind, String);
 
 /// One non-blank line → a box (and whether it was a polygon).
 fn parse_line(line: &str, nc: usize) -> std::result::Result<(LabelBox, bool), LineError> {
-    let cols: Vec<&str> = line.split_whitespace().collect();
-    let n = cols.len();
+    // Boxes (5 columns) are parsed without allocating: this runs once per line of every label
+    // file of a dataset. Only polygon lines (> 6 columns) use a Vec.
+    let mut head: [&str; 6] = [""; 6];
+    let mut long: Vec<&str> = Vec::new();
+    let mut n = 0;
+    for c in line.split_whitespace() {
+        if n < 6 {
+            head[n] = c;
+        } else {
+            if long.is_empty() {
+                long.extend_from_slice(&head);
+            }
+            long.push(c);
+        }
+        n += 1;
+    }
+    let cols: &[&str] = if n <= 6 { &head[..n] } else { &long };
     let is_segment = n > 6;
     if n != 5 && !(is_segment && (n - 1) % 2 == 0) {
         let what = if is_segment { "a polygon needs an even number of coordinates" } else { "expected 5" };
@@ -181,10 +196,17 @@ fn parse_line(line: &str, nc: usize) -> std::result::Result<(LabelBox, bool), Li
             format!("{n} columns ({what}: 'cls cx cy w h', or 'cls x1 y1 x2 y2 x3 y3 ...' for a polygon)"),
         ));
     }
-    let mut vals = Vec::with_capacity(n);
+    let mut small = [0f32; 6];
+    let mut big: Vec<f32> = Vec::new();
+    let vals: &mut [f32] = if n <= 6 {
+        &mut small[..n]
+    } else {
+        big.resize(n, 0.0);
+        &mut big
+    };
     for (j, c) in cols.iter().enumerate() {
         match c.parse::<f32>() {
-            Ok(v) if v.is_finite() => vals.push(v),
+            Ok(v) if v.is_finite() => vals[j] = v,
             _ => return Err((IssueKind::NotNumber, format!("column {} '{c}' is not a number", j + 1))),
         }
     }
