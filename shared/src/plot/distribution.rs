@@ -12,7 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{compact_count, ellipsize, palette, text_width, Chart, DrawResult, FONT};
+use super::{axis_count, compact_count, ellipsize, palette, text_width, Chart, DrawResult, FONT};
 use crate::data::scan::{Distribution, SplitStats};
 use crate::error::{Error, Result};
 
@@ -135,7 +135,7 @@ impl DistributionChart {
             .disable_y_mesh()
             .y_labels(0)
             .x_labels(6)
-            .x_label_formatter(&|v| compact_count(*v))
+            .x_label_formatter(&|v| axis_count(*v, xmax))
             .x_label_style(font.clone())
             .bold_line_style(BLACK.mix(0.12))
             .light_line_style(TRANSPARENT)
