@@ -87,16 +87,30 @@ impl Rest {
         self.rt.block_on(f)
     }
 
+    /// Retry transient errors a few times (a pooled connection to a restarted server fails once).
+    fn retry<T>(&self, mut f: impl FnMut() -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut tries = 0;
+        loop {
+            match f() {
+                Err(e) if e.is_transient() && tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Json {
-        self.block(self.client.get_json(path, query)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.retry(|| self.block(self.client.get_json(path, query))).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     pub fn post(&self, path: &str, body: Json) -> Result<Json, ApiError> {
-        self.block(self.client.post_json(path, &body))
+        self.retry(|| self.block(self.client.post_json(path, &body)))
     }
 
     pub fn experiment_id(&self, name: &str) -> String {
-        self.block(self.client.experiment_id(name)).unwrap()
+        self.retry(|| self.block(self.client.experiment_id(name))).unwrap()
     }
 
     /// Runs of an experiment, by run name.
@@ -123,7 +137,7 @@ impl Rest {
     }
 
     pub fn info(&self, run_id: &str) -> RunInfo {
-        self.block(self.client.get_run(run_id)).unwrap()
+        self.retry(|| self.block(self.client.get_run(run_id))).unwrap()
     }
 
     /// Full history of a metric as (step, value) sorted by step (NaN as f64::NAN).
@@ -164,7 +178,7 @@ impl Rest {
     }
 
     pub fn download(&self, artifact_uri: &str, dest: &str) -> Vec<u8> {
-        self.block(self.client.download_artifact(artifact_uri, dest)).unwrap_or_else(|e| panic!("download {dest}: {e}"))
+        self.retry(|| self.block(self.client.download_artifact(artifact_uri, dest))).unwrap_or_else(|e| panic!("download {dest}: {e}"))
     }
 }
 
