@@ -65,7 +65,7 @@ output goes to <run-dir>/<step>/log.txt; a summary table is printed at the end a
 <run-dir>/summary.json.\n\n\
 A step whose binary (process) or image (docker) does not exist is reported MISSING, not faked, and the steps \
 needing it are blocked; a failing step shows its own error and blocks its dependants. Exit code: 0 when no \
-step failed, 1 otherwise (also when a step is missing, with --require-all).",
+step failed, 4 when one failed, 2 when one is missing and --require-all is given.",
     after_help = "Examples:\n  \
 kubeyolo run --data-dir ./demo --set model_name=yolov8n.yaml\n  \
 kubeyolo run --data-dir /mnt/data --set cfg=cfg-insight3 --set data=data-insight3 --set bool_tune=true\n  \
