@@ -151,3 +151,44 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plot::{render_png, Chart, DrawResult, FONT};
+    use plotters::coord::Shift;
+    use plotters::prelude::*;
+
+    struct One(&'static str);
+    impl Chart for One {
+        fn size(&self) -> (u32, u32) {
+            (100, 60)
+        }
+        fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
+        where
+            DB::ErrorType: 'static,
+        {
+            root.fill(&WHITE)?;
+            root.draw_text(self.0, &(FONT, 40).into_font().color(&BLACK), (10, 5))?;
+            Ok(())
+        }
+    }
+
+    fn ink_left(text: &'static str) -> i32 {
+        let png = render_png(&One(text)).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_luma8();
+        (0..img.width()).find(|&x| (0..img.height()).any(|y| img.get_pixel(x, y).0[0] < 128)).unwrap() as i32
+    }
+
+    /// Each glyph starts at pen + its left side bearing (plotters' renderer drops the bearing,
+    /// which drew "1132" as "11 32").
+    #[test]
+    fn glyphs_keep_their_side_bearing() {
+        let f = font().unwrap().as_scaled(PxScale::from(40.0));
+        let lsb = f.h_side_bearing(f.glyph_id('1'));
+        assert!(lsb > 3.0, "test premise: '1' has a visible bearing ({lsb})");
+        // Text drawn at x = 10: the ink starts one bearing to the right of it.
+        let got = (ink_left("1") - 10) as f32;
+        assert!((got - lsb).abs() <= 1.5, "ink starts {got} px after the pen, bearing is {lsb}");
+    }
+}
