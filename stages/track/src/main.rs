@@ -37,7 +37,7 @@ struct Cli {
 enum Command {
     /// Send spooled records to the tracking server and delete the delivered spool files.
     #[command(after_help = "Example:\n  MLFLOW_TRACKING_URI=http://mlflow:5000 yolo-track replay --root /data\n\n\
-        Exit status: 0 when every file was delivered (or there was none), 7 when files are left.")]
+        Exit status: 0 when every file was delivered (or there was none), 7 when files are left\n(server unreachable, or written for another server without --any-server).")]
     Replay {
         /// Data root whose spool folder (<root>/.kubeyolo/mlflow-spool) is replayed.
         #[arg(long, default_value = "/data", value_name = "DIR")]
@@ -102,13 +102,13 @@ fn main() {
             for f in &s.files_skipped {
                 println!("skipped (written for another server; use --any-server): {}", f.display());
             }
-            if s.files_left.is_empty() {
+            if s.files_left.is_empty() && s.files_skipped.is_empty() {
                 Ok(())
             } else {
                 for f in &s.files_left {
                     println!("left for a later replay: {}", f.display());
                 }
-                Err(Error::network(format!("{} spool file(s) could not be delivered", s.files_left.len()))
+                Err(Error::network(format!("{} spool file(s) not delivered", s.files_left.len() + s.files_skipped.len()))
                     .with_hint("is the tracking server reachable? `yolo-track check` tells"))
             }
         }
@@ -118,9 +118,6 @@ fn main() {
             runtime()?.block_on(async {
                 client.health().await.map_err(|e| network("health check", e))?;
                 println!("reachable: {}", client.base());
-                if let Ok(v) = client.get_json("version", &[]).await {
-                    println!("server version: {}", v.as_str().unwrap_or(&v.to_string()));
-                }
                 let name = cfg.experiment_name.as_str();
                 let j = client
                     .get_json("api/2.0/mlflow/experiments/get-by-name", &[("experiment_name", name)])
