@@ -456,6 +456,8 @@ impl Hyp {
 
     /// Check cfg yaml `text` (`file` names it in errors), collecting every problem.
     pub fn parse_all(text: &str, file: &Path) -> std::result::Result<LoadedHyp, Vec<Error>> {
+        // serde_yaml rejects a byte-order mark (PyYAML, hence ultralytics, accepts it)
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let root: Value = serde_yaml::from_str(text).map_err(|e| vec![yaml_error(&e, file, "cfg yaml")])?;
         let map = match root {
             Value::Mapping(m) => m,
@@ -1045,6 +1047,10 @@ mod tests {
         let errs = parse("epochs: 3\nepochs: 4\n").unwrap_err();
         assert!(errs[0].to_string().contains("duplicate"), "{}", errs[0]);
         assert!(parse("- a\n- b\n").is_err());
+        // Windows editors: byte-order mark and CRLF line ends
+        let errs = parse("\u{feff}epochs: 3\r\nlr0: 5\r\n").unwrap_err();
+        assert_eq!((errs.len(), errs[0].line), (1, Some(2)), "{}", errs[0]);
+        assert_eq!(parse("\u{feff}epochs: 3\r\n").unwrap().hyp.epochs, 3);
         let l = parse("# nothing\n").unwrap();
         assert!(l.warnings[0].contains("empty"));
     }

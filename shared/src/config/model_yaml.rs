@@ -167,6 +167,8 @@ impl ModelYaml {
     /// Parse model yaml `text`. `origin` names the source in errors (a path or `<builtin>/...`);
     /// `requested_name` is the name the user asked for, whose scale letter selects the scale.
     pub fn parse(text: &str, origin: &str, requested_name: &str) -> Result<ModelYaml> {
+        // serde_yaml rejects a byte-order mark (PyYAML, hence ultralytics, accepts it)
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let file = Path::new(origin);
         let root: Value = serde_yaml::from_str(text).map_err(|e| yaml_error(&e, file, "model yaml"))?;
         let err = |key: &str, msg: String, hint: &str| {
@@ -592,5 +594,7 @@ mod tests {
         assert_eq!(m.scale.as_deref(), Some("s"));
         assert_eq!(m.selected_scale().width, 0.5);
         assert_eq!(m.text, text);
+        let bom = format!("\u{feff}{}", text.replace('\n', "\r\n"));
+        assert_eq!(ModelYaml::parse(&bom, "w.yaml", "yolov8s-w.yaml").unwrap().layers().count(), 23);
     }
 }

@@ -14,6 +14,8 @@ use crate::error::Error;
 /// 1-based line of top-level `key:` (a mapping key at column 0), if present.
 pub fn key_line(text: &str, key: &str) -> Option<usize> {
     text.lines().enumerate().find_map(|(i, line)| {
+        // a byte-order mark (editors on Windows write one) is not part of the first key
+        let line = if i == 0 { line.trim_start_matches('\u{feff}') } else { line };
         let rest = strip_key(line, key)?;
         // `key:` must be followed by whitespace, a comment or the end of the line.
         (rest.is_empty() || rest.starts_with([' ', '\t', '#'])).then_some(i + 1)
@@ -101,5 +103,7 @@ mod tests {
     fn quoted_keys() {
         assert_eq!(key_line("\"lr0\": 0.1\n'lrf' : 2\n", "lrf"), Some(2));
         assert_eq!(key_line("lr0x: 1\n", "lr0"), None);
+        assert_eq!(key_line("\u{feff}lr0: 1\r\nlrf: 2\r\n", "lr0"), Some(1));
+        assert_eq!(key_line("\u{feff}lr0: 1\r\nlrf: 2\r\n", "lrf"), Some(2));
     }
 }
