@@ -18,9 +18,9 @@ use kubeyolo::root::DataRoot;
 
 const AFTER_HELP: &str = "\
 Examples:
-  # in the pipeline (KFP passes distribution's outputs by value; v2 artifact paths as placeholders):
+  # in the pipeline (KFP passes distribution's outputs by value, and artifact paths):
   yolo-plot --result-json \"$RESULT_JSON\" --cls-names-json \"$CLS_NAMES_JSON\" \\
-      --out-html /minio/mlpipeline/.../distribution_html --out-md /minio/mlpipeline/.../distribution_md
+      --out-html \"$HTML_ARTIFACT_PATH\" --out-md \"$MD_ARTIFACT_PATH\"
 
   # KFP v1: the UI reads the metadata file written at the container root
   yolo-plot --result-json \"$RESULT_JSON\" --out-ui-metadata /mlpipeline-ui-metadata.json
