@@ -6,8 +6,9 @@
 //! ultralytics' `DetectionValidator` (8.4) so the numbers agree:
 //!
 //! - preprocessing: the long side is resized to `imgsz` (`ceil`, cv2 INTER_LINEAR arithmetic),
-//!   then letterboxed to `imgsz × imgsz` without upscaling, grey 114 padding, /255;
-//!   `rect` instead pads each batch to its own stride-multiple shape (ultralytics `rect=True`);
+//!   then letterboxed without upscaling, grey 114 padding, /255. Like ultralytics' `model.val()`
+//!   and its per-epoch validation (both `rect=True`), images are sorted by aspect ratio and each
+//!   batch is padded to its own stride-multiple shape; `rect: false` pads to `imgsz × imgsz`;
 //! - NMS: conf 0.001, IoU 0.7, multi-label, max_det 300 (raised to the most objects in one image
 //!   when that is larger, like `_check_max_det`);
 //! - matching and AP in letterboxed pixels ([`crate::eval::metrics`]); COCO mAP in original
@@ -42,7 +43,8 @@ pub struct ValConfig {
     /// NMS IoU threshold (0.7).
     pub iou: f32,
     pub max_det: usize,
-    /// Rectangular batches (shapes from the images' aspect ratios) instead of square ones.
+    /// Rectangular batches (shapes from the images' aspect ratios, ultralytics' val default)
+    /// instead of square `imgsz` inputs.
     pub rect: bool,
     /// Treat every class as one (labels and predictions become class 0).
     pub single_cls: bool,
@@ -66,7 +68,7 @@ impl Default for ValConfig {
             conf: 0.001,
             iou: 0.7,
             max_det: 300,
-            rect: false,
+            rect: true,
             single_cls: false,
             matching: Matching::Greedy,
             confusion_conf: 0.25,

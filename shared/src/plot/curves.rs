@@ -214,7 +214,6 @@ impl Chart for ConfusionPlot<'_> {
                 Rectangle::new([(c as f64, y), (c as f64 + 1.0, y + 1.0)], color.filled())
             }))
             ?;
-        use plotters::style::text_anchor::{HPos, Pos, VPos};
         for (i, name) in labels.iter().enumerate() {
             let (x, y0) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
             let style = (FONT, label_px).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));

@@ -97,9 +97,10 @@ struct Args {
     #[arg(long = "max-det", default_value_t = 300, value_name = "N")]
     max_det: usize,
 
-    /// Rectangular batches (pad each batch to its images' aspect ratio) instead of square inputs.
+    /// Square `imgsz` inputs for every image, instead of ultralytics' default rectangular
+    /// batches (images sorted by aspect ratio, each batch padded to its own shape).
     #[arg(long)]
-    rect: bool,
+    square: bool,
 
     /// Treat all classes as one (single-class metrics).
     #[arg(long = "single-cls")]
@@ -110,9 +111,10 @@ struct Args {
     #[arg(long)]
     hungarian: bool,
 
-    /// Compute device: `auto`, `cpu`, `cuda:0`, `0`.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    device: String,
+    /// Compute device: `cpu`, `0` or `cuda:0` (a GPU); omit for automatic (GPU when the build
+    /// has CUDA and one is visible, else CPU).
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
 
     /// Data root every relative path resolves under, e.g. `/data` (default: $KUBEYOLO_DATA_ROOT, else /data).
     #[arg(long = "data-root", value_name = "DIR")]
@@ -156,7 +158,7 @@ fn real_main(args: Args) -> Result<()> {
         if p.is_absolute() { p } else { root.path.join(p) }
     };
     let weights = pick_weights(&args, &under_root)?;
-    let device = kubeyolo::device::select(&args.device)?;
+    let device = kubeyolo::device::select(args.device.as_deref().unwrap_or(""))?;
     for w in &device.warnings {
         eprintln!("warning: {w}");
     }
@@ -178,7 +180,7 @@ fn real_main(args: Args) -> Result<()> {
         conf: args.conf,
         iou: args.iou,
         max_det: args.max_det,
-        rect: args.rect,
+        rect: !args.square,
         single_cls: args.single_cls,
         matching: if args.hungarian { Matching::Hungarian } else { Matching::Greedy },
         ..ValConfig::default()
