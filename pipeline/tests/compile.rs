@@ -108,6 +108,16 @@ fn v2_full_settings_equal_the_sdk_build() {
         "gpus":1,"light":{"cpu":"500m","memory":"1Gi"},"heavy":{"cpu":"2","memory":"8Gi"}}"#;
     let c = check(&py, &out, &["--sdk-equivalent", settings]);
     assert!(c.status.success(), "check_kfp failed (defaults):\n{}", text(&c));
+
+    // Everything omittable omitted (CPU cluster, no shm mount, no requests), plain tracking URI.
+    let o = compile(&["--gpus", "0", "--shm-size", "0", "--no-requests", "--mlflow-tracking-uri", "http://mlflow:5000"], &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    assert!(!yaml.contains("nvidia.com/gpu") && !yaml.contains("emptyDirMounts") && !yaml.contains("resources:"), "{yaml}");
+    let settings = r#"{"image_prefix":"kubeyolo","tag":"latest","pvc":{"name":"pvc-local-cocodata"},"gpus":0,
+        "mlflow":{"tracking_uri":"http://mlflow:5000"}}"#;
+    let c = check(&py, &out, &["--sdk-equivalent", settings]);
+    assert!(c.status.success(), "check_kfp failed (minimal):\n{}", text(&c));
 }
 
 /// The checker must be able to fail: hand-broken variants of a good file are rejected.
