@@ -131,16 +131,22 @@ def python_scan(data_yaml):
 
 
 def rust_scan(binary, data_yaml, result):
+    """Run yolo-distribution; return (wall s, cpu s = user+sys of the child, counts)."""
     t = time.perf_counter()
-    subprocess.run([binary, "--data-yaml", str(data_yaml), "--out-result-json", result, "--print-issues", "0"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([binary, "--data-yaml", str(data_yaml), "--out-result-json", result, "--print-issues", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)
     dt = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"yolo-distribution failed with exit code {proc.returncode}")
+    cpu = ru.ru_utime + ru.ru_stime
     d = json.load(open(result))
     out = {s["split"]: dict(images=s["images"], missing=s["missing_labels"], empty=s["backgrounds"],
                             corrupt=s["files_with_issues"] - s["invalid_by_kind"].get("duplicate", 0),
                             images_per_class=s["images_per_class"], instances_per_class=s["instances_per_class"])
            for s in d["splits"]}
-    return dt, out
+    return dt, cpu, out
 
 
 def main():
@@ -160,16 +166,19 @@ def main():
         subprocess.run([str(rel / "distribution_gen"), "--dir", str(ds), "--images", str(a.images)], check=True)
         print(f"generated {a.images} label files in {time.perf_counter() - t:.1f} s")
 
+    load0 = os.getloadavg()
     result = tempfile.mktemp(suffix=".json")
     rust_scan(str(rel / "yolo-distribution"), data_yaml, result)  # warm-up (page cache)
     python_scan(data_yaml)
-    py_t, rs_t = [], []
+    py_t, rs_t, py_c, rs_c = [], [], [], []
     for _ in range(a.repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         py = python_scan(data_yaml)
         py_t.append(time.perf_counter() - t)
-        dt, rs = rust_scan(str(rel / "yolo-distribution"), data_yaml, result)
+        py_c.append(time.process_time() - c)
+        dt, cpu, rs = rust_scan(str(rel / "yolo-distribution"), data_yaml, result)
         rs_t.append(dt)
+        rs_c.append(cpu)
     os.unlink(result)
 
     if py != rs:
@@ -180,16 +189,21 @@ def main():
         sys.exit("results differ")
 
     py_m, rs_m = statistics.median(py_t), statistics.median(rs_t)
+    pyc_m, rsc_m = statistics.median(py_c), statistics.median(rs_c)
     total = sum(s["images"] for s in py.values())
     inst = sum(sum(s["instances_per_class"]) for s in py.values())
     print(f"dataset: {total} images / label files, {inst} instances, 80 classes (identical counts on both sides)")
     print(f"cpus: {os.cpu_count()}; python ThreadPool(NUM_THREADS={NUM_THREADS}); rust rayon on all cpus")
-    print(f"python (ultralytics-style, in-process): median {py_m:.3f} s  runs {[round(x, 3) for x in py_t]}")
-    print(f"rust   (yolo-distribution, whole process): median {rs_m:.3f} s  runs {[round(x, 3) for x in rs_t]}")
-    print(f"speed-up: {py_m / rs_m:.1f}x")
+    print(f"load average before/after: {load0} / {os.getloadavg()}")
+    print(f"python (ultralytics-style, in-process):   wall median {py_m:.3f} s  runs {[round(x, 3) for x in py_t]}"
+          f"  cpu median {pyc_m:.3f} s")
+    print(f"rust   (yolo-distribution, whole process): wall median {rs_m:.3f} s  runs {[round(x, 3) for x in rs_t]}"
+          f"  cpu median {rsc_m:.3f} s")
+    print(f"speed-up (wall, medians): {py_m / rs_m:.1f}x   cpu time ratio: {pyc_m / rsc_m:.1f}x")
     if a.json:
         json.dump(dict(images=total, instances=inst, cpus=os.cpu_count(), num_threads=NUM_THREADS,
-                       python_s=py_t, rust_s=rs_t, speedup=py_m / rs_m), open(a.json, "w"), indent=1)
+                       python_s=py_t, rust_s=rs_t, python_cpu_s=py_c, rust_cpu_s=rs_c,
+                       speedup=py_m / rs_m, cpu_ratio=pyc_m / rsc_m), open(a.json, "w"), indent=1)
 
 
 if __name__ == "__main__":
