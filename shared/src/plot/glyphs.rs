@@ -6,10 +6,14 @@
 //! [`TextFix`] wraps any backend, forwards everything, and rasterises text itself with the same
 //! embedded font, the same layout box (so plotters' anchors and margins still agree) and proper
 //! glyph positioning. Only the PNG path needs it: SVG text is drawn by the viewer.
+//!
+//! It also adds a fallback font for characters DejaVu Sans lacks (Hangul, CJK class names):
+//! a `.ttf`/`.otf` named by the environment variable [`FALLBACK_FONT_ENV`] (e.g. NanumGothic on
+//! the volume). Bundling CJK fonts would add megabytes to every image for a rare need.
 
 use std::sync::OnceLock;
 
-use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
+use ab_glyph::{point, Font, FontRef, FontVec, GlyphId, PxScale, ScaleFont};
 use plotters_backend::text_anchor::{HPos, VPos};
 use plotters_backend::{
     BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind,
@@ -19,6 +23,73 @@ use plotters_backend::{
 fn font() -> Option<&'static FontRef<'static>> {
     static FONT_REF: OnceLock<Option<FontRef<'static>>> = OnceLock::new();
     FONT_REF.get_or_init(|| FontRef::try_from_slice(super::DEJAVU_SANS).ok()).as_ref()
+}
+
+/// Environment variable naming a font file used for characters the embedded font lacks.
+pub const FALLBACK_FONT_ENV: &str = "KUBEYOLO_PLOT_FONT";
+
+/// The fallback font from [`FALLBACK_FONT_ENV`], loaded once; a bad file is a warning, not an error.
+fn fallback() -> Option<&'static FontVec> {
+    static FALLBACK: OnceLock<Option<FontVec>> = OnceLock::new();
+    FALLBACK
+        .get_or_init(|| {
+            let path = std::env::var_os(FALLBACK_FONT_ENV).filter(|p| !p.is_empty())?;
+            let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+                FontVec::try_from_vec(bytes).map_err(|_| "not a TrueType/OpenType font".to_string())
+            });
+            match loaded {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("warning: {FALLBACK_FONT_ENV}={}: {e}; ignored", std::path::Path::new(&path).display());
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// One laid-out glyph: which font, which glyph, where its pen position is.
+struct Placed {
+    fallback: bool,
+    id: GlyphId,
+    x: f32,
+}
+
+/// Lay `text` out at font size `size`: the embedded font, the fallback font for characters the
+/// embedded one lacks (when configured). Returns the glyphs and the total advance width.
+fn layout(text: &str, size: f32) -> Option<(Vec<Placed>, f32)> {
+    let main = font()?.as_scaled(PxScale::from(size));
+    let fb = fallback().map(|f| f.as_scaled(PxScale::from(size)));
+    let mut caret = 0f32;
+    let mut prev: Option<(bool, GlyphId)> = None;
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        let mut use_fb = false;
+        let mut id = main.glyph_id(c);
+        if id.0 == 0 {
+            if let Some(fb) = &fb {
+                let fid = fb.glyph_id(c);
+                if fid.0 != 0 {
+                    use_fb = true;
+                    id = fid;
+                }
+            }
+        }
+        if let Some((pfb, pid)) = prev {
+            if pfb == use_fb {
+                caret += if use_fb { fb.as_ref().map_or(0.0, |f| f.kern(pid, id)) } else { main.kern(pid, id) };
+            }
+        }
+        out.push(Placed { fallback: use_fb, id, x: caret });
+        caret += if use_fb { fb.as_ref().map_or(0.0, |f| f.h_advance(id)) } else { main.h_advance(id) };
+        prev = Some((use_fb, id));
+    }
+    Some((out, caret))
+}
+
+/// Width in pixels of `text` at font size `size`, as [`TextFix`] draws it.
+pub fn text_width(text: &str, size: f32) -> Option<f32> {
+    layout(text, size).map(|(_, w)| w)
 }
 
 /// A backend wrapper that draws text with correct glyph positions (see the module docs).
@@ -103,10 +174,15 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
         if color.alpha == 0.0 {
             return Ok(());
         }
-        // The same box plotters computes (and uses for margins), anchored the same way.
-        let ((min_x, min_y), (max_x, max_y)) =
+        let size = style.size() as f32;
+        let Some((glyphs, advance)) = layout(text, size) else {
+            return self.0.draw_text(text, style, pos);
+        };
+        // Plotters' box height (size / 1.24) so anchors agree with its margins; our own width,
+        // which counts fallback glyphs correctly.
+        let ((_, min_y), (_, max_y)) =
             style.layout_box(text).map_err(|e| DrawingErrorKind::FontError(Box::new(e)))?;
-        let (width, height) = (max_x - min_x, max_y - min_y);
+        let (width, height) = (advance.round() as i32, max_y - min_y);
         let dx = match style.anchor().h_pos {
             HPos::Left => 0,
             HPos::Right => -width,
@@ -117,22 +193,19 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
             VPos::Center => -height / 2,
             VPos::Bottom => -height,
         };
-        let scaled = font.as_scaled(PxScale::from(style.size() as f32));
-        // Centre the font's ascent..descent span in the box.
+        let scaled = font.as_scaled(PxScale::from(size));
+        // Centre the embedded font's ascent..descent span in the box.
         let baseline = height as f32 / 2.0 + (scaled.ascent() + scaled.descent()) / 2.0;
         let trans = style.transform();
         let (w, h) = self.0.get_size();
-        let mut caret = 0f32;
-        let mut prev = None;
-        for c in text.chars() {
-            let id = scaled.glyph_id(c);
-            if let Some(p) = prev {
-                caret += scaled.kern(p, id);
-            }
-            prev = Some(id);
-            let glyph = id.with_scale_and_position(scaled.scale(), point(caret, baseline));
-            caret += scaled.h_advance(id);
-            let Some(outline) = font.outline_glyph(glyph) else { continue };
+        for g in glyphs {
+            let glyph = g.id.with_scale_and_position(PxScale::from(size), point(g.x, baseline));
+            let outline = if g.fallback {
+                fallback().and_then(|f| f.outline_glyph(glyph))
+            } else {
+                font.outline_glyph(glyph)
+            };
+            let Some(outline) = outline else { continue };
             let b = outline.px_bounds();
             let mut result = Ok(());
             outline.draw(|gx, gy, coverage| {

@@ -17,6 +17,9 @@
 //! - layout helpers: [`text_width`] (to size margins to the longest label), [`ellipsize`],
 //!   [`palette`], [`axis_count`], [`compact_count`].
 //!
+//! Class names in scripts DejaVu Sans lacks (Hangul, CJK) need a fallback font file named by
+//! `KUBEYOLO_PLOT_FONT` (PNG only; SVG text is drawn by the viewer's fonts).
+//!
 //! Chart kinds live in sub-modules: [`distribution`] (images/instances per class).
 
 pub mod curves;
@@ -189,10 +192,10 @@ pub fn html_page(title: &str, body: &str) -> String {
 
 /// Width in pixels of `text` at font size `size` in [`FONT`] (to size margins to labels).
 pub fn text_width(text: &str, size: u32) -> u32 {
-    if register_fonts().is_err() {
-        return (text.chars().count() as u32 * size * 3) / 5;
+    match glyphs::text_width(text, size as f32) {
+        Some(w) => w.ceil() as u32,
+        None => (text.chars().count() as u32 * size * 3) / 5,
     }
-    (FONT, size as f64).into_font().box_size(text).map(|(w, _)| w).unwrap_or(text.len() as u32 * size / 2)
 }
 
 /// `text` cut with `…` so that it is at most `max_px` wide at font size `size`.
@@ -249,8 +252,17 @@ pub fn axis_count(v: u64, max: u64) -> String {
 pub fn compact_count(n: u64) -> String {
     match n {
         0..=9_999 => n.to_string(),
-        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
-        _ => format!("{:.2}M", n as f64 / 1e6),
+        10_000..=999_999 => format!("{}k", trim_zeros(format!("{:.1}", n as f64 / 1e3))),
+        _ => format!("{}M", trim_zeros(format!("{:.2}", n as f64 / 1e6))),
+    }
+}
+
+/// `100.0` → `100`, `1.50` → `1.5`.
+fn trim_zeros(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
@@ -301,6 +313,8 @@ mod tests {
         assert_eq!(ellipsize("cat", 80, 12), "cat");
         assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
         assert_eq!(compact_count(12345), "12.3k");
+        assert_eq!(compact_count(100_000), "100k");
+        assert_eq!(compact_count(1_500_000), "1.5M");
         assert_eq!(compact_count(999), "999");
         assert_eq!(axis_count(5000, 12000), "5k");
         assert_eq!(axis_count(12500, 12000), "12.5k");

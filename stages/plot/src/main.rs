@@ -34,7 +34,9 @@ Files written (each atomically, and only when everything rendered):
   <out-dir>/distribution.svg   the same as vector graphics (zoom into long class lists)
   --out-html / --out-md / --out-ui-metadata when given
 
-The font (DejaVu Sans) is compiled in: no system fonts are needed.
+The font (DejaVu Sans) is compiled in: no system fonts are needed. Class names in scripts it
+lacks (Hangul, CJK) need a fallback font file for the PNG, e.g.
+  KUBEYOLO_PLOT_FONT=/data/fonts/NanumGothic.ttf yolo-plot ...
 
 Exit codes: 0 ok; 3 an input file is missing; 4 the result/class names are not valid JSON of
 the expected shape, or disagree; 6 I/O error.";
