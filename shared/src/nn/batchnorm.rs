@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath::{multiversioned, sigmoid, uninit_f32};
+
 /// Per-channel batch statistics of the last forward, shared between the op (for its backward)
 /// and the caller (for the running-statistics update).
 #[derive(Debug, Default, Clone)]
@@ -46,10 +48,105 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     }
 }
 
-#[inline(always)]
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+/// One channel's constants for the row kernels.
+#[derive(Clone, Copy)]
+struct Chan {
+    mean: f32,
+    /// 1/√(σ² + eps).
+    r: f32,
+    gamma: f32,
+    beta: f32,
+    silu: bool,
 }
+
+/// Σ(x − k) and Σ(x − k)² over a row, in 8 lanes (vectorizes; the shift k = the channel's first
+/// value avoids the cancellation of E[x²] − E[x]² when |mean| ≫ std).
+#[inline(always)]
+fn stats_gen(xs: &[f32], k: f32) -> (f32, f32) {
+    let (mut s, mut s2) = ([0f32; 8], [0f32; 8]);
+    let chunks = xs.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let d = c[i] - k;
+            s[i] += d;
+            s2[i] += d * d;
+        }
+    }
+    let (mut a, mut b) = (s.iter().sum::<f32>(), s2.iter().sum::<f32>());
+    for v in rem {
+        let d = v - k;
+        a += d;
+        b += d * d;
+    }
+    (a, b)
+}
+multiversioned!(fn row_stats = stats_gen / stats_avx2(xs: &[f32], k: f32) -> (f32, f32));
+
+/// y = x·scale + shift, then SiLU.
+#[inline(always)]
+fn fwd_gen(xs: &[f32], ys: &mut [f32], scale: f32, shift: f32, silu: bool) {
+    if silu {
+        for (o, v) in ys.iter_mut().zip(xs) {
+            let z = v * scale + shift;
+            *o = z * sigmoid(z);
+        }
+    } else {
+        for (o, v) in ys.iter_mut().zip(xs) {
+            *o = v * scale + shift;
+        }
+    }
+}
+multiversioned!(fn row_fwd = fwd_gen / fwd_avx2(xs: &[f32], ys: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
+
+/// dz = dy·silu'(z) (or dy) and x̂ for one element.
+#[inline(always)]
+fn dz_xh(xv: f32, d: f32, ch: Chan) -> (f32, f32) {
+    let xh = (xv - ch.mean) * ch.r;
+    if ch.silu {
+        let z = ch.gamma * xh + ch.beta;
+        let s = sigmoid(z);
+        (d * s * (1.0 + z * (1.0 - s)), xh)
+    } else {
+        (d, xh)
+    }
+}
+
+/// Writes dz into `dzs` and returns (Σ dz, Σ dz·x̂) over a row, 8 lanes.
+#[inline(always)]
+fn bwd_sums_gen(xs: &[f32], dys: &[f32], dzs: &mut [f32], ch: Chan) -> (f32, f32) {
+    let (mut sb, mut sg) = ([0f32; 8], [0f32; 8]);
+    let (xc, dc, mut oc) = (xs.chunks_exact(8), dys.chunks_exact(8), dzs.chunks_exact_mut(8));
+    let (xr, dr) = (xc.remainder(), dc.remainder());
+    for ((x8, d8), o8) in xc.zip(dc).zip(&mut oc) {
+        for i in 0..8 {
+            let (dz, xh) = dz_xh(x8[i], d8[i], ch);
+            o8[i] = dz;
+            sb[i] += dz;
+            sg[i] += dz * xh;
+        }
+    }
+    let (mut a, mut b) = (sb.iter().sum::<f32>(), sg.iter().sum::<f32>());
+    for ((x, d), o) in xr.iter().zip(dr).zip(oc.into_remainder()) {
+        let (dz, xh) = dz_xh(*x, *d, ch);
+        *o = dz;
+        a += dz;
+        b += dz * xh;
+    }
+    (a, b)
+}
+multiversioned!(fn row_bwd_sums = bwd_sums_gen / bwd_sums_avx2(xs: &[f32], dys: &[f32], dzs: &mut [f32], ch: Chan) -> (f32, f32));
+
+/// In place over the dz of pass 1: dx = γ·r·(dz − mb − x̂·mg), mb = Σdz/M, mg = Σdz·x̂/M.
+#[inline(always)]
+fn bwd_dx_gen(xs: &[f32], dxs: &mut [f32], ch: Chan, mb: f32, mg: f32) {
+    let k = ch.gamma * ch.r;
+    for (o, x) in dxs.iter_mut().zip(xs) {
+        let xh = (x - ch.mean) * ch.r;
+        *o = k * (*o - mb - xh * mg);
+    }
+}
+multiversioned!(fn row_bwd_dx = bwd_dx_gen / bwd_dx_avx2(xs: &[f32], dxs: &mut [f32], ch: Chan, mb: f32, mg: f32) -> ());
 
 /// Forward op: `x.apply_op3(gamma, beta, BnFwd)` → y (same shape as x, NCHW).
 pub(crate) struct BnFwd {
@@ -81,7 +178,8 @@ impl CustomOp3 for BnFwd {
         }
         let hw = h * w;
         let m = (n * hw) as f64;
-        let mut y = vec![0f32; x.len()];
+        // Every element of y is written below (each (image, channel) row once).
+        let mut y = uninit_f32(x.len());
         let yp = SyncPtr(y.as_mut_ptr());
         let silu = self.silu;
         let eps = self.eps;
@@ -89,40 +187,26 @@ impl CustomOp3 for BnFwd {
             .into_par_iter()
             .map(|ci| {
                 let yp = yp;
-                // Pass 1: mean and variance in f64 (sums over up to ~400k elements).
+                // Pass 1: shifted sums per row in f32, accumulated over rows in f64.
+                let k = x[ci * hw];
                 let (mut s, mut s2) = (0f64, 0f64);
                 for b in 0..n {
-                    let xs = &x[(b * c + ci) * hw..(b * c + ci + 1) * hw];
-                    let (mut a, mut a2) = (0f32, 0f32);
-                    // f32 partial sums per row keep the inner loop vectorizable.
-                    for v in xs {
-                        a += v;
-                        a2 += v * v;
-                    }
+                    let (a, a2) = row_stats(&x[(b * c + ci) * hw..(b * c + ci + 1) * hw], k);
                     s += a as f64;
                     s2 += a2 as f64;
                 }
-                let mean = s / m;
-                let var = (s2 / m - mean * mean).max(0.0);
+                let ms = s / m;
+                let mean = k as f64 + ms;
+                let var = (s2 / m - ms * ms).max(0.0);
                 let r = 1.0 / (var + eps).sqrt();
                 let scale = (gamma[ci] as f64 * r) as f32;
                 let shift = (beta[ci] as f64 - mean * gamma[ci] as f64 * r) as f32;
                 // Pass 2: normalize (+ SiLU).
                 for b in 0..n {
                     let off = (b * c + ci) * hw;
-                    let xs = &x[off..off + hw];
                     // SAFETY: channel ci of image b is written by this task only.
                     let ys = unsafe { std::slice::from_raw_parts_mut(yp.0.add(off), hw) };
-                    if silu {
-                        for (o, v) in ys.iter_mut().zip(xs) {
-                            let z = v * scale + shift;
-                            *o = z * sigmoid(z);
-                        }
-                    } else {
-                        for (o, v) in ys.iter_mut().zip(xs) {
-                            *o = v * scale + shift;
-                        }
-                    }
+                    row_fwd(&x[off..off + hw], ys, scale, shift, silu);
                 }
                 (mean as f32, var as f32)
             })
@@ -180,51 +264,32 @@ impl CustomOp2 for BnBwd {
         let hw = h * w;
         let len = x.len();
         let m = (n * hw) as f32;
-        let mut out = vec![0f32; len + 2 * c];
+        // Every element is written below: dx rows by their channel's task, then dγ, dβ slots.
+        let mut out = uninit_f32(len + 2 * c);
         let op = SyncPtr(out.as_mut_ptr());
         let silu = self.silu;
         let eps = self.eps;
         (0..c).into_par_iter().for_each(|ci| {
             let op = op;
             let r = (1.0 / (st.var[ci] as f64 + eps).sqrt()) as f32;
-            let mean = st.mean[ci];
-            let (g, bt) = (st.gamma[ci], st.beta[ci]);
-            // dz = dy · silu'(z), recomputing z from x.
-            let dz_of = |xv: f32, d: f32| -> (f32, f32) {
-                let xh = (xv - mean) * r;
-                if silu {
-                    let z = g * xh + bt;
-                    let s = sigmoid(z);
-                    (d * s * (1.0 + z * (1.0 - s)), xh)
-                } else {
-                    (d, xh)
-                }
-            };
-            // Pass 1: dβ = Σ dz, dγ = Σ dz·x̂.
+            let ch = Chan { mean: st.mean[ci], r, gamma: st.gamma[ci], beta: st.beta[ci], silu };
+            // Pass 1: dz (kept in the dx rows), dβ = Σ dz, dγ = Σ dz·x̂.
             let (mut sb, mut sg) = (0f64, 0f64);
             for b in 0..n {
                 let off = (b * c + ci) * hw;
-                let (mut ab, mut ag) = (0f32, 0f32);
-                for (xv, d) in x[off..off + hw].iter().zip(&dy[off..off + hw]) {
-                    let (dz, xh) = dz_of(*xv, *d);
-                    ab += dz;
-                    ag += dz * xh;
-                }
+                // SAFETY: channel ci of image b (and dγ/dβ slot ci) is written by this task only.
+                let dzs = unsafe { std::slice::from_raw_parts_mut(op.0.add(off), hw) };
+                let (ab, ag) = row_bwd_sums(&x[off..off + hw], &dy[off..off + hw], dzs, ch);
                 sb += ab as f64;
                 sg += ag as f64;
             }
             let (dbeta, dgamma) = (sb as f32, sg as f32);
-            // Pass 2: dx = γ·r·(dz − dβ/M − x̂·dγ/M).
-            let k = g * r;
+            // Pass 2: dx from dz.
             let (mb, mg) = (dbeta / m, dgamma / m);
             for b in 0..n {
                 let off = (b * c + ci) * hw;
-                // SAFETY: channel ci of image b (and dγ/dβ slot ci) is written by this task only.
                 let dxs = unsafe { std::slice::from_raw_parts_mut(op.0.add(off), hw) };
-                for ((o, xv), d) in dxs.iter_mut().zip(&x[off..off + hw]).zip(&dy[off..off + hw]) {
-                    let (dz, xh) = dz_of(*xv, *d);
-                    *o = k * (dz - mb - xh * mg);
-                }
+                row_bwd_dx(&x[off..off + hw], dxs, ch, mb, mg);
             }
             unsafe {
                 *op.0.add(len + ci) = dgamma;

@@ -17,6 +17,8 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath::uninit_f32;
+
 /// The shape of one convolution (square stride and padding, dilation 1, no groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geom {
@@ -220,9 +222,9 @@ where
     if over_images {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each_init(|| vec![0f32; scratch_len], |s, (i, o)| f(i, o, s));
+            .for_each_init(|| uninit_f32(scratch_len), |s, (i, o)| f(i, o, s));
     } else {
-        let mut s = vec![0f32; scratch_len];
+        let mut s = uninit_f32(scratch_len);
         for (i, o) in out.chunks_mut(chunk).enumerate() {
             f(i, o, &mut s);
         }
@@ -232,7 +234,8 @@ where
 /// Forward: `y (N, O, OH, OW)` from `x (N, C, H, W)` and `w (O, C, kh, kw)`.
 pub(crate) fn conv_fwd(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (p, ckk) = (g.p(), g.ckk());
-    let mut y = vec![0f32; g.n * g.out_len()];
+    // Fully written: one GEMM (read_dst = false) per image.
+    let mut y = uninit_f32(g.n * g.out_len());
     let (over_images, par) = plan(g.n);
     let scratch = if g.is_pointwise() { 0 } else { ckk * p };
     per_image(&mut y, g.out_len(), scratch, over_images, |i, yi, cols| {
@@ -251,7 +254,8 @@ pub(crate) fn conv_fwd(x: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
 /// Input gradient: `dx (N, C, H, W)` from `dy (N, O, OH, OW)` and `w`.
 pub(crate) fn conv_bwd_input(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     let (p, ckk) = (g.p(), g.ckk());
-    let mut dx = vec![0f32; g.n * g.in_len()];
+    // Pointwise: fully written by one GEMM per image; otherwise col2im accumulates into zeros.
+    let mut dx = if g.is_pointwise() { uninit_f32(g.n * g.in_len()) } else { vec![0f32; g.n * g.in_len()] };
     let (over_images, par) = plan(g.n);
     let scratch = if g.is_pointwise() { 0 } else { ckk * p };
     per_image(&mut dx, g.in_len(), scratch, over_images, |i, dxi, cols| {
@@ -295,9 +299,9 @@ pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         partial
             .par_chunks_mut(wlen)
             .enumerate()
-            .for_each_init(|| vec![0f32; scratch], |s, (gi, dw)| body(gi, dw, s));
+            .for_each_init(|| uninit_f32(scratch), |s, (gi, dw)| body(gi, dw, s));
     } else {
-        let mut s = vec![0f32; scratch];
+        let mut s = uninit_f32(scratch);
         body(0, &mut partial[..wlen], &mut s);
     }
     let (first, rest) = partial.split_at_mut(wlen);

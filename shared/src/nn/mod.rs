@@ -2,6 +2,8 @@
 pub mod ops;
 pub mod conv;
 pub mod batchnorm;
+pub mod cpu;
+pub mod fastmath;
 pub mod blocks;
 pub mod head;
 pub mod model;

@@ -1,0 +1,237 @@
+//! Benchmark: one full yolov8n training step (forward, loss, backward, optimizer) in kubeyolo
+//! against the same step in PyTorch + ultralytics on the same machine, in the same run.
+//!
+//! Why: issue 7 — training on CPU must be at least as fast per image as PyTorch. Both sides run
+//! the same network (ultralytics `DetectionModel('yolov8n.yaml')` vs kubeyolo's `YoloModel` from
+//! the same yaml), batch, image size, random data, the same loss (sum of squares of the head
+//! outputs, until the real YOLOv8 loss is wired on both sides) and SGD (Nesterov, momentum 0.937,
+//! weight decay 5e-4 on conv weights only, ultralytics' three parameter groups). Rust and PyTorch
+//! runs alternate `--repeats` times and medians are reported, because the machine is shared and
+//! noisy. Also prints the step's FLOPs, the achieved GFLOP/s and the machine's measured
+//! single-precision GEMM peak (gemm crate, all threads), so the ratio has a ceiling to compare to.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use clap::Parser;
+use kubeyolo::config::model_yaml::ModelYaml;
+use kubeyolo::nn::model::YoloModel;
+use kubeyolo::train::optim::{Optimizer, OptimizerKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Time a yolov8n training step in kubeyolo and in PyTorch (same run), print the ratio",
+    long_about = "Times a full yolov8n training step (forward, sum-of-squares loss on the head outputs, \
+backward, SGD step) on random data after warm-up, in kubeyolo and — unless --no-torch — in PyTorch \
+with ultralytics' DetectionModel (benchmarks/train_step_torch.py, run with --python). The two sides \
+alternate --repeats times; medians are reported with the ratio kubeyolo/PyTorch (< 1 = kubeyolo faster).",
+    after_help = "Example (release build, both sides, 2 threads):\n  \
+cargo run --release -p kubeyolo-bench --bin train_step -- --batch 16 --imgsz 320 --threads 2 \\\n    \
+--python .venvs/ultralytics/bin/python --repeats 3"
+)]
+struct Args {
+    /// Images per step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Square input size (multiple of 32).
+    #[arg(long, default_value_t = 320)]
+    imgsz: usize,
+    /// Model yaml name (a builtin such as yolov8n.yaml).
+    #[arg(long, default_value = "yolov8n.yaml")]
+    model: String,
+    /// Number of classes.
+    #[arg(long, default_value_t = 80)]
+    nc: usize,
+    /// Untimed steps before timing (each side, each repeat).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed steps per repeat (the median step is reported).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// How many times to alternate kubeyolo and PyTorch runs.
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
+    /// CPU threads for both sides (rayon pool / torch.set_num_threads).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Python interpreter with ultralytics + torch installed.
+    #[arg(long, default_value = ".venvs/ultralytics/bin/python")]
+    python: PathBuf,
+    /// The PyTorch side's script.
+    #[arg(long, default_value = "benchmarks/train_step_torch.py")]
+    torch_script: PathBuf,
+    /// Skip the PyTorch side.
+    #[arg(long)]
+    no_torch: bool,
+    /// Print forward / loss / backward / optimizer times of every timed step.
+    #[arg(long)]
+    phases: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Best-of-3 GFLOP/s of a 2048³ f32 GEMM with the gemm crate on `threads` threads.
+fn gemm_peak(threads: usize) -> f64 {
+    let n = 2048;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0f32; n * n];
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let mut best = f64::INFINITY;
+    for _ in 0..4 {
+        let t = Instant::now();
+        // SAFETY: a, b, c are n×n row-major and outlive the call.
+        unsafe {
+            gemm::gemm(
+                n, n, n, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0,
+                false, false, false, par,
+            )
+        };
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+struct Step {
+    total: f64,
+    phases: [f64; 4],
+}
+
+struct Rust {
+    model: YoloModel,
+    opt: Optimizer,
+    x: Tensor,
+}
+
+impl Rust {
+    fn new(a: &Args) -> kubeyolo::Result<Self> {
+        let yaml = ModelYaml::builtin(&a.model).ok_or_else(|| kubeyolo::Error::usage(format!("unknown model {}", a.model)))?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = YoloModel::new(&yaml, a.nc, vb)?;
+        model.seed_init(&varmap, 0)?;
+        // ultralytics defaults: SGD lr0 0.01, momentum 0.937, weight_decay 5e-4.
+        let opt = Optimizer::from_varmap(OptimizerKind::Sgd, &varmap, 0.01, 0.937, 5e-4)?;
+        let x = Tensor::rand(0f32, 1f32, (a.batch, 3, a.imgsz, a.imgsz), &Device::Cpu)?;
+        Ok(Rust { model, opt, x })
+    }
+
+    fn step(&mut self) -> kubeyolo::Result<Step> {
+        let t0 = Instant::now();
+        let out = self.model.forward_train(&self.x)?;
+        let t1 = Instant::now();
+        let mut loss = Tensor::zeros((), DType::F32, &Device::Cpu)?;
+        for t in out.box_levels.iter().chain(out.cls_levels.iter()) {
+            loss = (loss + t.sqr()?.sum_all()?)?;
+        }
+        let t2 = Instant::now();
+        let grads = loss.backward()?;
+        let t3 = Instant::now();
+        self.opt.step(&grads)?;
+        let t4 = Instant::now();
+        let d = |a: Instant, b: Instant| (b - a).as_secs_f64();
+        Ok(Step { total: d(t0, t4), phases: [d(t0, t1), d(t1, t2), d(t2, t3), d(t3, t4)] })
+    }
+}
+
+/// Runs the PyTorch script once; returns its median seconds per step.
+fn torch_run(a: &Args) -> Result<f64, String> {
+    let out = Command::new(&a.python)
+        .arg(&a.torch_script)
+        .args(["--batch", &a.batch.to_string(), "--imgsz", &a.imgsz.to_string(), "--threads", &a.threads.to_string()])
+        .args(["--warmup", &a.warmup.to_string(), "--iters", &a.iters.to_string(), "--model", &a.model])
+        .args(["--nc", &a.nc.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", a.python.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("TORCH_STEP_SECONDS ") {
+            return rest.trim().parse::<f64>().map_err(|e| format!("bad torch output {rest}: {e}"));
+        }
+    }
+    Err(format!("torch script failed ({}): {}\n{}", out.status, stdout, String::from_utf8_lossy(&out.stderr)))
+}
+
+fn main() {
+    let a = Args::parse();
+    if let Err(e) = run(&a) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(a: &Args) -> kubeyolo::Result<()> {
+    kubeyolo::nn::cpu::tune_cpu_runtime(Some(a.threads));
+    let peak = gemm_peak(a.threads);
+    println!("machine: {} threads, sgemm 2048³ peak {:.1} GFLOP/s (gemm crate)", a.threads, peak);
+
+    let mut rust = Rust::new(a)?;
+    let fwd_gflop_img = rust.model.summary(a.imgsz).gflops;
+    // Training ≈ 3 × forward: conv forward, input gradient and weight gradient have equal FLOPs
+    // (thop counting: conv MACs + 4 per BatchNorm element, × 2).
+    let step_gflop = 3.0 * fwd_gflop_img * a.batch as f64;
+    println!(
+        "{} imgsz {} batch {}: forward {:.2} GFLOP/image, step ≈ 3× forward = {:.1} GFLOP",
+        a.model, a.imgsz, a.batch, fwd_gflop_img, step_gflop
+    );
+
+    let (mut rust_steps, mut torch_steps) = (Vec::new(), Vec::new());
+    for r in 0..a.repeats {
+        for _ in 0..a.warmup {
+            rust.step()?;
+        }
+        let mut times = Vec::new();
+        for i in 0..a.iters {
+            let s = rust.step()?;
+            if a.phases {
+                println!(
+                    "  kubeyolo repeat {r} step {i}: {:.3} s (forward {:.3}, loss {:.3}, backward {:.3}, optimizer {:.3})",
+                    s.total, s.phases[0], s.phases[1], s.phases[2], s.phases[3]
+                );
+            }
+            times.push(s.total);
+        }
+        let m = median(&mut times);
+        println!("kubeyolo repeat {r}: {:.3} s/step, {:.4} s/image", m, m / a.batch as f64);
+        rust_steps.push(m);
+        if !a.no_torch {
+            match torch_run(a) {
+                Ok(t) => {
+                    println!("pytorch  repeat {r}: {:.3} s/step, {:.4} s/image", t, t / a.batch as f64);
+                    torch_steps.push(t);
+                }
+                Err(e) => {
+                    println!("pytorch  repeat {r}: FAILED: {e}");
+                }
+            }
+        }
+    }
+    let rs = median(&mut rust_steps);
+    println!(
+        "kubeyolo: {:.4} s/image (median of {} repeats), {:.1} GFLOP/s achieved = {:.0}% of sgemm peak",
+        rs / a.batch as f64,
+        a.repeats,
+        step_gflop / rs,
+        100.0 * step_gflop / rs / peak
+    );
+    if !torch_steps.is_empty() {
+        let ts = median(&mut torch_steps);
+        println!("pytorch : {:.4} s/image (median), {:.1} GFLOP/s achieved", ts / a.batch as f64, step_gflop / ts);
+        println!("ratio kubeyolo/pytorch time per image: {:.2} (≤ 1.0 = kubeyolo at least as fast)", rs / ts);
+    }
+    Ok(())
+}
