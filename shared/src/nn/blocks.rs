@@ -70,7 +70,7 @@ impl Conv {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = if train {
             let y = ops::conv2d(x, &self.weight, None, self.s, self.p)?;
-            self.bn.forward_train(&y)?
+            return ops::batch_norm_train(&y, &self.bn, self.act);
         } else {
             // Fold BN into the conv (ultralytics `fuse_conv_and_bn`): one conv with bias.
             let (w, b) = self.fused()?;
