@@ -89,6 +89,14 @@ struct Args {
     data_root: Option<PathBuf>,
 }
 
+/// `println!` that ignores a closed stdout (`yolo-plot ... | head -1` must not panic).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn main() {
     let args = Args::parse();
     kubeyolo::error::run_main(|| run(args))
@@ -148,19 +156,19 @@ fn run(args: Args) -> Result<()> {
     kubeyolo::files::write_atomic(&png_path, &png)?;
     kubeyolo::files::write_atomic(&svg_path, svg.as_bytes())?;
     let (w, h) = chart.size();
-    println!("wrote {} ({w}x{h} px, {} KiB)", png_path.display(), png.len() / 1024);
-    println!("wrote {}", svg_path.display());
+    say!("wrote {} ({w}x{h} px, {} KiB)", png_path.display(), png.len() / 1024);
+    say!("wrote {}", svg_path.display());
     if let Some(p) = &args.out_html {
         kfp::write_html_artifact(p, &html)?;
-        println!("wrote {}", p.display());
+        say!("wrote {}", p.display());
     }
     if let Some(p) = &args.out_md {
         kfp::write_markdown_artifact(p, &markdown)?;
-        println!("wrote {}", p.display());
+        say!("wrote {}", p.display());
     }
     if let Some(p) = &args.out_ui_metadata {
         UiMetadata::new().web_app(&html).markdown(&format!("# {title}\n\n{files_md}{tables_md}")).write(p)?;
-        println!("wrote {}", p.display());
+        say!("wrote {}", p.display());
     }
     Ok(())
 }
