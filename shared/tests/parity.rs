@@ -133,3 +133,34 @@ fn custom_yaml_fp32_ema_pt_matches_ultralytics() {
     assert_eq!(check_raw(name, &lm), 2);
     check_detections(name, &lm);
 }
+
+/// Training mode: BatchNorm on batch statistics, running statistics updated with momentum 0.03
+/// and the unbiased variance, exactly as PyTorch.
+#[test]
+fn training_mode_forward_and_running_stats_match_pytorch() {
+    let lm = load("parity_n4_fp16.pt");
+    let arrays: std::collections::HashMap<String, Tensor> =
+        Tensor::read_npz(fixtures().join("train_mode.npz")).unwrap().into_iter().collect();
+    let mut v = Vec::with_capacity(2 * 3 * 128 * 128);
+    for b in 0..2usize {
+        for c in 0..3usize {
+            for h in 0..128usize {
+                for w in 0..128usize {
+                    v.push(((7 * b + 13 * c + 31 * h + 17 * w) % 256) as f32 / 255.0);
+                }
+            }
+        }
+    }
+    let x = Tensor::from_vec(v, (2, 3, 128, 128), &Device::Cpu).unwrap();
+    let out = lm.model.forward_train(&x).unwrap();
+    for (what, ours) in [("boxes", out.boxes().unwrap()), ("scores", out.scores().unwrap())] {
+        let e = rel_err(&ours, &arrays[what]);
+        eprintln!("train mode {what}: relative error {e:.2e}");
+        assert!(e <= 1e-4, "train mode {what}: relative error {e:e} > 1e-4");
+    }
+    let data = lm.varmap.data().lock().unwrap();
+    for k in ["model.0.bn.running_mean", "model.0.bn.running_var", "model.22.cv3.2.1.bn.running_mean", "model.22.cv3.2.1.bn.running_var"] {
+        let e = rel_err(data[k].as_tensor(), &arrays[k]);
+        assert!(e <= 1e-4, "{k}: relative error {e:e} > 1e-4");
+    }
+}

@@ -553,6 +553,33 @@ impl YoloModel {
         candle_core::bail!("network has no Detect layer")
     }
 
+    /// Eval forward timed layer by layer (ultralytics' `profile=True`): (layer index, module
+    /// type, milliseconds) per layer, the Detect layer including box decoding.
+    pub fn profile_eval(&self, x: &Tensor) -> Result<Vec<(usize, String, f64)>> {
+        let mut outs: Vec<Option<Tensor>> = vec![None; self.layers.len()];
+        let mut prev = x.clone();
+        let mut times = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let inputs: Vec<Tensor> = layer
+                .from
+                .iter()
+                .map(|&f| if f == i as i64 - 1 || f < 0 { prev.clone() } else { outs[f as usize].clone().unwrap_or_else(|| prev.clone()) })
+                .collect();
+            let t = std::time::Instant::now();
+            if let Block::Detect(d) = &layer.block {
+                let raw = d.forward(&inputs, false)?;
+                head::decode(&raw, &d.dfl)?;
+                times.push((i, layer.type_name.clone(), t.elapsed().as_secs_f64() * 1e3));
+                break;
+            }
+            let y = layer.block.forward(&inputs, false)?;
+            times.push((i, layer.type_name.clone(), t.elapsed().as_secs_f64() * 1e3));
+            outs[i] = Some(y.clone());
+            prev = y;
+        }
+        Ok(times)
+    }
+
     /// Training forward: BatchNorm uses batch statistics and updates its running statistics.
     /// `x` is (B, 3, H, W) in [0, 1], H and W multiples of the largest stride.
     pub fn forward_train(&self, x: &Tensor) -> Result<HeadOutput> {

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""ultralytics side of benchmarks/src/bin/inference.rs: time YOLO.predict() per image on the CPU
+and print `RESULT {"<imgsz>": {"preprocess": ms, "inference": ms, "postprocess": ms, "total": ms}}`.
+
+With --make-weights PATH it first writes a yolov8n (nc=80, ultralytics' own init, fp16 as in a
+released .pt) checkpoint there, so both sides time the same weights without any download.
+Per-stage times are ultralytics' own `Results.speed`; medians over --runs after --warmup runs.
+"""
+import argparse
+import json
+import statistics
+from datetime import datetime
+
+import numpy as np
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument("--weights", required=True)
+p.add_argument("--make-weights", action="store_true")
+p.add_argument("--image", required=True)
+p.add_argument("--imgsz", default="320,640")
+p.add_argument("--runs", type=int, default=20)
+p.add_argument("--warmup", type=int, default=3)
+p.add_argument("--threads", type=int, default=2)
+a = p.parse_args()
+
+
+import ultralytics  # noqa: E402
+from ultralytics import YOLO  # noqa: E402
+from ultralytics.nn.tasks import DetectionModel  # noqa: E402
+
+torch.set_num_threads(a.threads)  # after importing ultralytics, which sets its own thread count
+
+if a.make_weights:
+    torch.manual_seed(0)
+    m = DetectionModel("yolov8n.yaml", nc=80, verbose=False)
+    torch.save({"date": datetime.now().isoformat(), "version": ultralytics.__version__, "epoch": -1,
+                "best_fitness": None, "model": m.half(), "ema": None, "updates": None, "optimizer": None,
+                "train_args": {}, "train_metrics": None, "train_results": None}, a.weights)
+
+model = YOLO(a.weights)
+out = {}
+for s in [int(x) for x in a.imgsz.split(",")]:
+    for _ in range(a.warmup):
+        model.predict(a.image, imgsz=s, conf=0.25, iou=0.7, device="cpu", verbose=False)
+    parts = {"preprocess": [], "inference": [], "postprocess": []}
+    for _ in range(a.runs):
+        r = model.predict(a.image, imgsz=s, conf=0.25, iou=0.7, device="cpu", verbose=False)[0]
+        for k in parts:
+            parts[k].append(r.speed[k])
+    med = {k: statistics.median(v) for k, v in parts.items()}
+    med["total"] = sum(med.values())
+    out[str(s)] = med
+print("RESULT " + json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                               "ultralytics": ultralytics.__version__, "sizes": out}))

@@ -1,0 +1,127 @@
+//! Benchmark: CPU inference ms/image of kubeyolo's `predict` against ultralytics'
+//! `YOLO.predict()` — same weights (a yolov8n .pt the Python side writes), same image, same
+//! machine, same run.
+//!
+//! Why: the test step and users' prediction run on CPU pods; kubeyolo must not be slower than the
+//! ultralytics pod it replaces. Both sides report preprocess (letterbox, tensor), inference
+//! (forward + box decoding) and postprocess (NMS, mapping boxes back), as ultralytics'
+//! `Results.speed` splits them; medians over `--runs` after `--warmup`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use candle_core::Device;
+use clap::Parser;
+use kubeyolo::nn::predict::{predict_image, PredictConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "CPU inference ms/image: kubeyolo predict vs ultralytics YOLO.predict (same weights, image, run)",
+    after_help = "Example:\n  cargo run --release -p kubeyolo-bench --bin inference -- --python .venvs/ultralytics/bin/python --imgsz 320,640"
+)]
+struct Args {
+    /// Python with ultralytics (writes the yolov8n weights and times the ultralytics side).
+    #[arg(long, default_value = ".venvs/ultralytics/bin/python")]
+    python: PathBuf,
+    /// Existing .pt to time instead of a fresh yolov8n (nc=80).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Inference sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [320, 640])]
+    imgsz: Vec<usize>,
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// torch threads on the ultralytics side (candle uses every core).
+    #[arg(long, default_value_t = num_threads())]
+    threads: usize,
+    /// Also print kubeyolo's per-layer eval times at each size.
+    #[arg(long)]
+    profile: bool,
+}
+
+fn num_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let a = Args::parse();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A 640×480 synthetic photo-like image (gradients and blocks), PNG so both decoders agree.
+    let img = image::RgbImage::from_fn(640, 480, |x, y| {
+        let b = ((x / 80 + y / 60) % 2) as u8 * 60;
+        image::Rgb([(x * 255 / 639) as u8 / 2 + b, (y * 255 / 479) as u8 / 2 + b, ((x + y) % 256) as u8 / 2])
+    });
+    let img_path = dir.path().join("bench.png");
+    img.save(&img_path).expect("write image");
+    let (weights, make) = match &a.weights {
+        Some(w) => (w.clone(), false),
+        None => (dir.path().join("yolov8n.pt"), true),
+    };
+
+    // ultralytics first (it also writes the weights).
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("inference_torch.py");
+    let sizes = a.imgsz.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+    let mut cmd = Command::new(&a.python);
+    cmd.arg(&script).arg("--weights").arg(&weights).arg("--image").arg(&img_path).arg("--imgsz").arg(&sizes);
+    cmd.arg("--runs").arg(a.runs.to_string()).arg("--warmup").arg(a.warmup.to_string()).arg("--threads").arg(a.threads.to_string());
+    if make {
+        cmd.arg("--make-weights");
+    }
+    let out = cmd.output().expect("run the ultralytics side");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let torch: serde_json::Value = match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
+        Some(j) => serde_json::from_str(j).expect("RESULT json"),
+        None => {
+            eprintln!("ultralytics side failed:\n{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+            std::process::exit(1);
+        }
+    };
+
+    let lm = kubeyolo::nn::weights::load_model(&weights, &Device::Cpu).expect("load weights");
+    println!("model: {} ({}), image 640x480, CPU threads: candle {}, torch {}", lm.model.summary(640).line(), weights.display(), num_threads(), torch["threads"]);
+    println!("ultralytics {} / torch {}", torch["ultralytics"].as_str().unwrap_or("?"), torch["torch"].as_str().unwrap_or("?"));
+    println!("| imgsz | kubeyolo pre / infer / post = total ms | ultralytics pre / infer / post = total ms | kubeyolo / ultralytics |");
+    println!("|---|---|---|---|");
+    for &s in &a.imgsz {
+        let cfg = PredictConfig { imgsz: s, ..Default::default() };
+        for _ in 0..a.warmup {
+            predict_image(&lm.model, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
+        }
+        let mut parts = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..a.runs {
+            let r = predict_image(&lm.model, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
+            for (p, v) in parts.iter_mut().zip(r.speed_ms) {
+                p.push(v);
+            }
+        }
+        let k: Vec<f64> = parts.into_iter().map(median).collect();
+        if a.profile {
+            let x = candle_core::Tensor::zeros((1, 3, s, s), candle_core::DType::F32, &Device::Cpu).expect("input");
+            for (i, t, ms) in lm.model.profile_eval(&x).expect("profile") {
+                eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms");
+            }
+        }
+        let kt: f64 = k.iter().sum();
+        let t = &torch["sizes"][s.to_string()];
+        let f = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {s} | {:.1} / {:.1} / {:.1} = {:.1} | {:.1} / {:.1} / {:.1} = {:.1} | {:.2}x |",
+            k[0],
+            k[1],
+            k[2],
+            kt,
+            f("preprocess"),
+            f("inference"),
+            f("postprocess"),
+            f("total"),
+            kt / f("total")
+        );
+    }
+}
