@@ -543,6 +543,41 @@ mod tests {
         no_temp_files(exec.parent().unwrap());
     }
 
+    /// The merged executor output parses strictly as KFP's `ExecutorOutput` protojson (what the
+    /// v2 launcher does). Needs the kfp venv (`scripts/venv.sh kfp`, or `KUBEYOLO_KFP_PYTHON`);
+    /// skipped without it unless `KUBEYOLO_REQUIRE_SERVICES=1`.
+    #[test]
+    fn executor_output_parses_as_kfp_protojson() {
+        let py = std::env::var_os("KUBEYOLO_KFP_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venvs/kfp/bin/python"));
+        if !py.exists() {
+            assert!(
+                std::env::var("KUBEYOLO_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "kfp venv missing ({}) but KUBEYOLO_REQUIRE_SERVICES=1",
+                py.display()
+            );
+            println!("skipped: kfp venv not found at {}", py.display());
+            return;
+        }
+        let d = dir();
+        let exec = d.path().join("output_metadata.json");
+        let mut m = Map::new();
+        m.insert("mAP50".into(), serde_json::json!(0.42));
+        m.insert("mAP50-95".into(), serde_json::json!(0.3));
+        merge_artifact_metadata(&exec, "test_metrics", &m).unwrap();
+        merge_artifact_metadata(&exec, "train_metrics", &m).unwrap();
+        merge_parameter_value(&exec, "model_path", Value::String("/data/x.pt".into())).unwrap();
+        let script = "import json,sys\n\
+            from google.protobuf import json_format\n\
+            from kfp.pipeline_spec import pipeline_spec_pb2 as ps\n\
+            m = json_format.Parse(open(sys.argv[1]).read(), ps.ExecutorOutput())\n\
+            print(m.artifacts['test_metrics'].artifacts[0].metadata['mAP50'])\n";
+        let out = std::process::Command::new(&py).arg("-c").arg(script).arg(&exec).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0.42");
+    }
+
     #[test]
     fn executor_output_garbage_is_an_error_not_overwritten() {
         let d = dir();
