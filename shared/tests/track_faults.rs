@@ -244,22 +244,29 @@ fn slow_server_does_not_slow_training() {
     let cfg = config(&format!("http://127.0.0.1:{}", server.port), "slow", &dir.path().join("spool"));
     let tracker = Tracker::start_with(cfg, "train", dir.path());
 
-    // A "training loop": 100 epochs x 50 metrics, 2 ms of compute per epoch.
+    // A "training loop": 100 epochs x 50 metrics, 2 ms of compute per epoch. Only the time
+    // spent inside the tracking calls counts (sleeps overshoot on a loaded CI machine).
     let compute = Duration::from_millis(2);
     let t0 = Instant::now();
+    let mut in_tracking = Duration::ZERO;
+    let mut slowest = Duration::ZERO;
     for epoch in 0..100i64 {
         std::thread::sleep(compute);
         let row: Vec<(String, f64)> = (0..50).map(|k| (format!("m{k}"), epoch as f64 + k as f64)).collect();
+        let t = Instant::now();
         tracker.log_metrics(&row, epoch);
+        let d = t.elapsed();
+        in_tracking += d;
+        slowest = slowest.max(d);
     }
     let looped = t0.elapsed();
-    let overhead = looped.saturating_sub(compute * 100);
     let summary = tracker.finish(Status::Finished);
     let total = t0.elapsed();
     println!(
-        "slow server ({delay:?}/answer): loop {looped:?} (tracking overhead {overhead:?} for 5000 points), finish after {total:?}: {summary:?}"
+        "slow server ({delay:?}/answer): loop {looped:?}, {in_tracking:?} inside 100 log_metrics calls (slowest {slowest:?}) for 5000 points; finish after {total:?}: {summary:?}"
     );
-    assert!(overhead < Duration::from_millis(300), "tracking slowed the loop by {overhead:?} (one server answer takes {delay:?})");
+    // Synchronous logging would spend >= 100 x 400 ms here; the whole loop gets one answer's time.
+    assert!(in_tracking < delay, "tracking calls took {in_tracking:?} in total (one server answer takes {delay:?})");
     assert_eq!(server.metrics.load(Ordering::SeqCst), 5000, "every point arrives, in batches");
     assert_eq!(*server.statuses.lock().unwrap(), vec!["FINISHED".to_string()]);
 }
