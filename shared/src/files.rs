@@ -27,9 +27,16 @@ pub fn write_atomic_with(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, "create output folder", e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kubeyolo-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".kubeyolo-").suffix(".tmp");
+    // tempfile creates 0600 files; outputs on a shared /data volume must stay readable by the
+    // notebook or the next pod that mounts it under another user (0644, as `open` would).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| Error::io_at(dir, "create a temporary file", e))?;
     {
@@ -70,5 +77,16 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"first");
         let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary file must be cleaned up");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_are_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.txt");
+        write_atomic(&out, b"x").unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
     }
 }
