@@ -142,6 +142,21 @@ fn falls_back_to_val_without_test_split() {
     assert!((gv - wv).abs() <= 0.002, "val mAP50-95: kubeyolo {gv} vs ultralytics {wv}\n{log}");
 }
 
+/// `--square` (ultralytics `rect=False`): every image letterboxed to imgsz × imgsz.
+#[test]
+fn square_inputs_match_ultralytics_rect_false() {
+    let exp = expected();
+    let r = run_test_step([1, 32, 48], &["--square", "--no-plots", "--split", "test"]);
+    let log = text(&r.out);
+    assert!(r.out.status.success(), "{log}");
+    let got = &read_json(&r.root.join("runs/test/metrics.json"))["result"]["metrics"];
+    let want = &exp["splits"]["test_square"];
+    for (g, w) in [("map50", "map50"), ("map50_95", "map")] {
+        let (gv, wv) = (num(got, g), num(want, w));
+        assert!((gv - wv).abs() <= 0.002, "{g}: kubeyolo {gv} vs ultralytics {wv}\n{log}");
+    }
+}
+
 #[test]
 fn clear_errors_for_missing_weights_and_split() {
     let tmp = tempfile::tempdir().unwrap();
