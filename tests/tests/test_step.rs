@@ -44,9 +44,14 @@ struct Run {
 }
 
 fn run_test_step(images: [usize; 3], extra: &[&str]) -> Run {
+    run_test_step_with(images, extra, |_| {})
+}
+
+fn run_test_step_with(images: [usize; 3], extra: &[&str], edit: impl FnOnce(&Path)) -> Run {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     synth::generate(&root.join("synth"), &synth_spec(images)).unwrap();
+    edit(&root.join("synth"));
     let weights = fixture_dir().join("best.pt");
     let exec = root.join("kfp/output_metadata.json");
     let mut args: Vec<String> = vec![
@@ -132,10 +137,14 @@ fn test_step_matches_ultralytics_val_and_writes_outputs() {
 #[test]
 fn falls_back_to_val_without_test_split() {
     let exp = expected();
-    let r = run_test_step([1, 32, 0], &["--no-plots"]);
+    // a corrupt image is skipped (ultralytics drops it too), so the numbers do not change
+    let r = run_test_step_with([1, 32, 0], &["--no-plots"], |d| {
+        std::fs::write(d.join("images/val/zz_corrupt.png"), b"not a png").unwrap();
+    });
     let log = text(&r.out);
     assert!(r.out.status.success(), "{log}");
     assert!(log.contains("no 'test' split; testing on 'val'"), "{log}");
+    assert!(log.contains("skipped") && log.contains("zz_corrupt.png"), "{log}");
     let m = read_json(&r.root.join("runs/test/metrics.json"));
     assert_eq!(m["split"], "val");
     let (gv, wv) = (num(&m["result"]["metrics"], "map50_95"), num(&exp["splits"]["val"], "map"));

@@ -43,6 +43,9 @@ pub struct ValConfig {
     /// NMS IoU threshold (0.7).
     pub iou: f32,
     pub max_det: usize,
+    /// The model's largest stride (32 for YOLOv8, 64 for P6): rectangular batch shapes are
+    /// multiples of it (`YoloModel::max_stride`).
+    pub stride: usize,
     /// Rectangular batches (shapes from the images' aspect ratios, ultralytics' val default)
     /// instead of square `imgsz` inputs.
     pub rect: bool,
@@ -68,6 +71,7 @@ impl Default for ValConfig {
             conf: 0.001,
             iou: 0.7,
             max_det: 300,
+            stride: 32,
             rect: true,
             single_cls: false,
             matching: Matching::Greedy,
@@ -157,7 +161,10 @@ impl ValSet {
         let read: Vec<Result<std::result::Result<ValImage, String>>> = paths
             .par_iter()
             .map(|p| {
-                let shape = image_shape(p)?;
+                let shape = match image_shape(p) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(Err(e.to_string())), // ultralytics drops unreadable images
+                };
                 let lp = label_path(p);
                 let mut labels = Vec::new();
                 if lp.exists() {
@@ -190,7 +197,7 @@ impl ValSet {
         if most > cfg.max_det && cfg.max_det == ValConfig::default().max_det {
             cfg.max_det = most;
         }
-        let batches = plan_batches(&images, &cfg, 32);
+        let batches = plan_batches(&images, &cfg, cfg.stride.max(1));
         let mut set = ValSet { split: split.to_string(), names: names.to_vec(), images, skipped, cache: None, batches, cfg };
         let bytes: usize = set.batches.iter().map(|(ix, (h, w))| ix.len() * h * w * 3).sum();
         if bytes <= set.cfg.cache_bytes {
@@ -227,7 +234,7 @@ impl ValSet {
             img
         };
         let (h1, w1) = (resized.height() as usize, resized.width() as usize);
-        let lb = Letterbox { new_shape: shape, auto: false, scaleup: false, center: true, stride: 32 };
+        let lb = Letterbox { new_shape: shape, auto: false, scaleup: false, center: true, stride: self.cfg.stride };
         let (out, info) = letterbox(&resized, &lb);
         // a long side exactly at imgsz is never rescaled again (scaleup=False), so the gain is
         // the first resize's, per axis, as ultralytics' ratio_pad records it

@@ -173,13 +173,15 @@ fn real_main(args: Args) -> Result<()> {
             loaded.names.len()
         );
     }
-    let imgsz = check_imgsz(args.imgsz.or(loaded.train_imgsz).unwrap_or(640), 32);
+    let stride = loaded.model.max_stride();
+    let imgsz = check_imgsz(args.imgsz.or(loaded.train_imgsz).unwrap_or(640), stride);
     let cfg = ValConfig {
         imgsz,
         batch: args.batch,
         conf: args.conf,
         iou: args.iou,
         max_det: args.max_det,
+        stride,
         rect: !args.square,
         single_cls: args.single_cls,
         matching: if args.hungarian { Matching::Hungarian } else { Matching::Greedy },
