@@ -84,6 +84,9 @@ pub struct CocoEval {
     images: Vec<(Vec<CocoGt>, Vec<CocoDt>)>,
 }
 
+/// One image's ground truth and detections of one category, and their IoUs `[d][g]`.
+type PerImage = (Vec<CocoGt>, Vec<CocoDt>, Vec<Vec<f64>>);
+
 /// One `evaluateImg` result.
 struct EvalImg {
     /// `[t][d]`: matched (to a gt) at threshold t
@@ -116,7 +119,7 @@ impl CocoEval {
         let mut recall = vec![vec![vec![vec![-1.0; nm]; na]; nk]; nt];
         for k in 0..nk {
             // per image: gts/dts of this category, dts sorted by score (stable) and capped
-            let per_img: Vec<(Vec<CocoGt>, Vec<CocoDt>, Vec<Vec<f64>>)> = self
+            let per_img: Vec<PerImage> = self
                 .images
                 .iter()
                 .map(|(g, d)| {

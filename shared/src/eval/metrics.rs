@@ -207,9 +207,9 @@ pub fn smooth(y: &[f64], f: f64) -> Vec<f64> {
     let nf = ((n as f64 * f * 2.0).round_ties_even() as usize) / 2 + 1;
     let half = nf / 2;
     let mut yp = Vec::with_capacity(n + 2 * half);
-    yp.extend(std::iter::repeat(y[0]).take(half));
+    yp.extend(std::iter::repeat_n(y[0], half));
     yp.extend_from_slice(y);
-    yp.extend(std::iter::repeat(y[n - 1]).take(half));
+    yp.extend(std::iter::repeat_n(y[n - 1], half));
     let k = 1.0 / nf as f64;
     (0..yp.len() + 1 - nf).map(|i| yp[i..i + nf].iter().map(|v| v * k).sum()).collect()
 }
