@@ -209,3 +209,31 @@ fn coco_map_agrees_with_pycocotools() {
         close_vec(&name, "coco stats", &got, &vec_f(&case["expected"]["coco"]));
     }
 }
+
+/// The three validation charts render from real metrics and decode as PNGs of the expected size.
+/// Set KUBEYOLO_KEEP_PLOTS=<dir> to keep them for a look.
+#[test]
+fn validation_plots_render() {
+    let case = fixtures().into_iter().find(|(n, _)| n == "random_medium").unwrap().1;
+    let mut stats = DetStats::new(Matching::Greedy);
+    let nm = names(&case);
+    let mut cm = ConfusionMatrix::new(nm.len());
+    for im in images(&case) {
+        stats.add_image(&im.dets, &im.gts);
+        cm.process(&im.dets, &im.gts);
+    }
+    let m = stats.finish(&nm);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("KUBEYOLO_KEEP_PLOTS").map(PathBuf::from).unwrap_or_else(|| tmp.path().to_path_buf());
+    kubeyolo::plot::curves::pr_curve(&dir.join("PR_curve.png"), &m).unwrap();
+    kubeyolo::plot::curves::f1_curve(&dir.join("F1_curve.png"), &m).unwrap();
+    kubeyolo::plot::curves::confusion_matrix(&dir.join("confusion_matrix_normalized.png"), &cm, &nm, true).unwrap();
+    kubeyolo::plot::curves::confusion_matrix(&dir.join("confusion_matrix.png"), &cm, &nm, false).unwrap();
+    for f in ["PR_curve.png", "F1_curve.png", "confusion_matrix_normalized.png", "confusion_matrix.png"] {
+        let img = image::open(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(img.width() >= 900 && img.height() >= 900, "{f}: {}x{}", img.width(), img.height());
+        // not blank: some dark pixels (lines, text)
+        let dark = img.to_rgb8().pixels().filter(|p| p.0.iter().all(|&c| c < 80)).count();
+        assert!(dark > 1000, "{f}: looks blank ({dark} dark pixels)");
+    }
+}
