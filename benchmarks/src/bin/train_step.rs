@@ -189,7 +189,7 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
         a.model, a.imgsz, a.batch, fwd_gflop_img, step_gflop
     );
 
-    let (mut rust_steps, mut torch_steps) = (Vec::new(), Vec::new());
+    let (mut rust_steps, mut torch_steps, mut pair_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..a.repeats {
         for _ in 0..a.warmup {
             rust.step()?;
@@ -211,8 +211,14 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
         if !a.no_torch {
             match torch_run(a) {
                 Ok(t) => {
-                    println!("pytorch  repeat {r}: {:.3} s/step, {:.4} s/image", t, t / a.batch as f64);
+                    println!(
+                        "pytorch  repeat {r}: {:.3} s/step, {:.4} s/image (ratio this repeat {:.2})",
+                        t,
+                        t / a.batch as f64,
+                        m / t
+                    );
                     torch_steps.push(t);
+                    pair_ratios.push(m / t);
                 }
                 Err(e) => {
                     println!("pytorch  repeat {r}: FAILED: {e}");
@@ -232,6 +238,10 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
         let ts = median(&mut torch_steps);
         println!("pytorch : {:.4} s/image (median), {:.1} GFLOP/s achieved", ts / a.batch as f64, step_gflop / ts);
         println!("ratio kubeyolo/pytorch time per image: {:.2} (≤ 1.0 = kubeyolo at least as fast)", rs / ts);
+        // Each repeat's two runs are back to back, so they saw similar machine load.
+        let best = pair_ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+        let worst = pair_ratios.iter().cloned().fold(0.0, f64::max);
+        println!("per-repeat ratios: median {:.2}, range {:.2}–{:.2}", median(&mut pair_ratios), best, worst);
     }
     Ok(())
 }
