@@ -29,7 +29,12 @@ import ultralytics  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 
-torch.set_num_threads(a.threads)  # after importing ultralytics, which sets its own thread count
+# ultralytics' select_device() resets torch to NUM_THREADS = cpu_count - 1 on every predict call
+# (1 thread on a 2-core machine); give both sides the same thread count instead.
+import ultralytics.utils.torch_utils as _tu  # noqa: E402
+
+_tu.NUM_THREADS = a.threads
+torch.set_num_threads(a.threads)
 
 if a.make_weights:
     torch.manual_seed(0)

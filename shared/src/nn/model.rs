@@ -568,8 +568,10 @@ impl YoloModel {
             let t = std::time::Instant::now();
             if let Block::Detect(d) = &layer.block {
                 let raw = d.forward(&inputs, false)?;
-                head::decode(&raw, &d.dfl)?;
                 times.push((i, layer.type_name.clone(), t.elapsed().as_secs_f64() * 1e3));
+                let t = std::time::Instant::now();
+                head::decode(&raw, &d.dfl)?;
+                times.push((i, "decode (DFL, anchors, sigmoid)".into(), t.elapsed().as_secs_f64() * 1e3));
                 break;
             }
             let y = layer.block.forward(&inputs, false)?;
