@@ -529,38 +529,9 @@ fn as_integer(v: &Value) -> Option<i64> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
-
-/// A short rendering of a yaml value for messages.
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("'{s}'"),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        other => type_name(other).to_string(),
-    }
-}
-
 /// 1-based line of top-level `key:` in the yaml text (serde_yaml values carry no positions).
-pub fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let rest = l.strip_prefix(key).or_else(|| {
-            l.strip_prefix(&format!("\"{key}\"")).or_else(|| l.strip_prefix(&format!("'{key}'")))
-        });
-        matches!(rest, Some(r) if r.trim_start().starts_with(':'))
-    })
-    .map(|i| i + 1)
-}
+pub use super::yaml_pos::key_line;
+use super::yaml_pos::{show_value as show, value_kind as type_name};
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::yaml_pos::{key_line, seq_item_line, yaml_error};
+use super::yaml_pos::{key_line, seq_item_line, show_value as show, value_kind as kind, yaml_error};
 use crate::error::{Error, Result};
 
 /// The built-in architecture yaml (ultralytics `cfg/models/v8/yolov8.yaml`, unchanged).
@@ -429,26 +429,6 @@ fn parse_rows(text: &str, file: &Path, section: Option<&Value>, key: &str, offse
     Ok(out)
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
-
-/// A yaml value as compact one-line text for messages.
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("'{s}'"),
-        Value::Null => "nothing (empty)".into(),
-        _ => serde_yaml::to_string(v).map(|s| s.trim().replace('\n', " ")).unwrap_or_else(|_| kind(v).into()),
-    }
-}
 
 #[cfg(test)]
 mod tests {

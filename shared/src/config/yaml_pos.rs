@@ -81,6 +81,37 @@ pub fn yaml_error(err: &serde_yaml::Error, file: &Path, what: &str) -> Error {
     e
 }
 
+/// What kind of yaml value `v` is, for "expected X, found Y" messages.
+pub fn value_kind(v: &serde_yaml::Value) -> &'static str {
+    use serde_yaml::Value;
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// A yaml value as short one-line text for messages: scalars as written (strings quoted),
+/// small lists/mappings in flow form, anything longer by its kind.
+pub fn show_value(v: &serde_yaml::Value) -> String {
+    use serde_yaml::Value;
+    match v {
+        Value::String(s) => format!("'{s}'"),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "nothing (empty)".into(),
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim().replace('\n', " "))
+            .ok()
+            .filter(|s| s.len() <= 60)
+            .unwrap_or_else(|| value_kind(other).into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
