@@ -148,6 +148,8 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // CPU inference: no mmap churn for big buffers, one thread pool (see nn::cpu).
+    kubeyolo::nn::cpu::tune_cpu_runtime(None);
     run_main(|| real_main(args))
 }
 
