@@ -14,9 +14,10 @@
 //! | [`root`] | the data root (`/data`) and how names resolve under it |
 //! | [`config`] | ultralytics-compatible yamls: dataset, cfg (hyper-parameters), model |
 //! | [`data`] | label files, dataset scans, images and letterbox, the synthetic dataset |
-//! | [`nn`] | the YOLOv8 network in candle: ops, blocks, model graph, weights |
+//! | [`nn`] | the YOLOv8 network in candle: fast CPU ops (conv, BatchNorm+SiLU), blocks, model graph, head decoding, weights (`.pt`, safetensors), predict |
+//! | [`train`] | training pieces: optimizers with ultralytics' parameter groups (the trainer itself is not built yet) |
 //! | [`eval`] | NMS, ultralytics-exact metrics, COCO mAP, the validator |
-//! | [`track`] | the MLflow REST client and its background logger |
+//! | [`track`] | MLflow: REST client, background logger, spool, S3 artifacts, run lifecycle |
 //! | [`kfp`] | the Kubeflow Pipelines runtime contract: output files, UI metadata |
 //! | [`plot`] | every chart (plotters, with an embedded font) |
 //! | [`device`] | which compute device to use, and the device report |
