@@ -4,6 +4,8 @@
 //! Kubeflow pod would. `cargo test --workspace` builds every workspace binary before it runs any
 //! test, so they sit next to this crate's test executables in `target/<profile>/`.
 
+pub mod mlflow;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

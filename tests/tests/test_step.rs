@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use kubeyolo::data::synth::{self, SynthSpec};
-use kubeyolo_e2e::{run, text};
+use kubeyolo_e2e::{mlflow, run, text};
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {
@@ -183,46 +183,10 @@ fn clear_errors_for_missing_weights_and_split() {
     assert!(out.status.success() && text(&out).contains("--out-metrics") && text(&out).contains("Examples"), "{}", text(&out));
 }
 
-/// Minimal HTTP/1.1 for the MLflow REST API (the e2e crate has no HTTP client).
-fn http(uri: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
-    use std::io::{Read, Write};
-    let host = uri.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let json = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, tail)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            r = &tail[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{method} {path}: {head}\n{json}");
-    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
-}
-
 /// With an MLflow server (scripts/services.sh), the step logs its metrics and parameters.
 #[test]
 fn logs_metrics_to_mlflow_when_configured() {
-    let Ok(uri) = std::env::var("KUBEYOLO_TEST_MLFLOW_URI") else {
-        if std::env::var("KUBEYOLO_REQUIRE_SERVICES").as_deref() == Ok("1") {
-            panic!("KUBEYOLO_TEST_MLFLOW_URI is not set but KUBEYOLO_REQUIRE_SERVICES=1");
-        }
-        println!("skipped: logs_metrics_to_mlflow_when_configured: KUBEYOLO_TEST_MLFLOW_URI is not set (eval \"$(scripts/services.sh start)\")");
-        return;
-    };
+    let Some(uri) = mlflow::server("logs_metrics_to_mlflow_when_configured") else { return };
     let experiment = format!("yolo-test-e2e-{}", std::process::id());
     let tmp = tempfile::tempdir().unwrap();
     synth::generate(&tmp.path().join("synth"), &synth_spec([1, 8, 0])).unwrap();
@@ -230,27 +194,15 @@ fn logs_metrics_to_mlflow_when_configured() {
     let mut cmd = std::process::Command::new(kubeyolo_e2e::bin("yolo-test"));
     cmd.args(["--weights", w.to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "val", "--imgsz", "128", "--no-plots"])
         .env("KUBEYOLO_DATA_ROOT", tmp.path())
-        .env("KUBEYOLO_KFP_EXECUTOR_OUTPUT", "none")
-        .env("MLFLOW_TRACKING_URI", &uri)
-        .env("MLFLOW_EXPERIMENT_NAME", &experiment);
-    for (from, to) in [
-        ("KUBEYOLO_TEST_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL"),
-        ("KUBEYOLO_TEST_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
-        ("KUBEYOLO_TEST_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
-    ] {
-        if let Ok(v) = std::env::var(from) {
-            cmd.env(to, v);
-        }
-    }
+        .env("KUBEYOLO_KFP_EXECUTOR_OUTPUT", "none");
+    mlflow::track_into(&mut cmd, &uri, &experiment);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let m = read_json(&tmp.path().join("runs/test/metrics.json"));
     let want = num(&m["result"]["metrics"], "map50_95");
 
-    let exp = http(&uri, "GET", &format!("/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"), None);
-    let id = exp["experiment"]["experiment_id"].as_str().unwrap().to_string();
-    let runs = http(&uri, "POST", "/api/2.0/mlflow/runs/search", Some(&serde_json::json!({"experiment_ids": [id]})));
-    let run = &runs["runs"][0];
+    let runs = mlflow::runs(&uri, &experiment);
+    let run = &runs[0];
     assert_eq!(run["info"]["status"], "FINISHED", "{run}");
     let metrics = run["data"]["metrics"].as_array().unwrap();
     let got = metrics.iter().find(|x| x["key"] == "test/mAP50-95").unwrap_or_else(|| panic!("no test/mAP50-95 in {metrics:?}"));

@@ -59,6 +59,7 @@ pub mod names;
 pub mod records;
 pub mod s3;
 pub mod spool;
+pub mod step;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};

@@ -3,7 +3,8 @@
 //! contain the class and its instances, finds backgrounds, missing labels and invalid label lines,
 //! and writes the result for the plot step (`result_json`, `cls_names_json`) plus a table for the
 //! Pipelines UI (v1 `mlpipeline-ui-metadata.json`, v2 Markdown). All the work is in
-//! `kubeyolo::data::scan`; this file is argument glue and presentation.
+//! `kubeyolo::data::scan`; this file is argument glue and presentation. With `MLFLOW_TRACKING_URI`
+//! set, the counts are logged as MLflow metrics and both outputs as artifacts ([`log_to`]).
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use kubeyolo::data::scan::{cls_names_json, scan, Distribution};
 use kubeyolo::error::{Error, Result};
 use kubeyolo::kfp::{self, Table, UiMetadata};
 use kubeyolo::root::DataRoot;
+use kubeyolo::track::{step::run_tracked, Tracker, TrackingArgs};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -83,15 +85,18 @@ struct Args {
     /// Fail (exit 4, no outputs written) when any label line is invalid or unreadable. Example: --strict
     #[arg(long)]
     strict: bool,
+
+    #[command(flatten)]
+    tracking: TrackingArgs,
 }
 
 fn main() {
     let args = Args::parse();
-    kubeyolo::error::run_main(|| run(args))
+    let root = DataRoot::from_flag(args.data_root.as_deref());
+    kubeyolo::error::run_main(|| run_tracked(&args.tracking, "distribution", &root.path, |tracker| run(&args, &root, tracker)))
 }
 
-fn run(args: Args) -> Result<()> {
-    let root = DataRoot::from_flag(args.data_root.as_deref());
+fn run(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<()> {
     let yaml = root.resolve_data(&args.data_yaml)?;
     let ds = Dataset::load(&yaml, &root.path)?;
 
@@ -133,7 +138,42 @@ fn run(args: Args) -> Result<()> {
     if let Some(p) = &args.out_ui_metadata {
         UiMetadata::new().table(&to_table(dist.class_table())).markdown(&markdown).write(p)?;
     }
+    log_to(tracker, &dist);
     Ok(())
+}
+
+/// MLflow (a no-op without a tracking URI): per split `dataset/<split>/<count>` and per class
+/// `dataset/<split>/class/<name>/{images,instances}` (a key is never also a folder of keys, which
+/// MLflow's file store could not hold), plus both outputs as artifacts under `distribution/`.
+fn log_to(tracker: &Tracker, d: &Distribution) {
+    if !tracker.is_enabled() {
+        return;
+    }
+    tracker.log_params(&[("dataset/data_yaml", d.data_yaml.display().to_string()), ("dataset/nc", d.nc().to_string())]);
+    let mut metrics: Vec<(String, f64)> = Vec::new();
+    for s in &d.splits {
+        let counts = [
+            ("images", s.images),
+            ("labelled_images", s.labelled_images),
+            ("backgrounds", s.backgrounds),
+            ("missing_labels", s.missing_labels),
+            ("instances", s.instances),
+            ("invalid_lines", s.invalid_lines),
+            ("unreadable_labels", s.unreadable_labels),
+        ];
+        metrics.extend(counts.iter().map(|(k, v)| (format!("dataset/{}/{k}", s.split), *v as f64)));
+        for (c, name) in d.names.iter().enumerate() {
+            let per_class = [("images", &s.images_per_class), ("instances", &s.instances_per_class)];
+            for (k, v) in per_class {
+                metrics.push((format!("dataset/{}/class/{name}/{k}", s.split), v.get(c).copied().unwrap_or(0) as f64));
+            }
+        }
+    }
+    tracker.log_metrics(&metrics, 0);
+    if let Ok(result) = serde_json::to_string(d) {
+        tracker.log_text(&result, "distribution/result_json.json");
+    }
+    tracker.log_text(&cls_names_json(&d.names), "distribution/cls_names_json.json");
 }
 
 fn to_table((header, rows): (Vec<String>, Vec<Vec<String>>)) -> Table {

@@ -3,6 +3,7 @@
 //! and shows them in the Pipelines UI: a v2 HTML artifact (PNG embedded as base64, since the UI
 //! shows HTML sandboxed), a v2 Markdown artifact, and the v1 `mlpipeline-ui-metadata.json`
 //! (`web-app` + `markdown`). Drawing lives in `kubeyolo::plot::distribution`; this file is glue.
+//! With `MLFLOW_TRACKING_URI` set, the PNG, SVG and HTML page also go to MLflow as artifacts.
 //!
 //! Everything is rendered in memory first and written only when all of it succeeded, each file
 //! atomically: a bad input leaves no partial outputs behind.
@@ -15,6 +16,7 @@ use kubeyolo::error::{Error, Result};
 use kubeyolo::kfp::{self, Table, UiMetadata};
 use kubeyolo::plot::{self, distribution::DistributionChart, html_escape, png_data_uri, Chart};
 use kubeyolo::root::DataRoot;
+use kubeyolo::track::{step::run_tracked, Tracker, TrackingArgs};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -87,6 +89,9 @@ struct Args {
     /// default /data. Example: --data-root ./demo
     #[arg(long)]
     data_root: Option<PathBuf>,
+
+    #[command(flatten)]
+    tracking: TrackingArgs,
 }
 
 /// `println!` that ignores a closed stdout (`yolo-plot ... | head -1` must not panic).
@@ -99,10 +104,11 @@ macro_rules! say {
 
 fn main() {
     let args = Args::parse();
-    kubeyolo::error::run_main(|| run(args))
+    let root = DataRoot::from_flag(args.data_root.as_deref());
+    kubeyolo::error::run_main(|| run_tracked(&args.tracking, "plot", &root.path, |tracker| run(&args, &root, tracker)))
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<()> {
     let mut dist = Distribution::from_arg(&args.result_json)
         .map_err(|e| if e.file.is_none() { e.with_key("--result-json") } else { e })?;
     if let Some(arg) = &args.cls_names_json {
@@ -119,7 +125,7 @@ fn run(args: Args) -> Result<()> {
     }
     let out_dir = match &args.out_dir {
         Some(d) => d.clone(),
-        None => default_out_dir(&args.result_json, &DataRoot::from_flag(args.data_root.as_deref())),
+        None => default_out_dir(&args.result_json, root),
     };
 
     // Render everything in memory first: nothing is written unless all of it succeeds.
@@ -170,6 +176,11 @@ fn run(args: Args) -> Result<()> {
         UiMetadata::new().web_app(&html).markdown(&format!("# {title}\n\n{files_md}{tables_md}")).write(p)?;
         say!("wrote {}", p.display());
     }
+    // MLflow (a no-op without a tracking URI); the HTML is logged from memory, its KFP file
+    // may be called `data`.
+    tracker.log_artifact(&png_path, "plot");
+    tracker.log_artifact(&svg_path, "plot");
+    tracker.log_text(&html, "plot/distribution.html");
     Ok(())
 }
 

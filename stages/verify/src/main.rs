@@ -1,6 +1,8 @@
 //! `yolo-verify`: the first pipeline step. Resolves the run's three inputs (model, cfg yaml,
 //! dataset yaml) under the data root, opens each the way later steps will, reports every problem
 //! at once, and — only when there is none — writes the resolved paths as KFP output parameters.
+//! With `MLFLOW_TRACKING_URI` set, the inputs and resolved paths are logged as MLflow params; a run
+//! with problems ends FAILED, the problems in its `kubeyolo.error` tag.
 
 mod check;
 
@@ -8,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use kubeyolo::root::DataRoot;
+use kubeyolo::track::{step::run_tracked, Tracker, TrackingArgs};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -74,6 +77,9 @@ struct Args {
     /// for a cfg yaml. Example: yolo-verify --print-default-cfg > cfg-custom.yaml
     #[arg(long)]
     print_default_cfg: bool,
+
+    #[command(flatten)]
+    tracking: TrackingArgs,
 }
 
 fn main() {
@@ -83,7 +89,25 @@ fn main() {
         return;
     }
     let root = DataRoot::from_flag(args.data_root.as_deref());
-    let report = check::verify(&root, &args.model_name, &args.cfg, &args.data);
+    let outcome = run_tracked(&args.tracking, "verify", &root.path, |tracker| verify(&args, &root, tracker));
+    std::process::exit(outcome.err().map_or(0, |f| f.exit_code));
+}
+
+/// Why verify failed: the exit code, and every problem for the MLflow run's `kubeyolo.error` tag.
+struct Failed {
+    exit_code: i32,
+    problems: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.problems)
+    }
+}
+
+fn verify(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<(), Failed> {
+    let report = check::verify(root, &args.model_name, &args.cfg, &args.data);
+    log_to(tracker, args, root, &report);
 
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -98,7 +122,7 @@ fn main() {
             if let (Some(path), Some(value)) = (path, value) {
                 if let Err(e) = kubeyolo::kfp::write_output_param(path, &value) {
                     eprintln!("error: {e}");
-                    std::process::exit(e.exit_code());
+                    return Err(Failed { exit_code: e.exit_code(), problems: e.to_string() });
                 }
             }
         }
@@ -107,17 +131,39 @@ fn main() {
     if !report.problems.is_empty() {
         let n = report.problems.len();
         eprintln!("verify found {n} problem{}; no output was written:", if n == 1 { "" } else { "s" });
+        let mut listed = String::new();
         for (i, e) in report.problems.iter().enumerate() {
             let text = e.to_string().replace('\n', "\n     ");
-            eprintln!("  {}. {text}", i + 1);
+            listed.push_str(&format!("  {}. {text}\n", i + 1));
         }
-    } else {
-        eprintln!(
-            "verify ok: model {} · cfg {} · data {}",
-            report.model_path.as_deref().unwrap_or("?"),
-            report.cfg_yaml.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            report.data_yaml.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-        );
+        eprint!("{listed}");
+        return Err(Failed { exit_code: report.exit_code(), problems: listed });
     }
-    std::process::exit(report.exit_code());
+    eprintln!(
+        "verify ok: model {} · cfg {} · data {}",
+        report.model_path.as_deref().unwrap_or("?"),
+        report.cfg_yaml.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        report.data_yaml.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// MLflow (a no-op without a tracking URI): the inputs as given and as resolved, and whether
+/// they passed. Logged before any output so a failed run still shows what was checked.
+fn log_to(tracker: &Tracker, args: &Args, root: &DataRoot, report: &check::Report) {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    tracker.log_params(&[
+        ("verify/model_name", args.model_name.clone()),
+        ("verify/cfg", args.cfg.clone()),
+        ("verify/data", args.data.clone()),
+        ("verify/data_root", root.path.display().to_string()),
+        ("verify/model_path", report.model_path.clone().unwrap_or_default()),
+        ("verify/cfg_yaml", path(&report.cfg_yaml)),
+        ("verify/data_yaml", path(&report.data_yaml)),
+    ]);
+    tracker.set_tags(&[
+        ("kubeyolo.verify.ok", report.problems.is_empty().to_string()),
+        ("kubeyolo.verify.problems", report.problems.len().to_string()),
+        ("kubeyolo.verify.warnings", report.warnings.len().to_string()),
+    ]);
 }
