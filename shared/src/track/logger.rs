@@ -233,10 +233,16 @@ pub async fn run(inbox: Arc<Inbox>, cfg: TrackingConfig, step: String, spool_dir
         }
 
         // Run-id requests: answered once the run exists, or with None when it cannot soon.
-        id_waiters.retain(|(run, reply)| match l.engine.remote_of(run) {
-            Some(id) => reply.send(Some(id.to_string())).is_err() && false,
-            None if l.spool.is_some() || l.engine.is_dead(run) || deadline.is_some() => reply.send(None).is_err() && false,
-            None => true,
+        // `retain` keeps a waiter only while its answer is still pending; a waiter that went away
+        // (send error) is dropped all the same.
+        id_waiters.retain(|(run, reply)| {
+            let answer = match l.engine.remote_of(run) {
+                Some(id) => Some(id.to_string()),
+                None if l.spool.is_some() || l.engine.is_dead(run) || deadline.is_some() => None,
+                None => return true,
+            };
+            let _ = reply.send(answer);
+            false
         });
 
         // 3. Closing.
