@@ -25,6 +25,7 @@ use kubeyolo::eval::validator::{ValConfig, ValResult, ValSet};
 use kubeyolo::files;
 use kubeyolo::kfp;
 use kubeyolo::root::DataRoot;
+use kubeyolo::track::step::run_tracked;
 use kubeyolo::track::{Tracker, TrackingArgs};
 
 const ABOUT: &str = "Measure trained YOLOv8 weights on a dataset split (ultralytics `val` metrics).";
@@ -192,8 +193,7 @@ fn real_main(args: Args) -> Result<()> {
     let names = if args.single_cls { vec!["item".to_string()] } else { loaded.names.clone() };
     println!("yolo-test: {} on split '{split}' of {} ({} on {})", weights.display(), data_yaml.display(), loaded.summary, device.name);
 
-    let tracker = Tracker::start(&args.tracking, "test", &root.path);
-    let result = (|| -> Result<()> {
+    run_tracked(&args.tracking, "test", &root.path, |tracker| -> Result<()> {
         let set = ValSet::load(&dataset, &split, &names, &cfg)?;
         for (p, why) in &set.skipped {
             eprintln!("warning: skipped {} ({why})", p.display());
@@ -202,11 +202,9 @@ fn real_main(args: Args) -> Result<()> {
         print_report(&res);
         let out_dir = under_root(&args.out_dir.to_string_lossy());
         let written = write_outputs(&res, &args, &out_dir, &weights)?;
-        log_to(&tracker, &res, &weights, &split, &written);
+        log_to(tracker, &res, &weights, &split, &written);
         Ok(())
-    })();
-    tracker.finish_with(&result);
-    result
+    })
 }
 
 /// `--weights`, else `--best-pt` (when the file exists), else `--last-pt`.
