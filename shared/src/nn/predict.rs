@@ -122,14 +122,13 @@ pub fn fmt_g(x: f64) -> String {
     if x == 0.0 {
         return "0".into();
     }
-    let exp = x.abs().log10().floor() as i32;
-    if !(-5..6).contains(&exp) {
-        let s = format!("{:.5e}", x);
-        // 1.23400e-7 → 1.234e-07
-        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+    // The exponent after rounding to 6 significant digits decides the form, as in C's %g.
+    let sci = format!("{:.5e}", x);
+    let (m, e) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = e.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
         let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
-        let e: i32 = e.parse().unwrap_or(0);
-        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+        return format!("{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
     }
     let decimals = (5 - exp).max(0) as usize;
     let s = format!("{:.*}", decimals, x);
@@ -244,5 +243,8 @@ mod tests {
         assert_eq!(fmt_g(0.000012345678), "1.23457e-05");
         assert_eq!(fmt_g(123.0), "123");
         assert_eq!(fmt_g(0.1), "0.1");
+        assert_eq!(fmt_g(0.00012345678), "0.000123457");
+        assert_eq!(fmt_g(0.9999996), "1");
+        assert_eq!(fmt_g(1234567.0), "1.23457e+06");
     }
 }
