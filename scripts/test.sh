@@ -26,4 +26,4 @@ eval "$(scripts/services.sh start)"
 export KUBEYOLO_REQUIRE_SERVICES=1
 export KUBEYOLO_KFP_PYTHON="$root/.venvs/kfp/bin/python"
 echo "== cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"
