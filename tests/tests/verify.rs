@@ -183,6 +183,94 @@ fn bad_cfg_and_empty_split_reported_together() {
     assert!(outs(out.path()).iter().all(|p| !p.exists()));
 }
 
+/// The image files of one split of the synthetic dataset in `volume()`, sorted.
+fn split_images(root: &Path, split: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("datasets/synth/images").join(split))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn one_corrupt_image_is_a_warning_naming_it() {
+    let vol = volume();
+    let root = vol.path();
+    let bad = root.join("datasets/synth/images/train/corrupt_0001.jpg");
+    std::fs::write(&bad, b"these bytes are not a JPEG at all").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = verify(root, out.path(), "yolov8n.yaml", "cfg-custom", "data-custom");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(outs(out.path()).iter().all(|p| p.is_file()), "outputs must be written: {}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", text(&o)));
+    assert_eq!(j["ok"], true);
+    let train = &j["data"]["splits"]["train"];
+    assert_eq!((train["images"].as_u64(), train["corrupt_images"].as_u64(), train["usable_images"].as_u64()), (Some(5), Some(1), Some(4)), "{j}");
+    assert_eq!(j["data"]["splits"]["val"]["corrupt_images"], 0);
+    let warned: Vec<&str> = j["warnings"].as_array().unwrap().iter().filter_map(|w| w.as_str()).filter(|w| w.contains("corrupt image")).collect();
+    assert_eq!(warned.len(), 1, "{j}");
+    assert!(warned[0].contains(&bad.display().to_string()) && warned[0].contains("re-export"), "{}", warned[0]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: ") && err.contains("corrupt_0001.jpg"), "{err}");
+
+    // --skip-image-check: no header read, no warning
+    let out = tempfile::tempdir().unwrap();
+    let [m, c, d] = outs(out.path());
+    let o = run(
+        "yolo-verify",
+        root,
+        &[
+            "--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "data-custom", "--skip-image-check",
+            "--out-model-path", m.to_str().unwrap(), "--out-cfg-yaml", c.to_str().unwrap(), "--out-data-yaml", d.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["data"]["image_check"], "skipped");
+    assert!(!j["warnings"].to_string().contains("corrupt"), "{j}");
+}
+
+#[test]
+fn too_many_corrupt_images_are_capped_in_the_list() {
+    let vol = volume();
+    let root = vol.path();
+    for i in 0..25 {
+        std::fs::write(root.join(format!("datasets/synth/images/train/junk_{i:02}.png")), b"junk").unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let o = verify(root, out.path(), "yolov8n.yaml", "cfg-custom", "data-custom");
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["data"]["splits"]["train"]["corrupt_images"], 25);
+    let ws = j["warnings"].as_array().unwrap();
+    assert_eq!(ws.iter().filter(|w| w.as_str().unwrap().contains("corrupt image (")).count(), 20, "{j}");
+    assert!(ws.iter().any(|w| w.as_str().unwrap().contains("5 more image warnings")), "{j}");
+}
+
+#[test]
+fn split_with_only_corrupt_images_fails_and_writes_nothing() {
+    let vol = volume();
+    let root = vol.path();
+    let val = split_images(root, "val");
+    assert_eq!(val.len(), 2);
+    std::fs::write(&val[0], b"garbage").unwrap();
+    std::fs::write(&val[1], [0u8; 4096]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = verify(root, out.path(), "yolov8n.yaml", "cfg-custom", "data-custom");
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 problem;") && err.contains("no output was written"), "{err}");
+    assert!(err.contains("split 'val' has no usable image") && err.contains("all 2 of its images are corrupt"), "{err}");
+    assert!(err.contains("data-custom.yaml") && err.contains("remove or re-export"), "{err}");
+    assert!(outs(out.path()).iter().all(|p| !p.exists()), "no output may be written on failure");
+    assert!(!out.path().join("out").exists());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["data"]["splits"]["val"]["usable_images"], 0);
+    assert_eq!(j["problems"].as_array().unwrap().len(), 1);
+}
+
 #[test]
 fn data_root_flag_wins_over_env() {
     let vol = volume();
@@ -209,10 +297,10 @@ fn help_explains_every_flag_with_an_example() {
     let o = run("yolo-verify", Path::new("/nonexistent"), &["--help"]);
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--model-name", "--cfg", "--data", "--out-model-path", "--out-cfg-yaml", "--out-data-yaml", "--data-root", "--print-default-cfg"] {
+    for flag in ["--model-name", "--cfg", "--data", "--out-model-path", "--out-cfg-yaml", "--out-data-yaml", "--data-root", "--print-default-cfg", "--skip-image-check"] {
         assert!(help.contains(flag), "{flag} missing in --help");
     }
-    assert!(help.matches("Example:").count() >= 8, "{help}");
+    assert!(help.matches("Example:").count() >= 9, "{help}");
     let o = run("yolo-verify", Path::new("/nonexistent"), &["--print-default-cfg"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("lr0: 0.01"));
 }

@@ -3,7 +3,8 @@
 //! Each input is resolved under the data root ([`kubeyolo::root`]) and then opened the way the
 //! later steps will open it: the cfg through [`Hyp`], a model yaml through [`ModelYaml`], weights
 //! through `nn::weights` (the real reader), the dataset through [`Dataset`] (every split listed, images
-//! counted, label files counted). A problem in one input never stops the checks of the others.
+//! counted, label files counted, every image's header read by [`crate::images`]). A problem in
+//! one input never stops the checks of the others.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,11 @@ use kubeyolo::device::{parse_device, DeviceReport, DeviceRequest};
 use kubeyolo::root::{DataRoot, ModelSource};
 use kubeyolo::Error;
 use serde_json::{json, Value};
+
+use crate::images::{self, Finding};
+
+/// Image warnings listed one by one (all splits together); the rest are counted in one line.
+pub const MAX_IMAGE_WARNINGS: usize = 20;
 
 /// Everything verify found: the resolved outputs (when all inputs resolved), the summary, and the
 /// problems (non-empty = the step fails and writes no output).
@@ -55,7 +61,8 @@ impl Report {
 }
 
 /// Run every check.
-pub fn verify(root: &DataRoot, model_name: &str, cfg: &str, data: &str) -> Report {
+/// `check_images: false` (`--skip-image-check`) skips reading every image's header.
+pub fn verify(root: &DataRoot, model_name: &str, cfg: &str, data: &str, check_images: bool) -> Report {
     let mut r = Report {
         model_path: None,
         cfg_yaml: None,
@@ -73,7 +80,7 @@ pub fn verify(root: &DataRoot, model_name: &str, cfg: &str, data: &str) -> Repor
     }
     let model_nc = check_model(root, model_name, &mut r);
     check_cfg(root, cfg, &mut r);
-    check_data(root, data, model_nc, &mut r);
+    check_data(root, data, model_nc, check_images, &mut r);
     let device = DeviceReport::probe();
     r.summary.insert("device".into(), device.to_json());
     r.summary.insert("device_text".into(), json!(device.to_text()));
@@ -178,7 +185,7 @@ fn check_cfg(root: &DataRoot, name: &str, r: &mut Report) {
     }
 }
 
-fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, r: &mut Report) {
+fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, check_images: bool, r: &mut Report) {
     let path = match root.resolve_data(name) {
         Ok(p) => p,
         Err(e) => return r.problems.push(e),
@@ -189,6 +196,7 @@ fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, r: &mut Repo
     };
     let mut splits = serde_json::Map::new();
     let mut ok = true;
+    let mut image_warnings: Vec<String> = Vec::new();
     for split in ["train", "val", "test"] {
         if !ds.has_split(split) {
             if split == "test" {
@@ -206,13 +214,48 @@ fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, r: &mut Repo
                         label_path(&images[0]).display()
                     ));
                 }
-                splits.insert(split.into(), json!({ "images": images.len(), "label_files": labels }));
+                let mut info = json!({ "images": images.len(), "label_files": labels });
+                if check_images {
+                    let scan = images::scan(&images);
+                    info["corrupt_images"] = json!(scan.corrupt());
+                    info["usable_images"] = json!(scan.usable());
+                    image_warnings.extend(scan.findings.iter().map(|(p, f)| images::describe(p, f)));
+                    if scan.usable() == 0 {
+                        ok = false;
+                        let (first, why) = match scan.findings.first() {
+                            Some((p, Finding::Corrupt(why))) => (p.display().to_string(), why.as_str()),
+                            _ => (String::new(), ""),
+                        };
+                        r.problems.push(
+                            Error::data(format!(
+                                "split '{split}' has no usable image: all {} of its images are corrupt or unreadable (e.g. {first}: {why})",
+                                images.len()
+                            ))
+                            .with_file(&path)
+                            .with_key(split)
+                            .with_hint(format!(
+                                "remove or re-export the corrupt files (jpg, png, bmp, webp, tiff; at least {} px a side), \
+                                 or point '{split}:' at a folder of valid images",
+                                images::MIN_SIDE
+                            )),
+                        );
+                    }
+                }
+                splits.insert(split.into(), info);
             }
             Err(e) => {
                 ok = false;
                 r.problems.push(e);
             }
         }
+    }
+    let unlisted = image_warnings.len().saturating_sub(MAX_IMAGE_WARNINGS);
+    image_warnings.truncate(MAX_IMAGE_WARNINGS);
+    r.warnings.extend(image_warnings);
+    if unlisted > 0 {
+        r.warnings.push(format!(
+            "... and {unlisted} more image warnings not listed (counts per split: data.splits.*.corrupt_images in the JSON summary)"
+        ));
     }
     if let Some(mnc) = model_nc {
         if mnc != ds.nc() {
@@ -230,6 +273,7 @@ fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, r: &mut Repo
             "nc": ds.nc(),
             "names": ds.names,
             "splits": splits,
+            "image_check": if check_images { "headers" } else { "skipped" },
         }),
     );
     if ok {

@@ -5,6 +5,7 @@
 //! with problems ends FAILED, the problems in its `kubeyolo.error` tag.
 
 mod check;
+mod images;
 
 use std::path::PathBuf;
 
@@ -22,11 +23,19 @@ Examples:
   # locally, against a folder laid out like the volume:
   yolo-verify --data-root ./demo --model-name yolov8s-scratch.yaml --cfg cfg-custom --data data-synth
 
+  # a huge dataset whose images were checked before: do not open every image
+  yolo-verify --model-name yolov8n.pt --cfg cfg-custom --data data-big --skip-image-check
+
 Name lookup: a missing extension is added (.pt for models, .yaml for cfg/data); a name is tried in
 the data root, then in weights/ (models; model yamls also in cfg-yaml/), cfg-yaml/ (cfg) and
 data-yaml/ (data). yolov8n/s/m/l/x.yaml are built in; yolov8n-scratch.yaml means the file
 yolov8-scratch.yaml at scale n; official yolov8n/s/m/l/x.pt not on the volume are downloaded by the
 train step into <root>/weights/.
+
+Images: every image's header is read (in parallel, no pixels decoded). A corrupt or unreadable
+file, a format other than jpg/png/bmp/webp/tiff, or a side under 10 px is a warning naming the file
+(the first 20 are listed, the rest counted), as ultralytics skips such images when training; a JPEG
+without its end marker is a warning too. A split with no usable image left is a problem.
 
 Exit codes: 0 ok; 3 config problem; 4 dataset problem; 5 model file problem; 1 several problems
 (all are listed on stderr, and in the JSON on stdout). No output file is written unless all checks pass.";
@@ -36,7 +45,8 @@ Exit codes: 0 ok; 3 config problem; 4 dataset problem; 5 model file problem; 1 s
 #[command(name = "yolo-verify", version = kubeyolo::VERSION, after_help = AFTER_HELP, long_about = "\
 Check a run's inputs before anything expensive starts: resolve the model, the training cfg yaml and \
 the dataset yaml under the data root, parse each (cfg keys and values as ultralytics' default.yaml; \
-the model yaml's layers; the dataset's splits, which must exist and hold images), and report every \
+the model yaml's layers; the dataset's splits, which must exist and hold images, each image's header \
+read to find corrupt files), and report every \
 problem at once with what to do. On success the resolved paths are written to the --out-* files \
 (KFP output parameters) and a JSON summary (paths, dataset, device report, ignored cfg keys, \
 warnings) is printed on stdout.")]
@@ -78,6 +88,14 @@ struct Args {
     #[arg(long)]
     print_default_cfg: bool,
 
+    /// Do not open every image of every split. By default each image's header is read (no
+    /// pixels decoded) to find corrupt files, unsupported formats, images under 10 px and
+    /// truncated JPEGs, as ultralytics' dataset scan does; a corrupt image is a warning (training
+    /// skips it), a split with no usable image a problem. Skip it for huge datasets already
+    /// checked. Example: --skip-image-check
+    #[arg(long)]
+    skip_image_check: bool,
+
     #[command(flatten)]
     tracking: TrackingArgs,
 }
@@ -106,7 +124,7 @@ impl std::fmt::Display for Failed {
 }
 
 fn verify(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<(), Failed> {
-    let report = check::verify(root, &args.model_name, &args.cfg, &args.data);
+    let report = check::verify(root, &args.model_name, &args.cfg, &args.data, !args.skip_image_check);
     log_to(tracker, args, root, &report);
 
     for w in &report.warnings {
