@@ -330,10 +330,10 @@ def sdk_equivalent(settings):
             pvc = pvc_task.outputs["name"]
         else:
             pvc = s["pvc"]["name"]
-        v = k8s(verify(model_name=model_name, cfg=cfg, data=data), "Verify inputs", pvc, False, False)
-        d = k8s(distribution(data_yaml=v.outputs["data_yaml"]), "Class distribution", pvc, False, False)
+        v = k8s(verify(model_name=model_name, cfg=cfg, data=data), "Verify inputs", pvc, False, True)
+        d = k8s(distribution(data_yaml=v.outputs["data_yaml"]), "Class distribution", pvc, False, True)
         p = k8s(plot(result_json=d.outputs["result_json"], cls_names_json=d.outputs["cls_names_json"]),
-                "Plot distribution", pvc, False, False)
+                "Plot distribution", pvc, False, True)
         with dsl.If(bool_train == True, name="train-enabled"):  # noqa: E712
             t = k8s(train(model_path=v.outputs["model_path"], cfg_yaml=v.outputs["cfg_yaml"],
                           data_yaml=v.outputs["data_yaml"]), "Train", pvc, True, True)

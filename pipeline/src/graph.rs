@@ -331,7 +331,7 @@ pub fn pipeline() -> Pipeline {
                 after: vec![],
                 conditions: vec![],
                 weight: Weight::Light,
-                tracks: false,
+                tracks: true,
                 v1_files: vec![],
             },
             Step {
@@ -346,7 +346,7 @@ pub fn pipeline() -> Pipeline {
                 after: vec![],
                 conditions: vec![],
                 weight: Weight::Light,
-                tracks: false,
+                tracks: true,
                 v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
             },
             Step {
@@ -364,7 +364,7 @@ pub fn pipeline() -> Pipeline {
                 after: vec![],
                 conditions: vec![],
                 weight: Weight::Light,
-                tracks: false,
+                tracks: true,
                 v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
             },
             Step {

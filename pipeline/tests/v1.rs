@@ -245,7 +245,10 @@ fn v1_follows_argo_rules_in_every_variant() {
     assert_eq!(s(&train["resources"]["requests"]["memory"]), "8Gi");
     let env = serde_yaml::to_string(&train["env"]).unwrap();
     assert!(env.contains("secretKeyRef") && env.contains("mlflow-s3") && env.contains("configMapKeyRef"), "{env}");
-    assert!(ts["verify"]["container"]["env"].is_null(), "verify does not log to MLflow");
+    for step in ["verify", "distribution", "plot", "test", "tune"] {
+        let env = serde_yaml::to_string(&ts[step]["container"]["env"]).unwrap();
+        assert!(env.contains("mlflow-s3") && env.contains("configMapKeyRef"), "{step} logs to MLflow: {env}");
+    }
     assert!(ts["verify"]["container"]["resources"]["limits"].is_null(), "no GPU on verify");
 }
 
