@@ -350,3 +350,66 @@ fn batch_norm_train_matches_candle() {
         check_bn(n, c, h, w, true);
     }
 }
+
+/// The fused training Conv block (`blocks::Conv::forward(x, true)` on CPU: one op for conv +
+/// BatchNorm + SiLU) against the same block composed from `ops::conv2d` and
+/// `ops::batch_norm_train`: output, gradients of input, conv weight, BatchNorm weight and bias,
+/// and the running statistics.
+fn check_conv_block(n: usize, c: usize, hw: (usize, usize), o: usize, k: usize, s: usize, act: bool) {
+    use candle_nn::{VarBuilder, VarMap};
+    use kubeyolo::nn::blocks::Conv;
+    let make = || {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
+        let conv = Conv::new(vb, c, o, k, s, None, act).unwrap();
+        Var::from_tensor(&conv.weight).unwrap().set(&rand(&[o, c, k, k], 31)).unwrap();
+        let (g, b) = conv.bn.weight_and_bias().unwrap();
+        Var::from_tensor(g).unwrap().set(&(rand(&[o], 32) + 1.5).unwrap()).unwrap();
+        Var::from_tensor(b).unwrap().set(&rand(&[o], 33)).unwrap();
+        conv
+    };
+    let (fused, composed) = (make(), make());
+    let x = Var::from_tensor(&((rand(&[n, c, hw.0, hw.1], 34) * 2.0).unwrap() + 0.3).unwrap()).unwrap();
+    let y = fused.forward(x.as_tensor(), true).unwrap();
+    let y_ref = ops::batch_norm_train(&ops::conv2d(x.as_tensor(), &composed.weight, None, s, k / 2).unwrap(), &composed.bn, act).unwrap();
+    let what = format!("conv block n{n} c{c} {hw:?} o{o} k{k} s{s} act {act}");
+    let e = rel_err(&y, &y_ref);
+    assert!(e < 1e-5, "{what} forward: {e}");
+    let r = rand(y.dims(), 35);
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_ref = (&y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (gw, gb) = fused.bn.weight_and_bias().unwrap();
+    let (gw_ref, gb_ref) = composed.bn.weight_and_bias().unwrap();
+    for (name, a, b) in [
+        ("input", g.get(x.as_tensor()).unwrap(), g_ref.get(x.as_tensor()).unwrap()),
+        ("conv weight", g.get(&fused.weight).unwrap(), g_ref.get(&composed.weight).unwrap()),
+        ("bn weight", g.get(gw).unwrap(), g_ref.get(gw_ref).unwrap()),
+        ("bn bias", g.get(gb).unwrap(), g_ref.get(gb_ref).unwrap()),
+    ] {
+        let e = rel_err(a, b);
+        assert!(e < 1e-4, "{what} {name} grad: {e}");
+    }
+    for (name, a, b) in [
+        ("running_mean", fused.bn.running_mean(), composed.bn.running_mean()),
+        ("running_var", fused.bn.running_var(), composed.bn.running_var()),
+    ] {
+        let e = rel_err(a, b);
+        assert!(e < 1e-5, "{what} {name}: {e}");
+    }
+}
+
+#[test]
+fn fused_conv_block_matches_composed_ops() {
+    // k 1 and 3, stride 1 and 2, odd sizes, batch 1 (parallel inside each GEMM) and 16 (images
+    // spread over threads), with and without SiLU.
+    for &(n, c, hw, o, k, s, act) in &[
+        (2, 3, (9, 7), 5, 3, 2, true),
+        (3, 8, (10, 10), 16, 1, 1, true),
+        (16, 4, (6, 6), 8, 3, 1, true),
+        (1, 6, (5, 5), 4, 3, 1, false),
+        (16, 5, (8, 6), 7, 3, 2, false),
+        (4, 12, (4, 4), 6, 1, 1, false),
+    ] {
+        check_conv_block(n, c, hw, o, k, s, act);
+    }
+}

@@ -50,13 +50,13 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 
 /// One channel's constants for the row kernels.
 #[derive(Clone, Copy)]
-struct Chan {
-    mean: f32,
+pub(crate) struct Chan {
+    pub mean: f32,
     /// 1/√(σ² + eps).
-    r: f32,
-    gamma: f32,
-    beta: f32,
-    silu: bool,
+    pub r: f32,
+    pub gamma: f32,
+    pub beta: f32,
+    pub silu: bool,
 }
 
 /// Σ(x − k) and Σ(x − k)² over a row, in 8 lanes (vectorizes; the shift k = the channel's first
@@ -81,7 +81,7 @@ fn stats_gen(xs: &[f32], k: f32) -> (f32, f32) {
     }
     (a, b)
 }
-multiversioned!(fn row_stats = stats_gen / stats_avx2(xs: &[f32], k: f32) -> (f32, f32));
+multiversioned!(pub(crate) fn row_stats = stats_gen / stats_avx2(xs: &[f32], k: f32) -> (f32, f32));
 
 /// y = x·scale + shift, then SiLU.
 #[inline(always)]
@@ -97,7 +97,7 @@ fn fwd_gen(xs: &[f32], ys: &mut [f32], scale: f32, shift: f32, silu: bool) {
         }
     }
 }
-multiversioned!(fn row_fwd = fwd_gen / fwd_avx2(xs: &[f32], ys: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
+multiversioned!(pub(crate) fn row_fwd = fwd_gen / fwd_avx2(xs: &[f32], ys: &mut [f32], scale: f32, shift: f32, silu: bool) -> ());
 
 /// dz = dy·silu'(z) (or dy) and x̂ for one element.
 #[inline(always)]
@@ -135,7 +135,7 @@ fn bwd_sums_gen(xs: &[f32], dys: &[f32], dzs: &mut [f32], ch: Chan) -> (f32, f32
     }
     (a, b)
 }
-multiversioned!(fn row_bwd_sums = bwd_sums_gen / bwd_sums_avx2(xs: &[f32], dys: &[f32], dzs: &mut [f32], ch: Chan) -> (f32, f32));
+multiversioned!(pub(crate) fn row_bwd_sums = bwd_sums_gen / bwd_sums_avx2(xs: &[f32], dys: &[f32], dzs: &mut [f32], ch: Chan) -> (f32, f32));
 
 /// In place over the dz of pass 1: dx = γ·r·(dz − mb − x̂·mg), mb = Σdz/M, mg = Σdz·x̂/M.
 #[inline(always)]
@@ -146,7 +146,7 @@ fn bwd_dx_gen(xs: &[f32], dxs: &mut [f32], ch: Chan, mb: f32, mg: f32) {
         *o = k * (*o - mb - xh * mg);
     }
 }
-multiversioned!(fn row_bwd_dx = bwd_dx_gen / bwd_dx_avx2(xs: &[f32], dxs: &mut [f32], ch: Chan, mb: f32, mg: f32) -> ());
+multiversioned!(pub(crate) fn row_bwd_dx = bwd_dx_gen / bwd_dx_avx2(xs: &[f32], dxs: &mut [f32], ch: Chan, mb: f32, mg: f32) -> ());
 
 /// Forward op: `x.apply_op3(gamma, beta, BnFwd)` → y (same shape as x, NCHW).
 pub(crate) struct BnFwd {
@@ -313,15 +313,23 @@ pub(crate) fn bn_train_cpu(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) ->
         let st = stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm stats lock".into()))?;
         (st.mean.clone(), st.var.clone())
     };
-    let (n, c, h, w) = x.dims4()?;
-    let m = (n * h * w) as f64;
+    let (n, _, h, w) = x.dims4()?;
+    update_running_stats(bn, &mean, &var, n * h * w)?;
+    Ok(y)
+}
+
+/// `bn`'s running mean / variance ← (1 − momentum)·running + momentum·batch, with the batch's
+/// `var` (biased, over `count` values) made unbiased as PyTorch does.
+pub(crate) fn update_running_stats(bn: &candle_nn::BatchNorm, mean: &[f32], var: &[f32], count: usize) -> Result<()> {
+    let m = count as f64;
     let mom = bn.momentum();
-    let dev = x.device();
-    let mean_t = Tensor::from_vec(mean, c, dev)?;
-    let var_unbiased = (Tensor::from_vec(var, c, dev)? * (m / (m - 1.0).max(1.0)))?;
+    let dev = bn.running_mean().device();
+    let c = mean.len();
+    let mean_t = Tensor::from_slice(mean, c, dev)?;
+    let var_unbiased = (Tensor::from_slice(var, c, dev)? * (m / (m - 1.0).max(1.0)))?;
     let rm = candle_core::Var::from_tensor(bn.running_mean())?;
     let rv = candle_core::Var::from_tensor(bn.running_var())?;
     rm.set(&((rm.as_tensor() * (1.0 - mom))? + (mean_t * mom)?)?)?;
     rv.set(&((rv.as_tensor() * (1.0 - mom))? + (var_unbiased * mom)?)?)?;
-    Ok(y)
+    Ok(())
 }

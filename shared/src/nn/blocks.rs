@@ -69,6 +69,10 @@ impl Conv {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = if train {
+            if ops::cpu_f32(x) && ops::cpu_f32(&self.weight) {
+                // One fused autograd node on CPU (see `nn::conv_bn` for why).
+                return super::conv_bn::conv_bn_train(x, &self.weight, &self.bn, self.s, self.p, self.act);
+            }
             let y = ops::conv2d(x, &self.weight, None, self.s, self.p)?;
             return ops::batch_norm_train(&y, &self.bn, self.act);
         } else {

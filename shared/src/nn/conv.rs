@@ -53,21 +53,21 @@ impl Geom {
         Ok(Self { n, c, h, w: wd, o, kh, kw, stride, pad, oh, ow })
     }
     /// Output pixels per image.
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.oh * self.ow
     }
     /// Rows of the im2col matrix.
-    fn ckk(&self) -> usize {
+    pub(crate) fn ckk(&self) -> usize {
         self.c * self.kh * self.kw
     }
     /// A 1×1 stride-1 unpadded conv: the input image already is its im2col matrix.
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
-    fn in_len(&self) -> usize {
+    pub(crate) fn in_len(&self) -> usize {
         self.c * self.h * self.w
     }
-    fn out_len(&self) -> usize {
+    pub(crate) fn out_len(&self) -> usize {
         self.o * self.p()
     }
     /// The output columns `ox` whose input column `ox·s + kj − p` lies inside the image.
@@ -198,12 +198,12 @@ pub(crate) fn sgemm(
     }
 }
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
 
 /// How to spread work: per image over threads (batch ≥ threads), or inside each GEMM.
-fn plan(n: usize) -> (bool, gemm::Parallelism) {
+pub(crate) fn plan(n: usize) -> (bool, gemm::Parallelism) {
     let t = threads();
     if t > 1 && n >= t {
         (true, gemm::Parallelism::None)
@@ -315,7 +315,7 @@ pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
 }
 
 /// The f32 slice of a contiguous CPU tensor's storage.
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
         _ => bail!("kubeyolo conv: {what} must be f32"),

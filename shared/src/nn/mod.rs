@@ -2,6 +2,7 @@
 pub mod ops;
 pub mod conv;
 pub mod batchnorm;
+pub(crate) mod conv_bn;
 pub mod cpu;
 pub mod fastmath;
 pub mod blocks;

@@ -1,0 +1,416 @@
+//! A whole training-mode ultralytics `Conv` — convolution, BatchNorm on batch statistics, SiLU —
+//! as one CPU kernel with a hand-written backward, and the candle op that wraps it.
+//!
+//! Why: built from separate candle ops (conv, then BatchNorm + SiLU) every Conv is two autograd
+//! nodes, and candle's backward pays for each node's input gradient with a zero-filled tensor plus
+//! an add (`GradStore::or_insert`), single-threaded: with ~60 Convs per step that glue cost about
+//! a quarter of a yolov8n training step (issue 7). Fused, a Conv is one node, the BatchNorm
+//! statistics are taken while each image's conv output is still in cache, and the BatchNorm
+//! backward feeds the conv's GEMMs image by image.
+//!
+//! The kernel ([`Unit`]) reads and writes images through [`View`]s, so a block made of several
+//! Convs (C2f, [`super::c2f`]) can let them read channel slices of, and write straight into, a
+//! shared concatenation buffer with no narrow or cat copies.
+//!
+//! Math (per output channel, M = N·OH·OW): `z = conv(x, W)`, `x̂ = (z − μ)·r` with
+//! `r = 1/√(σ² + eps)` (biased σ², as PyTorch normalizes), `y = act(γ·x̂ + β)`. Backward:
+//! `dz0 = dy·act'`, `dβ = Σ dz0`, `dγ = Σ dz0·x̂`, `dz = γ·r·(dz0 − dβ/M − x̂·dγ/M)`, then the
+//! conv gradients `dW = Σ_n dz_n · cols(x_n)ᵀ` and `dx_n = col2im(Wᵀ · dz_n)` ([`super::conv`]).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::batchnorm::{row_bwd_dx, row_bwd_sums, row_fwd, row_stats, Chan};
+use super::conv::{col2im_add, im2col, plan, sgemm, slice, threads, Geom};
+use super::fastmath::uninit_f32;
+
+/// Where each image's block lies in a batch buffer: image `i` starts at `off + i·stride`.
+/// A contiguous NCHW tensor is `View::whole(C·H·W)`; channels `c0..` of a concatenation buffer
+/// with `C_total` channels are `View { off: c0·H·W, stride: C_total·H·W }`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View {
+    pub off: usize,
+    pub stride: usize,
+}
+
+impl View {
+    pub fn whole(image_len: usize) -> Self {
+        View { off: 0, stride: image_len }
+    }
+    /// Channels starting at `c0` of a buffer with `c_total` channels of `hw` pixels each.
+    pub fn channels(c0: usize, c_total: usize, hw: usize) -> Self {
+        View { off: c0 * hw, stride: c_total * hw }
+    }
+}
+
+/// A batch buffer shared by parallel tasks that each touch their own images only.
+///
+/// Raw pointer instead of slices because a block's forward/backward reads one channel range of a
+/// buffer while writing another range of the same buffer (a C2f's concatenation buffer), which
+/// Rust references covering the whole buffer cannot express.
+#[derive(Clone, Copy)]
+pub(crate) struct Buf {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks only form slices of disjoint image ranges (see `img` / `img_mut`).
+unsafe impl Send for Buf {}
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    pub fn of(v: &mut [f32]) -> Self {
+        Buf { ptr: v.as_mut_ptr(), len: v.len() }
+    }
+    /// A buffer that is only ever read through this handle.
+    pub fn of_const(v: &[f32]) -> Self {
+        Buf { ptr: v.as_ptr() as *mut f32, len: v.len() }
+    }
+    fn range(&self, v: View, i: usize, len: usize) -> usize {
+        let start = v.off + i * v.stride;
+        assert!(start + len <= self.len, "kubeyolo conv block: image {i} [{start}, +{len}) outside a buffer of {}", self.len);
+        start
+    }
+    /// Image `i`'s `len` elements.
+    /// SAFETY: no mutable slice of an overlapping range may be alive.
+    pub unsafe fn img(&self, v: View, i: usize, len: usize) -> &[f32] {
+        let s = self.range(v, i, len);
+        std::slice::from_raw_parts(self.ptr.add(s), len)
+    }
+    /// Image `i`'s `len` elements, mutable.
+    /// SAFETY: no other slice of an overlapping range may be alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn img_mut(&self, v: View, i: usize, len: usize) -> &mut [f32] {
+        let s = self.range(v, i, len);
+        std::slice::from_raw_parts_mut(self.ptr.add(s), len)
+    }
+}
+
+/// `dst[image] += src[image]` for every image of two equally shaped views.
+pub(crate) fn add_views(dst: Buf, dv: View, src: Buf, sv: View, n: usize, len: usize) {
+    (0..n).into_par_iter().for_each(|i| {
+        // SAFETY: each task touches image i only; callers pass non-overlapping views.
+        let (d, s) = unsafe { (dst.img_mut(dv, i, len), src.img(sv, i, len)) };
+        for (a, b) in d.iter_mut().zip(s) {
+            *a += *b;
+        }
+    });
+}
+
+/// Runs `f(group, scratch)` for the image groups of a batch: one group per thread when the batch
+/// has at least as many images as threads (each GEMM single-threaded), else one group whose
+/// GEMMs are parallel inside. Returns the groups' results in order.
+fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::ops::Range<usize>, &mut Vec<f32>, gemm::Parallelism) -> T + Sync) -> Vec<T> {
+    let (over_images, par) = plan(n);
+    if over_images {
+        let groups = threads().min(n);
+        let per = n.div_ceil(groups);
+        (0..groups)
+            .into_par_iter()
+            .map(|gi| f(gi * per..((gi + 1) * per).min(n), &mut uninit_f32(scratch_len), par))
+            .collect()
+    } else {
+        vec![f(0..n, &mut uninit_f32(scratch_len), par)]
+    }
+}
+
+/// What a forward keeps for its backward.
+#[derive(Debug, Default)]
+pub(crate) struct Saved {
+    /// Conv output before BatchNorm, contiguous (N, O, OH, OW).
+    pub z: Vec<f32>,
+    /// Batch mean and biased variance per output channel.
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+/// One Conv's parameter gradients.
+#[derive(Debug)]
+pub(crate) struct UnitGrads {
+    pub dw: Vec<f32>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+}
+
+/// Gradient destination of a unit's input: buffer, view, and whether to add to what is there.
+pub(crate) struct DxTarget {
+    pub buf: Buf,
+    pub view: View,
+    pub accumulate: bool,
+}
+
+/// One training-mode Conv: geometry (with the batch size) and parameters.
+pub(crate) struct Unit<'a> {
+    pub g: Geom,
+    /// (O, C, kh, kw).
+    pub w: &'a [f32],
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub act: bool,
+    pub eps: f64,
+}
+
+impl Unit<'_> {
+    fn chan(&self, s: &Saved, o: usize) -> Chan {
+        let r = (1.0 / (s.var[o] as f64 + self.eps).sqrt()) as f32;
+        Chan { mean: s.mean[o], r, gamma: self.gamma[o], beta: self.beta[o], silu: self.act }
+    }
+
+    /// Forward: reads images of `x` at `xv`, writes `act(bn(conv(x)))` to `y` at `yv`.
+    pub fn forward(&self, x: Buf, xv: View, y: Buf, yv: View) -> Saved {
+        let g = &self.g;
+        let (p, ckk, o) = (g.p(), g.ckk(), g.o);
+        // Fully written: one GEMM (read_dst = false) per image.
+        let mut z = uninit_f32(g.n * g.out_len());
+        let zb = Buf::of(&mut z);
+        let scratch = if g.is_pointwise() { 0 } else { ckk * p };
+        // Pass 1: conv per image, then per (image, channel) row: shift k (its first value),
+        // Σ(z − k) and Σ(z − k)² while the row is in cache.
+        let rows: Vec<Vec<(f64, f64, f64)>> = per_group(g.n, scratch, |imgs, cols, par| {
+            let mut out = Vec::with_capacity(imgs.len() * o);
+            for i in imgs {
+                // SAFETY: image i of z is this task's only; x is read-only here.
+                let (xi, zi) = unsafe { (x.img(xv, i, g.in_len()), zb.img_mut(View::whole(g.out_len()), i, g.out_len())) };
+                let cols: &[f32] = if g.is_pointwise() {
+                    xi
+                } else {
+                    im2col(xi, g, cols);
+                    cols
+                };
+                sgemm(o, p, ckk, zi, false, self.w, false, cols, false, par);
+                for row in zi.chunks_exact(p) {
+                    let k = row[0];
+                    let (s, s2) = row_stats(row, k);
+                    out.push((k as f64, s as f64, s2 as f64));
+                }
+            }
+            out
+        });
+        // Combine rows (equal counts P) per channel: mean of means, M2 = Σ M2_row + P·Σ(mean_row − mean)².
+        let rows: Vec<&(f64, f64, f64)> = rows.iter().flatten().collect();
+        let (mut mean, mut var) = (vec![0f32; o], vec![0f32; o]);
+        let pf = p as f64;
+        for c in 0..o {
+            let rc = (0..g.n).map(|i| rows[i * o + c]);
+            let mu = rc.clone().map(|&(k, s, _)| k + s / pf).sum::<f64>() / g.n as f64;
+            let m2 = rc
+                .map(|&(k, s, s2)| {
+                    let d = k + s / pf - mu;
+                    (s2 - s * s / pf).max(0.0) + pf * d * d
+                })
+                .sum::<f64>();
+            mean[c] = mu as f32;
+            var[c] = (m2 / (g.n as f64 * pf)) as f32;
+        }
+        let saved = Saved { z, mean, var };
+        // Pass 2: normalize + activate into y.
+        let consts: Vec<(f32, f32)> = (0..o)
+            .map(|c| {
+                let r = 1.0 / (saved.var[c] as f64 + self.eps).sqrt();
+                let scale = self.gamma[c] as f64 * r;
+                (scale as f32, (self.beta[c] as f64 - saved.mean[c] as f64 * scale) as f32)
+            })
+            .collect();
+        let zb = Buf::of_const(&saved.z);
+        (0..g.n).into_par_iter().for_each(|i| {
+            // SAFETY: image i of y is this task's only.
+            let (zi, yi) = unsafe { (zb.img(View::whole(g.out_len()), i, g.out_len()), y.img_mut(yv, i, g.out_len())) };
+            for ((zr, yr), &(scale, shift)) in zi.chunks_exact(p).zip(yi.chunks_exact_mut(p)).zip(&consts) {
+                row_fwd(zr, yr, scale, shift, self.act);
+            }
+        });
+        saved
+    }
+
+    /// Backward: from `dy` (images at `dyv`) and the forward's input `x` (at `xv`) and `saved`,
+    /// returns the parameter gradients and, when `dx` is given, writes or adds the input gradient.
+    pub fn backward(&self, saved: &Saved, x: Buf, xv: View, dy: Buf, dyv: View, dx: Option<DxTarget>) -> UnitGrads {
+        let g = &self.g;
+        let (p, ckk, o) = (g.p(), g.ckk(), g.o);
+        let whole = View::whole(g.out_len());
+        let chans: Vec<Chan> = (0..o).map(|c| self.chan(saved, c)).collect();
+        // Pass A: dz0 = dy·act' into `dz`, and per (image, channel) Σ dz0, Σ dz0·x̂.
+        let mut dz = uninit_f32(g.n * g.out_len());
+        let dzb = Buf::of(&mut dz);
+        let zb = Buf::of_const(&saved.z);
+        let sums: Vec<Vec<(f32, f32)>> = (0..g.n)
+            .into_par_iter()
+            .map(|i| {
+                // SAFETY: image i of dz is this task's only; z and dy are read-only here.
+                let (zi, dyi, dzi) = unsafe { (zb.img(whole, i, g.out_len()), dy.img(dyv, i, g.out_len()), dzb.img_mut(whole, i, g.out_len())) };
+                zi.chunks_exact(p)
+                    .zip(dyi.chunks_exact(p))
+                    .zip(dzi.chunks_exact_mut(p))
+                    .zip(&chans)
+                    .map(|(((zr, dyr), dzr), ch)| row_bwd_sums(zr, dyr, dzr, *ch))
+                    .collect()
+            })
+            .collect();
+        let (mut dgamma, mut dbeta) = (vec![0f32; o], vec![0f32; o]);
+        for c in 0..o {
+            let (sb, sg) = sums.iter().fold((0f64, 0f64), |(a, b), s| (a + s[c].0 as f64, b + s[c].1 as f64));
+            dbeta[c] = sb as f32;
+            dgamma[c] = sg as f32;
+        }
+        let m = (g.n * p) as f32;
+        // Pass B per image: dz in place, dW += dz·colsᵀ, dx = col2im(Wᵀ·dz).
+        let scratch = if g.is_pointwise() { 0 } else { ckk * p };
+        let dx = dx.as_ref();
+        let partials: Vec<Vec<f32>> = per_group(g.n, scratch, |imgs, cols, par| {
+            let mut dw = uninit_f32(o * ckk);
+            let first = imgs.start;
+            for i in imgs {
+                // SAFETY: image i of dz (and of dx) is this task's only; z and x are read-only.
+                let (zi, dzi, xi) = unsafe { (zb.img(whole, i, g.out_len()), dzb.img_mut(whole, i, g.out_len()), x.img(xv, i, g.in_len())) };
+                for ((zr, dzr), (c, ch)) in zi.chunks_exact(p).zip(dzi.chunks_exact_mut(p)).zip(chans.iter().enumerate()) {
+                    row_bwd_dx(zr, dzr, *ch, dbeta[c] / m, dgamma[c] / m);
+                }
+                let dzi: &[f32] = dzi;
+                let colsx: &[f32] = if g.is_pointwise() {
+                    xi
+                } else {
+                    im2col(xi, g, cols);
+                    cols
+                };
+                sgemm(o, ckk, p, &mut dw, i > first, dzi, false, colsx, true, par);
+                if let Some(t) = dx {
+                    // SAFETY: image i of the dx target is this task's only.
+                    let dxi = unsafe { t.buf.img_mut(t.view, i, g.in_len()) };
+                    if g.is_pointwise() {
+                        sgemm(ckk, p, o, dxi, t.accumulate, self.w, true, dzi, false, par);
+                    } else {
+                        sgemm(ckk, p, o, cols, false, self.w, true, dzi, false, par);
+                        if !t.accumulate {
+                            dxi.fill(0.0);
+                        }
+                        col2im_add(cols, g, dxi);
+                    }
+                }
+            }
+            dw
+        });
+        let mut parts = partials.into_iter();
+        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; o * ckk]);
+        for part in parts {
+            for (a, b) in dw.iter_mut().zip(&part) {
+                *a += *b;
+            }
+        }
+        UnitGrads { dw, dgamma, dbeta }
+    }
+}
+
+/// The forward op `x.apply_op3(w, gamma_beta, ConvBnOp)`, `gamma_beta` = cat(γ, β) (2·O):
+/// `act(bn_train(conv(x, w)))`, NCHW, CPU f32. The batch statistics are left in `stats` for the
+/// caller's running-statistics update.
+pub(crate) struct ConvBnOp {
+    pub stride: usize,
+    pub pad: usize,
+    pub act: bool,
+    pub eps: f64,
+    /// Filled by the forward, taken by the backward.
+    pub saved: Arc<Mutex<Option<Saved>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo conv block: poisoned state".into()))
+}
+
+impl CustomOp3 for ConvBnOp {
+    fn name(&self) -> &'static str {
+        "kubeyolo-conv-bn-act"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.shape().dims4()?, l2.shape().dims4()?, self.stride, self.pad)?;
+        let (x, w, gb) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "gamma/beta")?);
+        if gb.len() != 2 * g.o {
+            bail!("kubeyolo conv block: {} BatchNorm values for {} channels", gb.len(), g.o);
+        }
+        let unit = Unit { g, w, gamma: &gb[..g.o], beta: &gb[g.o..], act: self.act, eps: self.eps };
+        let mut y = uninit_f32(g.n * g.out_len());
+        let saved = unit.forward(Buf::of_const(x), View::whole(g.in_len()), Buf::of(&mut y), View::whole(g.out_len()));
+        *lock(&self.saved)? = Some(saved);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, gb: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let Some(saved) = lock(&self.saved)?.take() else {
+            bail!("kubeyolo conv block: backward ran twice or without a forward");
+        };
+        let need_dx = x.track_op();
+        let (_, _, kh, kw) = w.dims4()?;
+        let op = ConvBnBwd { stride: self.stride, pad: self.pad, kh, kw, act: self.act, eps: self.eps, need_dx, saved: Mutex::new(Some(saved)) };
+        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, &Tensor::cat(&[&w.flatten_all()?, gb], 0)?, &op)?;
+        let (xl, wl) = (if need_dx { x.elem_count() } else { 0 }, w.elem_count());
+        let dx = if need_dx { Some(packed.narrow(0, 0, xl)?.reshape(x.shape())?) } else { None };
+        let dw = packed.narrow(0, xl, wl)?.reshape(w.shape())?;
+        let dgb = packed.narrow(0, xl + wl, gb.elem_count())?;
+        Ok((dx, Some(dw), Some(dgb)))
+    }
+}
+
+/// `x.apply_op3_no_bwd(dy, cat(w.flatten, γ, β), ConvBnBwd)` → flat `[dx?, dw, dγ, dβ]`.
+struct ConvBnBwd {
+    stride: usize,
+    pad: usize,
+    kh: usize,
+    kw: usize,
+    act: bool,
+    eps: f64,
+    need_dx: bool,
+    saved: Mutex<Option<Saved>>,
+}
+
+impl CustomOp3 for ConvBnBwd {
+    fn name(&self) -> &'static str {
+        "kubeyolo-conv-bn-act-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, dy, params) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (_, o, oh, ow) = l2.shape().dims4()?;
+        let g = Geom::new((n, c, h, w), (o, c, self.kh, self.kw), self.stride, self.pad)?;
+        if o * g.ckk() + 2 * o != params.len() {
+            bail!("kubeyolo conv block grad: {} parameters for weight {o}×{c}×{}×{} + 2·{o}", params.len(), self.kh, self.kw);
+        }
+        if (g.oh, g.ow) != (oh, ow) {
+            bail!("kubeyolo conv block grad: output gradient {oh}×{ow} vs {}×{}", g.oh, g.ow);
+        }
+        let Some(saved) = lock(&self.saved)?.take() else {
+            bail!("kubeyolo conv block grad: no forward state");
+        };
+        let wl = o * g.ckk();
+        let unit = Unit { g, w: &params[..wl], gamma: &params[wl..wl + o], beta: &params[wl + o..], act: self.act, eps: self.eps };
+        let xl = if self.need_dx { x.len() } else { 0 };
+        let mut out = uninit_f32(xl + wl + 2 * o);
+        let target = self.need_dx.then(|| DxTarget { buf: Buf::of(&mut out[..xl]), view: View::whole(g.in_len()), accumulate: false });
+        let gr = unit.backward(&saved, Buf::of_const(x), View::whole(g.in_len()), Buf::of_const(dy), View::whole(g.out_len()), target);
+        out[xl..xl + wl].copy_from_slice(&gr.dw);
+        out[xl + wl..xl + wl + o].copy_from_slice(&gr.dgamma);
+        out[xl + wl + o..].copy_from_slice(&gr.dbeta);
+        Ok((CpuStorage::F32(out), Shape::from(xl + wl + 2 * o)))
+    }
+}
+
+/// Training-mode ultralytics `Conv` on CPU f32 as one autograd node: `act(bn(conv(x, w)))` with
+/// batch statistics, updating `bn`'s running statistics like `BatchNorm::forward_train`.
+pub(crate) fn conv_bn_train(x: &Tensor, w: &Tensor, bn: &candle_nn::BatchNorm, stride: usize, pad: usize, act: bool) -> Result<Tensor> {
+    let Some((gamma, beta)) = bn.weight_and_bias() else {
+        bail!("kubeyolo conv block: BatchNorm without affine weight/bias");
+    };
+    let saved = Arc::new(Mutex::new(None));
+    let gb = Tensor::cat(&[gamma, beta], 0)?;
+    let op = ConvBnOp { stride, pad, act, eps: bn.eps(), saved: saved.clone() };
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
+    let (n, _, oh, ow) = y.dims4()?;
+    let guard = lock(&saved)?;
+    let Some(s) = guard.as_ref() else {
+        bail!("kubeyolo conv block: forward left no statistics");
+    };
+    super::batchnorm::update_running_stats(bn, &s.mean, &s.var, n * oh * ow)
+        .map(|()| y)
+}
