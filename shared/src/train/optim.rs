@@ -297,6 +297,25 @@ mod tests {
         w.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
+    /// The optimizer state must not hold an autograd graph: one that did would keep every step's
+    /// gradients alive through the momentum chain (a leak that grows each step).
+    #[test]
+    fn state_keeps_no_autograd_graph() {
+        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::AdamW] {
+            let w = Var::from_slice(&[1.0f32, -2.0], (1, 2), &Device::Cpu).unwrap();
+            let mut opt = Optimizer::new(kind, vec![("model.0.conv.weight".to_string(), w.clone())], 0.1, 0.9, 5e-4);
+            for _ in 0..3 {
+                let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+                opt.step(&loss.backward().unwrap()).unwrap();
+            }
+            for p in &opt.params {
+                for t in [&p.m, &p.v].into_iter().flatten() {
+                    assert!(!t.track_op(), "{kind:?}: optimizer state records an autograd graph");
+                }
+            }
+        }
+    }
+
     fn sgd_ref(w0: f64, lr: f64, mu: f64, wd: f64) -> f64 {
         let mut w = w0;
         let mut buf: Option<f64> = None;
