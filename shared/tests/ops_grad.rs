@@ -413,3 +413,55 @@ fn fused_conv_block_matches_composed_ops() {
         check_conv_block(n, c, hw, o, k, s, act);
     }
 }
+
+/// The fused training C2f (`C2f::forward(x, true)` on CPU: one op, Convs writing into one
+/// concatenation buffer) against the same block from candle ops (`forward_composed`): output,
+/// input gradient, every parameter's gradient and every running statistic.
+fn check_c2f(nb: usize, c1: usize, c2: usize, n: usize, shortcut: bool, hw: (usize, usize)) {
+    use candle_nn::{VarBuilder, VarMap};
+    use kubeyolo::nn::blocks::C2f;
+    let make = || {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
+        let block = C2f::new(vb, c1, c2, n, shortcut, 0.5).unwrap();
+        let mut names: Vec<(String, Var)> = vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (i, (name, v)) in names.iter().enumerate() {
+            let t = rand(v.dims(), 40 + i as u64);
+            let t = if name.ends_with("bn.weight") { (t + 1.5).unwrap() } else { t };
+            if !name.contains("running") {
+                v.set(&t).unwrap();
+            }
+        }
+        (vm, names, block)
+    };
+    let ((_vm, vars, fused), (_vm2, vars_ref, composed)) = (make(), make());
+    let x = Var::from_tensor(&rand(&[nb, c1, hw.0, hw.1], 50)).unwrap();
+    let y = fused.forward(x.as_tensor(), true).unwrap();
+    let y_ref = composed.forward_composed(x.as_tensor(), true).unwrap();
+    let what = format!("C2f nb{nb} c1 {c1} c2 {c2} n{n} shortcut {shortcut} {hw:?}");
+    let e = rel_err(&y, &y_ref);
+    assert!(e < 1e-5, "{what} forward: {e}");
+    let r = rand(y.dims(), 51);
+    let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_ref = (&y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let e = rel_err(g.get(x.as_tensor()).unwrap(), g_ref.get(x.as_tensor()).unwrap());
+    assert!(e < 1e-4, "{what} input grad: {e}");
+    for ((name, v), (_, v_ref)) in vars.iter().zip(&vars_ref) {
+        if name.contains("running") {
+            let e = rel_err(v.as_tensor(), v_ref.as_tensor());
+            assert!(e < 1e-5, "{what} {name}: {e}");
+        } else {
+            let e = rel_err(g.get(v.as_tensor()).unwrap(), g_ref.get(v_ref.as_tensor()).unwrap());
+            assert!(e < 1e-4, "{what} {name} grad: {e}");
+        }
+    }
+}
+
+#[test]
+fn fused_c2f_matches_composed_block() {
+    check_c2f(16, 8, 8, 1, true, (6, 5));
+    check_c2f(2, 6, 10, 2, false, (5, 5));
+    check_c2f(1, 4, 4, 2, true, (4, 6));
+    check_c2f(3, 12, 8, 3, true, (3, 3));
+}

@@ -183,6 +183,16 @@ impl C2f {
         Ok(C2f { c, cv1, cv2, m })
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && ops::cpu_f32(x) && ops::cpu_f32(&self.cv1.weight) {
+            // One fused autograd node on CPU (see `nn::c2f` for why).
+            return self.forward_train_cpu(x);
+        }
+        self.forward_composed(x, train)
+    }
+
+    /// The block from candle ops (cv1, narrow, Bottlenecks, cat, cv2): the path off the CPU and
+    /// in eval mode, and the reference the fused CPU training op is tested against.
+    pub fn forward_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.cv1.forward(x, train)?;
         let mut ys = vec![y.narrow(1, 0, self.c)?, y.narrow(1, self.c, self.c)?];
         for b in &self.m {
@@ -191,6 +201,43 @@ impl C2f {
         }
         self.cv2.forward(&Tensor::cat(&ys, 1)?, train)
     }
+    /// The block's Convs in the fused op's parameter order: cv1, m0.cv1, m0.cv2, …, cv2.
+    fn convs(&self) -> Vec<&Conv> {
+        let inner = self.m.iter().flat_map(|b| [&b.cv1, &b.cv2]);
+        std::iter::once(&self.cv1).chain(inner).chain(std::iter::once(&self.cv2)).collect()
+    }
+
+    fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        use super::c2f::{C2fOp, C2fSpec, ConvSpec};
+        let convs = self.convs();
+        let mut parts = Vec::with_capacity(3 * convs.len());
+        for cv in &convs {
+            let Some((g, b)) = cv.bn.weight_and_bias() else {
+                candle_core::bail!("C2f: BatchNorm without affine parameters");
+            };
+            parts.extend([cv.weight.flatten_all()?, g.clone(), b.clone()]);
+        }
+        let params = Tensor::cat(&parts, 0)?;
+        let spec = C2fSpec {
+            c: self.c,
+            n: self.m.len(),
+            add: self.m.first().is_some_and(|b| b.add),
+            convs: convs.iter().map(|cv| ConvSpec { cin: cv.c1, cout: cv.c2, k: cv.k, act: cv.act }).collect(),
+            eps: self.cv1.bn.eps(),
+        };
+        let state = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let y = x.contiguous()?.apply_op2(&params, C2fOp { spec, state: state.clone() })?;
+        let (n, _, h, w) = y.dims4()?;
+        let guard = state.lock().map_err(|_| candle_core::Error::Msg("C2f: poisoned state".into()))?;
+        let Some(st) = guard.as_ref() else {
+            candle_core::bail!("C2f: forward left no statistics");
+        };
+        for (cv, s) in convs.iter().zip(&st.saved) {
+            super::batchnorm::update_running_stats(&cv.bn, &s.mean, &s.var, n * h * w)?;
+        }
+        Ok(y)
+    }
+
     pub fn macs(&self, hw: Hw) -> (f64, Hw) {
         let (mut t, hw1) = self.cv1.macs(hw);
         for b in &self.m {

@@ -3,6 +3,7 @@ pub mod ops;
 pub mod conv;
 pub mod batchnorm;
 pub(crate) mod conv_bn;
+pub(crate) mod c2f;
 pub mod cpu;
 pub mod fastmath;
 pub mod blocks;

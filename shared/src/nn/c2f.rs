@@ -1,0 +1,230 @@
+//! A whole training-mode ultralytics `C2f` block as one CPU op with a hand-written backward.
+//!
+//! Why: composed from candle ops, a C2f is a narrow into two halves, a chain of Bottlenecks
+//! (residual adds), a cat and its Convs — each an autograd node whose backward candle runs
+//! single-threaded with a zero-filled gradient plus an add, and whose narrow backward pads with
+//! zeros and concatenates (issue 7). Here cv1 and every Bottleneck write straight into one
+//! concatenation buffer, the "split" halves and the Bottleneck inputs are channel views of it,
+//! and the backward accumulates into one gradient buffer of the same layout: no copies, one
+//! autograd node. The Convs are [`super::conv_bn::Unit`]s (conv + BatchNorm + SiLU).
+//!
+//! Buffer layout (per image, channels × H·W): `ycat = [cv1 out (2c) | m0 out (c) | … | m(n−1) out (c)]`;
+//! Bottleneck i reads channels `(1+i)·c..(2+i)·c` and writes `(2+i)·c..(3+i)·c`; cv2 reads all
+//! `(2+n)·c` channels. Parameters travel as one flat tensor, per Conv in the order cv1,
+//! m0.cv1, m0.cv2, …, cv2: `[weight (O·C·k·k), BatchNorm γ (O), β (O)]`.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::conv::{slice, Geom};
+use super::conv_bn::{add_views, Buf, DxTarget, Saved, Unit, UnitGrads, View};
+use super::fastmath::uninit_f32;
+
+/// One Conv of the block: input / output channels, square kernel, activation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub act: bool,
+}
+
+impl ConvSpec {
+    fn param_len(&self) -> usize {
+        self.cout * self.cin * self.k * self.k + 2 * self.cout
+    }
+}
+
+/// The block's shape: hidden width `c`, `n` Bottlenecks, residual adds, and its Convs in
+/// parameter order (cv1, m0.cv1, m0.cv2, …, cv2).
+#[derive(Debug, Clone)]
+pub(crate) struct C2fSpec {
+    pub c: usize,
+    pub n: usize,
+    pub add: bool,
+    pub convs: Vec<ConvSpec>,
+    pub eps: f64,
+}
+
+impl C2fSpec {
+    pub fn param_len(&self) -> usize {
+        self.convs.iter().map(ConvSpec::param_len).sum()
+    }
+    /// Channels of the concatenation buffer.
+    fn cat_channels(&self) -> usize {
+        (2 + self.n) * self.c
+    }
+    /// The block's Convs over `params` for a batch of `nb` images of `h`×`w`.
+    fn units<'a>(&self, params: &'a [f32], nb: usize, h: usize, w: usize) -> Result<Vec<Unit<'a>>> {
+        let chained = self.convs.len() == 2 + 2 * self.n
+            && self.convs[0].cout == 2 * self.c
+            && (0..self.n).all(|i| self.convs[1 + 2 * i].cin == self.c && self.convs[2 + 2 * i].cout == self.c)
+            && self.convs[1 + 2 * self.n].cin == self.cat_channels();
+        if !chained {
+            bail!("kubeyolo C2f: Convs {:?} do not chain as a C2f of width {} with {} Bottlenecks", self.convs, self.c, self.n);
+        }
+        if params.len() != self.param_len() {
+            bail!("kubeyolo C2f: {} parameter values, expected {}", params.len(), self.param_len());
+        }
+        let mut off = 0;
+        self.convs
+            .iter()
+            .map(|s| {
+                let wl = s.cout * s.cin * s.k * s.k;
+                let g = Geom::new((nb, s.cin, h, w), (s.cout, s.cin, s.k, s.k), 1, s.k / 2)?;
+                let u = Unit {
+                    g,
+                    w: &params[off..off + wl],
+                    gamma: &params[off + wl..off + wl + s.cout],
+                    beta: &params[off + wl + s.cout..off + wl + 2 * s.cout],
+                    act: s.act,
+                    eps: self.eps,
+                };
+                off += s.param_len();
+                Ok(u)
+            })
+            .collect()
+    }
+}
+
+/// What the forward keeps: the concatenation buffer, each Bottleneck's hidden activation, and
+/// every Conv's [`Saved`] (in parameter order).
+#[derive(Debug, Default)]
+pub(crate) struct C2fState {
+    ycat: Vec<f32>,
+    hidden: Vec<Vec<f32>>,
+    pub saved: Vec<Saved>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo C2f: poisoned state".into()))
+}
+
+/// Forward over contiguous `x` (nb, c1, h, w); returns y (nb, c2, h, w) and the state.
+fn forward(spec: &C2fSpec, x: &[f32], params: &[f32], (nb, h, w): (usize, usize, usize)) -> Result<(Vec<f32>, C2fState)> {
+    let u = spec.units(params, nb, h, w)?;
+    let (c, hw, ct) = (spec.c, h * w, spec.cat_channels());
+    let c1 = spec.convs[0].cin;
+    let mut ycat = uninit_f32(nb * ct * hw);
+    let yb = Buf::of(&mut ycat);
+    let mut saved = Vec::with_capacity(u.len());
+    saved.push(u[0].forward(Buf::of_const(x), View::whole(c1 * hw), yb, View::channels(0, ct, hw)));
+    let mut hidden = Vec::with_capacity(spec.n);
+    for i in 0..spec.n {
+        let (inp, out) = (View::channels((1 + i) * c, ct, hw), View::channels((2 + i) * c, ct, hw));
+        let mut hbuf = uninit_f32(nb * c * hw);
+        saved.push(u[1 + 2 * i].forward(yb, inp, Buf::of(&mut hbuf), View::whole(c * hw)));
+        saved.push(u[2 + 2 * i].forward(Buf::of_const(&hbuf), View::whole(c * hw), yb, out));
+        if spec.add {
+            add_views(yb, out, yb, inp, nb, c * hw);
+        }
+        hidden.push(hbuf);
+    }
+    let last = u.len() - 1;
+    let c2 = spec.convs[last].cout;
+    let mut y = uninit_f32(nb * c2 * hw);
+    saved.push(u[last].forward(yb, View::whole(ct * hw), Buf::of(&mut y), View::whole(c2 * hw)));
+    Ok((y, C2fState { ycat, hidden, saved }))
+}
+
+/// Backward from `dy` (nb, c2, h, w): the parameter gradients in parameter order and, when
+/// `dx` is given, the input gradient written there.
+fn backward(spec: &C2fSpec, st: &C2fState, x: &[f32], dy: &[f32], params: &[f32], (nb, h, w): (usize, usize, usize), dx: Option<&mut [f32]>) -> Result<Vec<UnitGrads>> {
+    let u = spec.units(params, nb, h, w)?;
+    let (c, hw, ct) = (spec.c, h * w, spec.cat_channels());
+    let last = u.len() - 1;
+    let (c1, c2) = (spec.convs[0].cin, spec.convs[last].cout);
+    let ycat = Buf::of_const(&st.ycat);
+    // Fully written by cv2's input gradient (accumulate = false).
+    let mut dcat = uninit_f32(nb * ct * hw);
+    let db = Buf::of(&mut dcat);
+    let mut grads: Vec<Option<UnitGrads>> = (0..u.len()).map(|_| None).collect();
+    let to_cat = DxTarget { buf: db, view: View::whole(ct * hw), accumulate: false };
+    grads[last] = Some(u[last].backward(&st.saved[last], ycat, View::whole(ct * hw), Buf::of_const(dy), View::whole(c2 * hw), Some(to_cat)));
+    for i in (0..spec.n).rev() {
+        let (inp, out) = (View::channels((1 + i) * c, ct, hw), View::channels((2 + i) * c, ct, hw));
+        let (a, b) = (1 + 2 * i, 2 + 2 * i);
+        let mut dh = uninit_f32(nb * c * hw);
+        let to_hidden = DxTarget { buf: Buf::of(&mut dh), view: View::whole(c * hw), accumulate: false };
+        grads[b] = Some(u[b].backward(&st.saved[b], Buf::of_const(&st.hidden[i]), View::whole(c * hw), db, out, Some(to_hidden)));
+        if spec.add {
+            // The residual: the Bottleneck's input also receives its output's gradient.
+            add_views(db, inp, db, out, nb, c * hw);
+        }
+        let to_input = DxTarget { buf: db, view: inp, accumulate: true };
+        grads[a] = Some(u[a].backward(&st.saved[a], ycat, inp, Buf::of_const(&dh), View::whole(c * hw), Some(to_input)));
+    }
+    let to_x = dx.map(|d| DxTarget { buf: Buf::of(d), view: View::whole(c1 * hw), accumulate: false });
+    grads[0] = Some(u[0].backward(&st.saved[0], Buf::of_const(x), View::whole(c1 * hw), db, View::channels(0, ct, hw), to_x));
+    Ok(grads.into_iter().flatten().collect())
+}
+
+/// The forward op `x.apply_op2(params, C2fOp)`; see the module docs for the parameter layout.
+pub(crate) struct C2fOp {
+    pub spec: C2fSpec,
+    /// Filled by the forward (the caller reads the BatchNorm statistics), taken by the backward.
+    pub state: Arc<Mutex<Option<C2fState>>>,
+}
+
+impl CustomOp2 for C2fOp {
+    fn name(&self) -> &'static str {
+        "kubeyolo-c2f"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (nb, c1, h, w) = l1.shape().dims4()?;
+        if c1 != self.spec.convs[0].cin {
+            bail!("kubeyolo C2f: input has {c1} channels, the block expects {}", self.spec.convs[0].cin);
+        }
+        let (y, st) = forward(&self.spec, slice(s1, l1, "input")?, slice(s2, l2, "parameters")?, (nb, h, w))?;
+        *lock(&self.state)? = Some(st);
+        let c2 = self.spec.convs[self.spec.convs.len() - 1].cout;
+        Ok((CpuStorage::F32(y), Shape::from((nb, c2, h, w))))
+    }
+
+    fn bwd(&self, x: &Tensor, params: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(st) = lock(&self.state)?.take() else {
+            bail!("kubeyolo C2f: backward ran twice or without a forward");
+        };
+        let need_dx = x.track_op();
+        let op = C2fBwd { spec: self.spec.clone(), need_dx, state: Mutex::new(Some(st)) };
+        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, params, &op)?;
+        let xl = if need_dx { x.elem_count() } else { 0 };
+        let dx = if need_dx { Some(packed.narrow(0, 0, xl)?.reshape(x.shape())?) } else { None };
+        Ok((dx, Some(packed.narrow(0, xl, params.elem_count())?)))
+    }
+}
+
+/// `x.apply_op3_no_bwd(dy, params, C2fBwd)` → flat `[dx?, dparams]`.
+struct C2fBwd {
+    spec: C2fSpec,
+    need_dx: bool,
+    state: Mutex<Option<C2fState>>,
+}
+
+impl CustomOp3 for C2fBwd {
+    fn name(&self) -> &'static str {
+        "kubeyolo-c2f-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (nb, _, h, w) = l1.shape().dims4()?;
+        let (x, dy, params) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
+        let Some(st) = lock(&self.state)?.take() else {
+            bail!("kubeyolo C2f grad: no forward state");
+        };
+        let xl = if self.need_dx { x.len() } else { 0 };
+        let mut out = uninit_f32(xl + params.len());
+        let (dx, dp) = out.split_at_mut(xl);
+        let grads = backward(&self.spec, &st, x, dy, params, (nb, h, w), self.need_dx.then_some(dx))?;
+        let mut off = 0;
+        for g in grads {
+            for part in [&g.dw, &g.dgamma, &g.dbeta] {
+                dp[off..off + part.len()].copy_from_slice(part);
+                off += part.len();
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(xl + params.len())))
+    }
+}
