@@ -188,6 +188,11 @@ fn upsample_gradient_accumulates() {
     let g = l.backward().unwrap();
     let gx = g.get(x.as_tensor()).unwrap();
     assert_eq!(max_abs(&(gx - 7.0).unwrap()), 0.0);
+    // A non-uniform output gradient r: each input pixel gets the sum of its 2×2 block of r.
+    let r = rand(&[2, 3, 8, 10], 2);
+    let g = (&up * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let want = r.reshape((2, 3, 4, 2, 5, 2)).unwrap().sum(5).unwrap().sum(3).unwrap();
+    assert!(rel_err(g.get(x.as_tensor()).unwrap(), &want) < 1e-6);
 }
 
 /// Reference max-pool (k, stride 1, pad k/2, −∞ padding) computed element by element.

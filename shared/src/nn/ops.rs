@@ -36,6 +36,7 @@ pub fn conv2d(
         x.conv2d(w, padding, stride, 1, 1)?
     };
     match bias {
+        Some(b) if cpu_f32(&y) && cpu_f32(b) => y.apply_op2(&b.contiguous()?, super::channel_ops::ChannelBias),
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
         None => Ok(y),
     }
@@ -61,9 +62,13 @@ pub fn batch_norm_train(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) -> Re
 
 /// Nearest-neighbour upsampling by 2 on H and W (ultralytics `nn.Upsample(None, 2, "nearest")`).
 ///
-/// Built from reshape + `broadcast_as` + reshape, whose backward (a sum over the broadcast axes)
+/// On CPU f32 a kernel of kubeyolo's own; elsewhere built from reshape + `broadcast_as` + reshape, whose backward (a sum over the broadcast axes)
 /// accumulates correctly — candle's `upsample_nearest2d` backward overwrites the gradient.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    if cpu_f32(x) {
+        // Same result; the backward is a direct 2×2 block sum (see `nn::channel_ops`).
+        return x.contiguous()?.apply_op1(super::channel_ops::Upsample2x);
+    }
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, c, h, 1, w, 1))?
         .broadcast_as((n, c, h, 2, w, 2))?
