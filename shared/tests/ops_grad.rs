@@ -470,3 +470,11 @@ fn fused_c2f_matches_composed_block() {
     check_c2f(1, 4, 4, 2, true, (4, 6));
     check_c2f(3, 12, 8, 3, true, (3, 3));
 }
+
+#[test]
+fn fused_conv_block_matches_on_multi_band_images() {
+    // 16 channels at 96×96 (k 3): the im2col matrix is 144×9216 floats (5.3 MB), processed in
+    // bands of output rows; stride 2 with an odd size exercises the pairwise gather/scatter.
+    check_conv_block(2, 16, (96, 96), 8, 3, 1, true);
+    check_conv_block(2, 16, (97, 95), 8, 3, 2, true);
+}

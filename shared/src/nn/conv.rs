@@ -17,7 +17,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fastmath::uninit_f32;
+use super::fastmath::{multiversioned, uninit_f32};
 
 /// The shape of one convolution (square stride and padding, dilation 1, no groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,14 @@ impl Geom {
 
 /// Copies image `x` (C, H, W) into its im2col matrix `cols` (C·kh·kw, OH·OW), zero padding.
 pub(crate) fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
-    let (p, hw) = (g.p(), g.h * g.w);
+    im2col_rows(x, g, 0..g.oh, cols);
+}
+
+/// The columns of output rows `oys` only: `cols` (C·kh·kw, oys.len()·OW), so a GEMM can work
+/// on a band of the output whose im2col matrix stays in cache.
+#[inline(always)]
+fn im2col_rows_gen(x: &[f32], g: &Geom, oys: std::ops::Range<usize>, cols: &mut [f32]) {
+    let (p, hw) = (oys.len() * g.ow, g.h * g.w);
     for c in 0..g.c {
         let xc = &x[c * hw..(c + 1) * hw];
         for ki in 0..g.kh {
@@ -89,8 +96,8 @@ pub(crate) fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
                 let row = (c * g.kh + ki) * g.kw + kj;
                 let dst = &mut cols[row * p..(row + 1) * p];
                 let (lo, hi) = g.valid_ox(kj);
-                for oy in 0..g.oh {
-                    let d = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                for (r, oy) in oys.clone().enumerate() {
+                    let d = &mut dst[r * g.ow..(r + 1) * g.ow];
                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize {
                         d.fill(0.0);
@@ -101,11 +108,25 @@ pub(crate) fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
                     d[hi..].fill(0.0);
                     if hi > lo {
                         let ix0 = lo * g.stride + kj - g.pad;
-                        if g.stride == 1 {
-                            d[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]);
-                        } else {
-                            for (k, v) in d[lo..hi].iter_mut().enumerate() {
-                                *v = xr[ix0 + k * g.stride];
+                        match g.stride {
+                            1 => d[lo..hi].copy_from_slice(&xr[ix0..ix0 + (hi - lo)]),
+                            // Every other pixel: pairs (vectorizes as a shuffle, unlike a
+                            // run-time stride).
+                            2 => {
+                                let src = &xr[ix0..];
+                                let n = hi - lo;
+                                let full = (src.len() / 2).min(n);
+                                for (v, pair) in d[lo..lo + full].iter_mut().zip(src.chunks_exact(2)) {
+                                    *v = pair[0];
+                                }
+                                if full < n {
+                                    d[lo + full] = src[2 * full];
+                                }
+                            }
+                            s => {
+                                for (k, v) in d[lo..hi].iter_mut().enumerate() {
+                                    *v = xr[ix0 + k * s];
+                                }
                             }
                         }
                     }
@@ -115,9 +136,17 @@ pub(crate) fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
     }
 }
 
+multiversioned!(pub(crate) fn im2col_rows = im2col_rows_gen / im2col_rows_avx2(x: &[f32], g: &Geom, oys: std::ops::Range<usize>, cols: &mut [f32]) -> ());
+
 /// Adds the im2col-shaped gradient `cols` (C·kh·kw, OH·OW) back into image gradient `dx` (C, H, W).
 pub(crate) fn col2im_add(cols: &[f32], g: &Geom, dx: &mut [f32]) {
-    let (p, hw) = (g.p(), g.h * g.w);
+    col2im_add_rows(cols, g, 0..g.oh, dx);
+}
+
+/// [`col2im_add`] for the band of output rows `oys` (`cols` as [`im2col_rows`] lays it out).
+#[inline(always)]
+fn col2im_add_rows_gen(cols: &[f32], g: &Geom, oys: std::ops::Range<usize>, dx: &mut [f32]) {
+    let (p, hw) = (oys.len() * g.ow, g.h * g.w);
     for c in 0..g.c {
         let dxc = &mut dx[c * hw..(c + 1) * hw];
         for ki in 0..g.kh {
@@ -129,20 +158,33 @@ pub(crate) fn col2im_add(cols: &[f32], g: &Geom, dx: &mut [f32]) {
                     continue;
                 }
                 let ix0 = lo * g.stride + kj - g.pad;
-                for oy in 0..g.oh {
+                for (r, oy) in oys.clone().enumerate() {
                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
-                    let s = &src[oy * g.ow + lo..oy * g.ow + hi];
+                    let s = &src[r * g.ow + lo..r * g.ow + hi];
                     let xr = &mut dxc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    if g.stride == 1 {
-                        for (d, v) in xr[ix0..ix0 + (hi - lo)].iter_mut().zip(s) {
-                            *d += *v;
+                    match g.stride {
+                        1 => {
+                            for (d, v) in xr[ix0..ix0 + (hi - lo)].iter_mut().zip(s) {
+                                *d += *v;
+                            }
                         }
-                    } else {
-                        for (k, v) in s.iter().enumerate() {
-                            xr[ix0 + k * g.stride] += *v;
+                        2 => {
+                            let dst = &mut xr[ix0..];
+                            let full = (dst.len() / 2).min(s.len());
+                            for (pair, v) in dst.chunks_exact_mut(2).zip(&s[..full]) {
+                                pair[0] += *v;
+                            }
+                            if full < s.len() {
+                                dst[2 * full] += s[full];
+                            }
+                        }
+                        st => {
+                            for (k, v) in s.iter().enumerate() {
+                                xr[ix0 + k * st] += *v;
+                            }
                         }
                     }
                 }
@@ -150,6 +192,8 @@ pub(crate) fn col2im_add(cols: &[f32], g: &Geom, dx: &mut [f32]) {
         }
     }
 }
+
+multiversioned!(pub(crate) fn col2im_add_rows = col2im_add_rows_gen / col2im_add_rows_avx2(cols: &[f32], g: &Geom, oys: std::ops::Range<usize>, dx: &mut [f32]) -> ());
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, row-major slices with the given row strides
 /// unless a `*_t` flag says the operand is stored transposed (its rows are the math columns).
@@ -166,13 +210,36 @@ pub(crate) fn sgemm(
     rhs_t: bool,
     par: gemm::Parallelism,
 ) {
-    debug_assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    // Row-major A (m×k): row stride k, column stride 1. Stored transposed (k×m): row stride 1,
-    // column stride m.
-    let (lhs_cs, lhs_rs) = if lhs_t { (m as isize, 1) } else { (1, k as isize) };
-    let (rhs_cs, rhs_rs) = if rhs_t { (k as isize, 1) } else { (1, n as isize) };
-    // SAFETY: the slices hold at least the m×n, m×k and k×n elements addressed by these strides
-    // (checked above in debug builds; every caller sizes them from the same `Geom`).
+    let lhs_ld = if lhs_t { m } else { k };
+    let rhs_ld = if rhs_t { k } else { n };
+    sgemm_ld(m, n, k, (dst, n), accumulate, (lhs, lhs_ld, lhs_t), (rhs, rhs_ld, rhs_t), par);
+}
+
+/// [`sgemm`] on sub-matrices: each operand comes with its leading dimension (the distance
+/// between consecutive stored rows), so a GEMM can read or write a band of columns of a wider
+/// matrix in place.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_ld(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_ld): (&mut [f32], usize),
+    accumulate: bool,
+    (lhs, lhs_ld, lhs_t): (&[f32], usize, bool),
+    (rhs, rhs_ld, rhs_t): (&[f32], usize, bool),
+    par: gemm::Parallelism,
+) {
+    // The last element each operand's strides address must lie inside its slice.
+    let last = |rows: usize, cols: usize, ld: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols };
+    assert!(dst.len() >= last(m, n, dst_ld), "sgemm: dst too short");
+    let (lr, lc) = if lhs_t { (k, m) } else { (m, k) };
+    let (rr, rc) = if rhs_t { (n, k) } else { (k, n) };
+    assert!(lhs.len() >= last(lr, lc, lhs_ld) && rhs.len() >= last(rr, rc, rhs_ld), "sgemm: operand too short");
+    // Row-major A (m×k): row stride ld, column stride 1. Stored transposed (k×m): row stride 1,
+    // column stride ld.
+    let (lhs_cs, lhs_rs) = if lhs_t { (lhs_ld as isize, 1) } else { (1, lhs_ld as isize) };
+    let (rhs_cs, rhs_rs) = if rhs_t { (rhs_ld as isize, 1) } else { (1, rhs_ld as isize) };
+    // SAFETY: the asserts above keep every element these strides address inside its slice.
     unsafe {
         gemm::gemm(
             m,
@@ -180,7 +247,7 @@ pub(crate) fn sgemm(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_ld as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs,

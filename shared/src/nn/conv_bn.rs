@@ -23,7 +23,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batchnorm::{row_bwd_dx, row_bwd_sums, row_fwd, row_stats, Chan};
-use super::conv::{col2im_add, im2col, plan, sgemm, slice, threads, Geom};
+use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, slice, threads, Geom};
 use super::fastmath::uninit_f32;
 
 /// Where each image's block lies in a batch buffer: image `i` starts at `off + i·stride`.
@@ -116,6 +116,20 @@ fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::ops::Range<u
     }
 }
 
+/// Bytes of im2col matrix one GEMM works on. A whole image's matrix of an early YOLOv8 layer is
+/// 3–5 MB; bands bound the per-thread scratch and keep more of it in cache. Measured (issue 7):
+/// 512 KiB bands slowed the mid layers (GEMMs too narrow), 2 MiB was neutral within the noise
+/// of a step and only splits the largest matrices (first layers, the 40×40 head convs).
+const BAND_BYTES: usize = 2 * 1024 * 1024;
+
+/// The output-row bands an image is processed in, and the widest band's column count.
+/// Pointwise convs need no im2col: one band.
+fn bands(g: &Geom) -> (Vec<std::ops::Range<usize>>, usize) {
+    let rows = if g.is_pointwise() { g.oh } else { (BAND_BYTES / (4 * g.ckk() * g.ow)).clamp(1, g.oh) };
+    let v: Vec<_> = (0..g.oh).step_by(rows).map(|a| a..(a + rows).min(g.oh)).collect();
+    (v, rows * g.ow)
+}
+
 /// What a forward keeps for its backward.
 #[derive(Debug, Default)]
 pub(crate) struct Saved {
@@ -165,21 +179,25 @@ impl Unit<'_> {
         // Fully written: one GEMM (read_dst = false) per image.
         let mut z = uninit_f32(g.n * g.out_len());
         let zb = Buf::of(&mut z);
-        let scratch = if g.is_pointwise() { 0 } else { ckk * p };
-        // Pass 1: conv per image, then per (image, channel) row: shift k (its first value),
-        // Σ(z − k) and Σ(z − k)² while the row is in cache.
+        let (bands, band_cols) = bands(g);
+        let scratch = if g.is_pointwise() { 0 } else { ckk * band_cols };
+        // Pass 1: conv per image (band by band), then per (image, channel) row: shift k (its
+        // first value), Σ(z − k) and Σ(z − k)² while the row is in cache.
         let rows: Vec<Vec<(f64, f64, f64)>> = per_group(g.n, scratch, |imgs, cols, par| {
             let mut out = Vec::with_capacity(imgs.len() * o);
             for i in imgs {
                 // SAFETY: image i of z is this task's only; x is read-only here.
                 let (xi, zi) = unsafe { (x.img(xv, i, g.in_len()), zb.img_mut(View::whole(g.out_len()), i, g.out_len())) };
-                let cols: &[f32] = if g.is_pointwise() {
-                    xi
-                } else {
-                    im2col(xi, g, cols);
-                    cols
-                };
-                sgemm(o, p, ckk, zi, false, self.w, false, cols, false, par);
+                for band in &bands {
+                    let (off, pc) = (band.start * g.ow, band.len() * g.ow);
+                    let rhs: (&[f32], usize) = if g.is_pointwise() {
+                        (&xi[off..], p)
+                    } else {
+                        im2col_rows(xi, g, band.clone(), cols);
+                        (cols, pc)
+                    };
+                    sgemm_ld(o, pc, ckk, (&mut zi[off..], p), false, (self.w, ckk, false), (rhs.0, rhs.1, false), par);
+                }
                 for row in zi.chunks_exact(p) {
                     let k = row[0];
                     let (s, s2) = row_stats(row, k);
@@ -255,8 +273,9 @@ impl Unit<'_> {
             dgamma[c] = sg as f32;
         }
         let m = (g.n * p) as f32;
-        // Pass B per image: dz in place, dW += dz·colsᵀ, dx = col2im(Wᵀ·dz).
-        let scratch = if g.is_pointwise() { 0 } else { ckk * p };
+        // Pass B per image: dz in place, then band by band dW += dz·colsᵀ and dx += col2im(Wᵀ·dz).
+        let (bands, band_cols) = bands(g);
+        let scratch = if g.is_pointwise() { 0 } else { ckk * band_cols };
         let dx = dx.as_ref();
         let partials: Vec<Vec<f32>> = per_group(g.n, scratch, |imgs, cols, par| {
             let mut dw = uninit_f32(o * ckk);
@@ -268,24 +287,30 @@ impl Unit<'_> {
                     row_bwd_dx(zr, dzr, *ch, dbeta[c] / m, dgamma[c] / m);
                 }
                 let dzi: &[f32] = dzi;
-                let colsx: &[f32] = if g.is_pointwise() {
-                    xi
-                } else {
-                    im2col(xi, g, cols);
-                    cols
-                };
-                sgemm(o, ckk, p, &mut dw, i > first, dzi, false, colsx, true, par);
-                if let Some(t) = dx {
-                    // SAFETY: image i of the dx target is this task's only.
-                    let dxi = unsafe { t.buf.img_mut(t.view, i, g.in_len()) };
-                    if g.is_pointwise() {
-                        sgemm(ckk, p, o, dxi, t.accumulate, self.w, true, dzi, false, par);
+                // SAFETY: image i of the dx target is this task's only.
+                let mut dxi = dx.map(|t| (unsafe { t.buf.img_mut(t.view, i, g.in_len()) }, t.accumulate));
+                if let Some((d, false)) = dxi.as_mut() {
+                    if !g.is_pointwise() {
+                        d.fill(0.0);
+                    }
+                }
+                for (bi, band) in bands.iter().enumerate() {
+                    let (off, pc) = (band.start * g.ow, band.len() * g.ow);
+                    let colsx: (&[f32], usize) = if g.is_pointwise() {
+                        (&xi[off..], p)
                     } else {
-                        sgemm(ckk, p, o, cols, false, self.w, true, dzi, false, par);
-                        if !t.accumulate {
-                            dxi.fill(0.0);
+                        im2col_rows(xi, g, band.clone(), cols);
+                        (cols, pc)
+                    };
+                    let acc = i > first || bi > 0;
+                    sgemm_ld(o, ckk, pc, (&mut dw, ckk), acc, (&dzi[off..], p, false), (colsx.0, colsx.1, true), par);
+                    if let Some((dxi, accumulate)) = dxi.as_mut() {
+                        if g.is_pointwise() {
+                            sgemm_ld(ckk, pc, o, (&mut dxi[off..], p), *accumulate, (self.w, ckk, true), (&dzi[off..], p, false), par);
+                        } else {
+                            sgemm_ld(ckk, pc, o, (&mut cols[..], pc), false, (self.w, ckk, true), (&dzi[off..], p, false), par);
+                            col2im_add_rows(cols, g, band.clone(), dxi);
                         }
-                        col2im_add(cols, g, dxi);
                     }
                 }
             }
