@@ -478,3 +478,21 @@ fn fused_conv_block_matches_on_multi_band_images() {
     check_conv_block(2, 16, (96, 96), 8, 3, 1, true);
     check_conv_block(2, 16, (97, 95), 8, 3, 2, true);
 }
+
+#[test]
+fn max_pool_ties_go_to_the_first_maximum() {
+    // A constant plane: every window ties; PyTorch sends each gradient to the window's first
+    // element in row-major order, i.e. its clamped top-left corner.
+    let (h, w, k) = (4usize, 5usize, 3usize);
+    let x = Var::from_tensor(&Tensor::zeros((1, 1, h, w), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let y = ops::max_pool_same(x.as_tensor(), k).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut expect = vec![0f32; h * w];
+    for i in 0..h {
+        for j in 0..w {
+            expect[i.saturating_sub(k / 2) * w + j.saturating_sub(k / 2)] += 1.0;
+        }
+    }
+    assert_eq!(gx, expect);
+}

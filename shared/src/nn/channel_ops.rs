@@ -1,9 +1,12 @@
-//! Two small NCHW CPU ops with direct backward kernels: a per-channel bias add (the Detect head's
-//! last convs) and 2× nearest upsampling (the neck).
+//! Small NCHW CPU ops with direct backward kernels, each working plane by plane ((image, channel)
+//! planes in parallel): a per-channel bias add (the Detect head's last convs), 2× nearest
+//! upsampling (the neck) and SPPF's stride-1 max pool.
 //!
-//! Why: composed from candle ops, their backward is a sum over broadcast axes, which candle 0.11
-//! runs as a strided single-threaded reduction — about 6% of a yolov8n training step (issue 7).
-//! Here the backward is one contiguous pass per (image, channel) plane, parallel over planes.
+//! Why: composed from candle ops, the bias and upsample backward are sums over broadcast axes,
+//! which candle 0.11 runs as strided single-threaded reductions (~20% of a yolov8n training
+//! step, issue 7), and the max pool is ~30 element-wise ops forward and more backward.
+
+use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -123,5 +126,86 @@ impl CustomOp1 for Downsample2xSum {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+    }
+}
+
+/// `x.apply_op1(MaxPoolSame { k, .. })`: max pool with odd kernel `k`, stride 1, padding `k / 2`
+/// counted as −∞ (PyTorch semantics): the output has the input's size. The backward sends each
+/// output's gradient to the first maximum of its window in row-major order, as PyTorch does.
+pub(crate) struct MaxPoolSame {
+    pub k: usize,
+    /// Per output element, the plane offset of its window's maximum (filled by the forward).
+    pub argmax: Arc<Mutex<Vec<u32>>>,
+}
+
+impl CustomOp1 for MaxPoolSame {
+    fn name(&self) -> &'static str {
+        "kubeyolo-max-pool-same"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l.shape().dims4()?;
+        if self.k % 2 == 0 || h * w > u32::MAX as usize {
+            bail!("kubeyolo max pool: kernel {} must be odd", self.k);
+        }
+        let x = slice(s, l, "input")?;
+        let p = (self.k / 2) as isize;
+        // Every element of both buffers is written: one plane per task.
+        let mut y = uninit_f32(x.len());
+        let mut arg = vec![0u32; x.len()];
+        y.par_chunks_mut(h * w).zip(arg.par_chunks_mut(h * w)).zip(x.par_chunks(h * w)).for_each(|((yp, ap), xp)| {
+            for i in 0..h as isize {
+                for j in 0..w as isize {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+                    let mut first = true;
+                    for yy in (i - p).max(0)..(i + p + 1).min(h as isize) {
+                        for xx in (j - p).max(0)..(j + p + 1).min(w as isize) {
+                            let q = yy as usize * w + xx as usize;
+                            let v = xp[q];
+                            if first || v > best || v.is_nan() {
+                                (best, at, first) = (v, q, false);
+                            }
+                        }
+                    }
+                    let o = i as usize * w + j as usize;
+                    yp[o] = best;
+                    ap[o] = at as u32;
+                }
+            }
+        });
+        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("kubeyolo max pool: poisoned state".into()))? = arg;
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let arg = std::mem::take(&mut *self.argmax.lock().map_err(|_| candle_core::Error::Msg("kubeyolo max pool: poisoned state".into()))?);
+        if arg.len() != x.elem_count() {
+            bail!("kubeyolo max pool: backward ran twice or without a forward");
+        }
+        let (_, _, h, w) = x.dims4()?;
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&MaxPoolScatter { arg, hw: h * w })?))
+    }
+}
+
+/// The max pool's gradient: each output gradient added at its window's maximum.
+struct MaxPoolScatter {
+    arg: Vec<u32>,
+    hw: usize,
+}
+
+impl CustomOp1 for MaxPoolScatter {
+    fn name(&self) -> &'static str {
+        "kubeyolo-max-pool-same-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = slice(s, l, "gradient")?;
+        let mut dx = vec![0f32; g.len()];
+        dx.par_chunks_mut(self.hw).zip(g.par_chunks(self.hw)).zip(self.arg.par_chunks(self.hw)).for_each(|((dp, gp), ap)| {
+            for (v, &a) in gp.iter().zip(ap) {
+                dp[a as usize] += *v;
+            }
+        });
+        Ok((CpuStorage::F32(dx), l.shape().clone()))
     }
 }

@@ -78,8 +78,9 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
 /// Max pooling with kernel `k` (odd), stride 1 and padding `k / 2`, so the output has the input's
 /// size: SPPF's `nn.MaxPool2d(k, 1, k // 2)`. Padding counts as −∞ (PyTorch semantics), never 0.
 ///
-/// Separable: max over `k` shifted windows along H, then along W. The backward of `maximum`
-/// routes the gradient to the maximum (split in half on exact ties).
+/// On CPU f32 a direct kernel whose backward sends each gradient to the window's first maximum
+/// (PyTorch's rule). Elsewhere separable: max over `k` shifted windows along H, then along W;
+/// the backward of `maximum` routes the gradient to the maximum (split in half on exact ties).
 pub fn max_pool_same(x: &Tensor, k: usize) -> Result<Tensor> {
     if k % 2 == 0 {
         candle_core::bail!("max_pool_same: kernel {k} must be odd");
@@ -87,6 +88,10 @@ pub fn max_pool_same(x: &Tensor, k: usize) -> Result<Tensor> {
     let p = k / 2;
     if p == 0 {
         return Ok(x.clone());
+    }
+    if cpu_f32(x) {
+        let argmax = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        return x.contiguous()?.apply_op1(super::channel_ops::MaxPoolSame { k, argmax });
     }
     let (n, c, h, w) = x.dims4()?;
     // Along H.
