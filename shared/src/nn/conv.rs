@@ -337,7 +337,8 @@ pub(crate) fn conv_bwd_input(dy: &[f32], w: &[f32], g: &Geom) -> Vec<f32> {
     dx
 }
 
-/// Weight gradient: `dw (O, C, kh, kw)` from `x` and `dy`, summed over the batch.
+/// Weight gradient: `dw (O, C, kh, kw)` from `x` and `dy`, summed over the batch (accumulated
+/// transposed, per thread, then transposed once).
 pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
     let (p, ckk) = (g.p(), g.ckk());
     let wlen = g.o * ckk;
@@ -359,7 +360,9 @@ pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
                 im2col(xi, g, cols);
                 cols
             };
-            sgemm(g.o, ckk, p, dw, i > first, dyi, false, cols, true, par);
+            // dWᵀ (CKK, O) = cols · dyᵀ: this orientation lets gemm read cols in place (see
+            // `conv_bn`'s weight gradient).
+            sgemm(ckk, g.o, p, dw, i > first, cols, false, dyi, true, par);
         }
     };
     if over_images {
@@ -377,8 +380,13 @@ pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             *a += *b;
         }
     }
-    partial.truncate(wlen);
-    partial
+    let mut dw = uninit_f32(wlen);
+    for (kk, row) in first.chunks_exact(g.o).enumerate() {
+        for (oo, v) in row.iter().enumerate() {
+            dw[oo * ckk + kk] = *v;
+        }
+    }
+    dw
 }
 
 /// The f32 slice of a contiguous CPU tensor's storage.

@@ -278,7 +278,8 @@ impl Unit<'_> {
         let scratch = if g.is_pointwise() { 0 } else { ckk * band_cols };
         let dx = dx.as_ref();
         let partials: Vec<Vec<f32>> = per_group(g.n, scratch, |imgs, cols, par| {
-            let mut dw = uninit_f32(o * ckk);
+            // Written by the first GEMM (accumulate = false), then accumulated.
+            let mut dwt = uninit_f32(o * ckk);
             let first = imgs.start;
             for i in imgs {
                 // SAFETY: image i of dz (and of dx) is this task's only; z and x are read-only.
@@ -303,7 +304,10 @@ impl Unit<'_> {
                         (cols, pc)
                     };
                     let acc = i > first || bi > 0;
-                    sgemm_ld(o, ckk, pc, (&mut dw, ckk), acc, (&dzi[off..], p, false), (colsx.0, colsx.1, true), par);
+                    // dWᵀ (CKK, O) = cols · dzᵀ: in this orientation the gemm crate reads the
+                    // im2col band in place; computing dW = dz · colsᵀ made it pack (copy) the
+                    // whole band first — half of all GEMM packing time in a step (issue 7).
+                    sgemm_ld(ckk, o, pc, (&mut dwt, o), acc, (colsx.0, colsx.1, false), (&dzi[off..], p, true), par);
                     if let Some((dxi, accumulate)) = dxi.as_mut() {
                         if g.is_pointwise() {
                             sgemm_ld(ckk, pc, o, (&mut dxi[off..], p), *accumulate, (self.w, ckk, true), (&dzi[off..], p, false), par);
@@ -314,13 +318,19 @@ impl Unit<'_> {
                     }
                 }
             }
-            dw
+            dwt
         });
         let mut parts = partials.into_iter();
-        let mut dw = parts.next().unwrap_or_else(|| vec![0f32; o * ckk]);
+        let mut dwt = parts.next().unwrap_or_else(|| vec![0f32; o * ckk]);
         for part in parts {
-            for (a, b) in dw.iter_mut().zip(&part) {
+            for (a, b) in dwt.iter_mut().zip(&part) {
                 *a += *b;
+            }
+        }
+        let mut dw = uninit_f32(o * ckk);
+        for (kk, row) in dwt.chunks_exact(o).enumerate() {
+            for (oo, v) in row.iter().enumerate() {
+                dw[oo * ckk + kk] = *v;
             }
         }
         UnitGrads { dw, dgamma, dbeta }
