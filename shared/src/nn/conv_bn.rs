@@ -99,14 +99,15 @@ pub(crate) fn add_views(dst: Buf, dv: View, src: Buf, sv: View, n: usize, len: u
     });
 }
 
-/// Runs `f(group, scratch)` for the image groups of a batch: one group per thread when the batch
-/// has at least as many images as threads (each GEMM single-threaded), else one group whose
-/// GEMMs are parallel inside. Returns the groups' results in order.
+/// Runs `f(group, scratch)` for the image groups of a batch: when the batch has at least as many
+/// images as threads, up to 4 groups per thread (each GEMM single-threaded; rayon hands groups to
+/// whichever thread is free, so a core slowed by other load does not hold up the step), else one
+/// group whose GEMMs are parallel inside. Returns the groups' results in order.
 fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::ops::Range<usize>, &mut Vec<f32>, gemm::Parallelism) -> T + Sync) -> Vec<T> {
     let (over_images, par) = plan(n);
     if over_images {
-        let groups = threads().min(n);
-        let per = n.div_ceil(groups);
+        let per = n.div_ceil((4 * threads()).min(n));
+        let groups = n.div_ceil(per);
         (0..groups)
             .into_par_iter()
             .map(|gi| f(gi * per..((gi + 1) * per).min(n), &mut uninit_f32(scratch_len), par))
