@@ -419,32 +419,26 @@ fn fused_conv_block_matches_composed_ops() {
     }
 }
 
-/// The fused training C2f (`C2f::forward(x, true)` on CPU: one op, Convs writing into one
-/// concatenation buffer) against the same block from candle ops (`forward_composed`): output,
-/// input gradient, every parameter's gradient and every running statistic.
-fn check_c2f(nb: usize, c1: usize, c2: usize, n: usize, shortcut: bool, hw: (usize, usize)) {
-    use candle_nn::{VarBuilder, VarMap};
-    use kubeyolo::nn::blocks::C2f;
-    let make = || {
-        let vm = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
-        let block = C2f::new(vb, c1, c2, n, shortcut, 0.5).unwrap();
-        let mut names: Vec<(String, Var)> = vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (i, (name, v)) in names.iter().enumerate() {
-            let t = rand(v.dims(), 40 + i as u64);
-            let t = if name.ends_with("bn.weight") { (t + 1.5).unwrap() } else { t };
-            if !name.contains("running") {
-                v.set(&t).unwrap();
-            }
+/// A block built by `build` on a fresh VarMap, with deterministic random values in every
+/// trainable variable (BatchNorm weights shifted to ~1.5); returns the variables sorted by name.
+fn randomized<B>(build: impl Fn(candle_nn::VarBuilder) -> B) -> (Vec<(String, Var)>, B) {
+    let vm = candle_nn::VarMap::new();
+    let block = build(candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu));
+    let mut names: Vec<(String, Var)> = vm.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, v)) in names.iter().enumerate() {
+        let t = rand(v.dims(), 40 + i as u64);
+        let t = if name.ends_with("bn.weight") { (t + 1.5).unwrap() } else { t };
+        if !name.contains("running") {
+            v.set(&t).unwrap();
         }
-        (vm, names, block)
-    };
-    let ((_vm, vars, fused), (_vm2, vars_ref, composed)) = (make(), make());
-    let x = Var::from_tensor(&rand(&[nb, c1, hw.0, hw.1], 50)).unwrap();
-    let y = fused.forward(x.as_tensor(), true).unwrap();
-    let y_ref = composed.forward_composed(x.as_tensor(), true).unwrap();
-    let what = format!("C2f nb{nb} c1 {c1} c2 {c2} n{n} shortcut {shortcut} {hw:?}");
+    }
+    (names, block)
+}
+
+/// Fused output `y` against the composed `y_ref` (same input `x`): output, input gradient, every
+/// trainable variable's gradient and every running statistic.
+fn check_fused_block(what: &str, x: &Var, (y, vars): (Tensor, &[(String, Var)]), (y_ref, vars_ref): (Tensor, &[(String, Var)])) {
     let e = rel_err(&y, &y_ref);
     assert!(e < 1e-5, "{what} forward: {e}");
     let r = rand(y.dims(), 51);
@@ -452,7 +446,8 @@ fn check_c2f(nb: usize, c1: usize, c2: usize, n: usize, shortcut: bool, hw: (usi
     let g_ref = (&y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let e = rel_err(g.get(x.as_tensor()).unwrap(), g_ref.get(x.as_tensor()).unwrap());
     assert!(e < 1e-4, "{what} input grad: {e}");
-    for ((name, v), (_, v_ref)) in vars.iter().zip(&vars_ref) {
+    assert_eq!(vars.len(), vars_ref.len());
+    for ((name, v), (_, v_ref)) in vars.iter().zip(vars_ref) {
         if name.contains("running") {
             let e = rel_err(v.as_tensor(), v_ref.as_tensor());
             assert!(e < 1e-5, "{what} {name}: {e}");
@@ -461,6 +456,19 @@ fn check_c2f(nb: usize, c1: usize, c2: usize, n: usize, shortcut: bool, hw: (usi
             assert!(e < 1e-4, "{what} {name} grad: {e}");
         }
     }
+}
+
+/// The fused training C2f (`C2f::forward(x, true)` on CPU: one op, Convs writing into one
+/// concatenation buffer) against the same block from candle ops (`forward_composed`).
+fn check_c2f(nb: usize, c1: usize, c2: usize, n: usize, shortcut: bool, hw: (usize, usize)) {
+    use kubeyolo::nn::blocks::C2f;
+    let build = |vb: candle_nn::VarBuilder| C2f::new(vb, c1, c2, n, shortcut, 0.5).unwrap();
+    let ((vars, fused), (vars_ref, composed)) = (randomized(build), randomized(build));
+    let x = Var::from_tensor(&rand(&[nb, c1, hw.0, hw.1], 50)).unwrap();
+    let y = fused.forward(x.as_tensor(), true).unwrap();
+    let y_ref = composed.forward_composed(x.as_tensor(), true).unwrap();
+    let what = format!("C2f nb{nb} c1 {c1} c2 {c2} n{n} shortcut {shortcut} {hw:?}");
+    check_fused_block(&what, &x, (y, &vars), (y_ref, &vars_ref));
 }
 
 #[test]
@@ -495,4 +503,18 @@ fn max_pool_ties_go_to_the_first_maximum() {
         }
     }
     assert_eq!(gx, expect);
+}
+
+#[test]
+fn fused_detect_branch_matches_composed_branch() {
+    use kubeyolo::nn::blocks::DetectBranch;
+    for &(nb, cin, c, out, hw) in &[(16, 6, 8, 10, (5, 4)), (1, 4, 5, 3, (6, 6)), (3, 8, 4, 7, (7, 3))] {
+        let build = |vb: candle_nn::VarBuilder| DetectBranch::new(vb, cin, c, out, -1.5).unwrap();
+        let ((vars, fused), (vars_ref, composed)) = (randomized(build), randomized(build));
+        let x = Var::from_tensor(&rand(&[nb, cin, hw.0, hw.1], 52)).unwrap();
+        let y = fused.forward(x.as_tensor(), true).unwrap();
+        let y_ref = composed.forward_composed(x.as_tensor(), true).unwrap();
+        let what = format!("Detect branch nb{nb} cin {cin} c {c} out {out} {hw:?}");
+        check_fused_block(&what, &x, (y, &vars), (y_ref, &vars_ref));
+    }
 }

@@ -399,16 +399,54 @@ pub struct DetectBranch {
 }
 
 impl DetectBranch {
-    fn new(vb: VarBuilder, cin: usize, c: usize, out: usize, bias: f64) -> Result<Self> {
+    pub fn new(vb: VarBuilder, cin: usize, c: usize, out: usize, bias: f64) -> Result<Self> {
         Ok(DetectBranch {
             c0: Conv::new(vb.pp("0"), cin, c, 3, 1, None, true)?,
             c1: Conv::new(vb.pp("1"), c, c, 3, 1, None, true)?,
             c2: Conv2d::new_1x1(vb.pp("2"), c, out, bias)?,
         })
     }
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && ops::cpu_f32(x) && ops::cpu_f32(&self.c0.weight) && self.c0.s == 1 && self.c1.s == 1 {
+            // One fused autograd node on CPU (see `nn::detect_branch` for why).
+            return self.forward_train_cpu(x);
+        }
+        self.forward_composed(x, train)
+    }
+
+    /// The branch from its three layers' own forwards: the path off the CPU and in eval mode,
+    /// and the reference the fused CPU training op is tested against.
+    pub fn forward_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.c2.forward(&self.c1.forward(&self.c0.forward(x, train)?, train)?)
     }
+
+    fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        use super::c2f::ConvSpec;
+        use super::detect_branch::{BranchOp, BranchSpec};
+        let mut parts = Vec::with_capacity(8);
+        for cv in [&self.c0, &self.c1] {
+            let Some((g, b)) = cv.bn.weight_and_bias() else {
+                candle_core::bail!("Detect branch: BatchNorm without affine parameters");
+            };
+            parts.extend([cv.weight.flatten_all()?, g.clone(), b.clone()]);
+        }
+        parts.extend([self.c2.weight.flatten_all()?, self.c2.bias.clone()]);
+        let params = Tensor::cat(&parts, 0)?;
+        let spec_of = |cv: &Conv| ConvSpec { cin: cv.c1, cout: cv.c2, k: cv.k, act: cv.act };
+        let spec = BranchSpec { c0: spec_of(&self.c0), c1: spec_of(&self.c1), out: self.c2.c2, eps: self.c0.bn.eps() };
+        let state = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let y = x.contiguous()?.apply_op2(&params, BranchOp { spec, state: state.clone() })?;
+        let (n, _, h, w) = y.dims4()?;
+        let guard = state.lock().map_err(|_| candle_core::Error::Msg("Detect branch: poisoned state".into()))?;
+        let Some(st) = guard.as_ref() else {
+            candle_core::bail!("Detect branch: forward left no statistics");
+        };
+        for (cv, s) in [&self.c0, &self.c1].into_iter().zip(&st.saved) {
+            super::batchnorm::update_running_stats(&cv.bn, &s.mean, &s.var, n * h * w)?;
+        }
+        Ok(y)
+    }
+
     fn macs(&self, hw: Hw) -> f64 {
         let (a, hw1) = self.c0.macs(hw);
         let (b, hw2) = self.c1.macs(hw1);

@@ -103,7 +103,7 @@ pub(crate) fn add_views(dst: Buf, dv: View, src: Buf, sv: View, n: usize, len: u
 /// images as threads, up to 4 groups per thread (each GEMM single-threaded; rayon hands groups to
 /// whichever thread is free, so a core slowed by other load does not hold up the step), else one
 /// group whose GEMMs are parallel inside. Returns the groups' results in order.
-fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::ops::Range<usize>, &mut Vec<f32>, gemm::Parallelism) -> T + Sync) -> Vec<T> {
+pub(crate) fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::ops::Range<usize>, &mut Vec<f32>, gemm::Parallelism) -> T + Sync) -> Vec<T> {
     let (over_images, par) = plan(n);
     if over_images {
         let per = n.div_ceil((4 * threads()).min(n));

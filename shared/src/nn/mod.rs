@@ -4,6 +4,7 @@ pub mod conv;
 pub mod batchnorm;
 pub(crate) mod conv_bn;
 pub(crate) mod c2f;
+pub(crate) mod detect_branch;
 pub(crate) mod channel_ops;
 pub mod cpu;
 pub mod fastmath;
