@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use super::batchnorm::{row_bwd_dx, row_bwd_sums, row_fwd, row_stats, Chan};
 use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, slice, threads, Geom};
 use super::fastmath::uninit_f32;
+use super::shifted::Shifted;
 
 /// Where each image's block lies in a batch buffer: image `i` starts at `off + i·stride`.
 /// A contiguous NCHW tensor is `View::whole(C·H·W)`; channels `c0..` of a concatenation buffer
@@ -181,15 +182,23 @@ impl Unit<'_> {
         let mut z = uninit_f32(g.n * g.out_len());
         let zb = Buf::of(&mut z);
         let (bands, band_cols) = bands(g);
-        let scratch = if g.is_pointwise() { 0 } else { ckk * band_cols };
-        // Pass 1: conv per image (band by band), then per (image, channel) row: shift k (its
-        // first value), Σ(z − k) and Σ(z − k)² while the row is in cache.
+        let shifted = Shifted::applies(g).then(|| Shifted::new(g, self.w));
+        let scratch = match &shifted {
+            Some(sh) => sh.scratch_len(),
+            None if g.is_pointwise() => 0,
+            None => ckk * band_cols,
+        };
+        // Pass 1: conv per image (shifted GEMMs, or im2col band by band), then per (image,
+        // channel) row: shift k (its first value), Σ(z − k) and Σ(z − k)² while the row is in cache.
         let rows: Vec<Vec<(f64, f64, f64)>> = per_group(g.n, scratch, |imgs, cols, par| {
             let mut out = Vec::with_capacity(imgs.len() * o);
             for i in imgs {
                 // SAFETY: image i of z is this task's only; x is read-only here.
                 let (xi, zi) = unsafe { (x.img(xv, i, g.in_len()), zb.img_mut(View::whole(g.out_len()), i, g.out_len())) };
-                for band in &bands {
+                if let Some(sh) = &shifted {
+                    sh.forward(xi, zi, cols, par);
+                }
+                for band in bands.iter().filter(|_| shifted.is_none()) {
                     let (off, pc) = (band.start * g.ow, band.len() * g.ow);
                     let rhs: (&[f32], usize) = if g.is_pointwise() {
                         (&xi[off..], p)
@@ -276,7 +285,12 @@ impl Unit<'_> {
         let m = (g.n * p) as f32;
         // Pass B per image: dz in place, then band by band dW += dz·colsᵀ and dx += col2im(Wᵀ·dz).
         let (bands, band_cols) = bands(g);
-        let scratch = if g.is_pointwise() { 0 } else { ckk * band_cols };
+        let shifted = Shifted::applies(g).then(|| Shifted::new(g, self.w));
+        let scratch = match &shifted {
+            Some(sh) => sh.scratch_len(),
+            None if g.is_pointwise() => 0,
+            None => ckk * band_cols,
+        };
         let dx = dx.as_ref();
         let partials: Vec<Vec<f32>> = per_group(g.n, scratch, |imgs, cols, par| {
             // Written by the first GEMM (accumulate = false), then accumulated.
@@ -291,6 +305,10 @@ impl Unit<'_> {
                 let dzi: &[f32] = dzi;
                 // SAFETY: image i of the dx target is this task's only.
                 let mut dxi = dx.map(|t| (unsafe { t.buf.img_mut(t.view, i, g.in_len()) }, t.accumulate));
+                if let Some(sh) = &shifted {
+                    sh.backward(xi, dzi, &mut dwt, i > first, dxi.as_mut().map(|(d, a)| (&mut **d, *a)), cols, par);
+                    continue;
+                }
                 if let Some((d, false)) = dxi.as_mut() {
                     if !g.is_pointwise() {
                         d.fill(0.0);
@@ -328,12 +346,18 @@ impl Unit<'_> {
                 *a += *b;
             }
         }
-        let mut dw = uninit_f32(o * ckk);
-        for (kk, row) in dwt.chunks_exact(o).enumerate() {
-            for (oo, v) in row.iter().enumerate() {
-                dw[oo * ckk + kk] = *v;
+        let dw = match &shifted {
+            Some(sh) => sh.dw(&dwt),
+            None => {
+                let mut dw = uninit_f32(o * ckk);
+                for (kk, row) in dwt.chunks_exact(o).enumerate() {
+                    for (oo, v) in row.iter().enumerate() {
+                        dw[oo * ckk + kk] = *v;
+                    }
+                }
+                dw
             }
-        }
+        };
         UnitGrads { dw, dgamma, dbeta }
     }
 }

@@ -5,6 +5,7 @@ pub mod batchnorm;
 pub(crate) mod conv_bn;
 pub(crate) mod c2f;
 pub(crate) mod detect_branch;
+pub(crate) mod shifted;
 pub(crate) mod channel_ops;
 pub mod cpu;
 pub mod fastmath;
