@@ -17,7 +17,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fastmath::{multiversioned, uninit_f32};
+use super::fastmath::{copy_short, multiversioned, uninit_f32};
 
 /// The shape of one convolution (square stride and padding, dilation 1, no groups).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,24 +133,6 @@ fn im2col_rows_gen(x: &[f32], g: &Geom, oys: std::ops::Range<usize>, cols: &mut 
                 }
             }
         }
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short rows of im2col (10–160 floats) without a libc
-/// `memmove` call per row (those calls were ~5% of a training step's CPU time; inline, im2col and
-/// its copies went from ~11% to ~9%, issue 7): 16-float
-/// blocks (fixed-size copies compile to vector moves), then the tail.
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(16);
-    let mut s = src.chunks_exact(16);
-    for (a, b) in (&mut d).zip(&mut s) {
-        let b: &[f32; 16] = b.try_into().expect("16-float block");
-        let a: &mut [f32; 16] = a.try_into().expect("16-float block");
-        *a = *b;
-    }
-    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *a = *b;
     }
 }
 

@@ -15,6 +15,7 @@
 //! shifted view stays inside its own plane (views of neighbouring channels never alias).
 
 use super::conv::{sgemm_ld, Geom};
+use super::fastmath::copy_short;
 
 /// The geometry and re-laid-out weights of one shifted conv.
 pub(crate) struct Shifted {
@@ -72,7 +73,7 @@ impl Shifted {
             for y in 0..g.h {
                 let src = &xi[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
                 let at = c * self.plane + (y + p) * self.wp + p;
-                xp[at..at + g.w].copy_from_slice(src);
+                copy_short(&mut xp[at..at + g.w], src);
             }
         }
     }
@@ -88,7 +89,7 @@ impl Shifted {
             sgemm_ld(g.o, self.pw, g.c, (&mut zw[..], self.pw), t > 0, (self.w_tap(t), g.c, false), (&xp[off..], self.plane, false), par);
         }
         for (zr, wr) in zi.chunks_exact_mut(g.ow).zip(zw.chunks_exact(self.wp)) {
-            zr.copy_from_slice(&wr[..g.ow]);
+            copy_short(zr, &wr[..g.ow]);
         }
     }
 
@@ -103,7 +104,7 @@ impl Shifted {
         self.pad(xi, xp);
         // dZ_wide: dz rows with the garbage columns zeroed.
         for (wr, zr) in dzw.chunks_exact_mut(self.wp).zip(dzi.chunks_exact(g.ow)) {
-            wr[..g.ow].copy_from_slice(zr);
+            copy_short(&mut wr[..g.ow], zr);
             wr[g.ow..].fill(0.0);
         }
         let (c, o) = (g.c, g.o);
@@ -128,7 +129,7 @@ impl Shifted {
                             *a += *b;
                         }
                     } else {
-                        d.copy_from_slice(s);
+                        copy_short(d, s);
                     }
                 }
             }
