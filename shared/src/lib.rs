@@ -14,7 +14,7 @@
 //! | [`root`] | the data root (`/data`) and how names resolve under it |
 //! | [`config`] | ultralytics-compatible yamls: dataset, cfg (hyper-parameters), model |
 //! | [`data`] | label files, dataset scans, images and letterbox, the synthetic dataset |
-//! | [`nn`] | the YOLOv8 network in candle: fast CPU ops (conv, BatchNorm+SiLU), blocks, model graph, head decoding, weights (`.pt`, safetensors), predict |
+//! | [`nn`] | the YOLOv8 network in candle: fast CPU training kernels (conv, fused Conv / C2f / Detect-branch ops), blocks, model graph, head decoding, weights (`.pt`, safetensors), predict |
 //! | [`train`] | training pieces: optimizers with ultralytics' parameter groups (the trainer itself is not built yet) |
 //! | [`eval`] | NMS, ultralytics-exact metrics, COCO mAP, the validator |
 //! | [`track`] | MLflow: REST client, background logger, spool, S3 artifacts, run lifecycle |
