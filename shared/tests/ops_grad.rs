@@ -392,7 +392,7 @@ fn check_conv_block(n: usize, c: usize, hw: (usize, usize), o: usize, k: usize, 
         ("bn bias", g.get(gb).unwrap(), g_ref.get(gb_ref).unwrap()),
     ] {
         let e = rel_err(a, b);
-        assert!(e < 1e-4, "{what} {name} grad: {e}");
+        assert!(e < 1e-5, "{what} {name} grad: {e}");
     }
     for (name, a, b) in [
         ("running_mean", fused.bn.running_mean(), composed.bn.running_mean()),
@@ -448,7 +448,7 @@ fn check_fused_block(what: &str, x: &Var, (y, vars): (Tensor, &[(String, Var)]),
     let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let g_ref = (&y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let e = rel_err(g.get(x.as_tensor()).unwrap(), g_ref.get(x.as_tensor()).unwrap());
-    assert!(e < 1e-4, "{what} input grad: {e}");
+    assert!(e < 1e-5, "{what} input grad: {e}");
     assert_eq!(vars.len(), vars_ref.len());
     for ((name, v), (_, v_ref)) in vars.iter().zip(vars_ref) {
         if name.contains("running") {
@@ -456,7 +456,7 @@ fn check_fused_block(what: &str, x: &Var, (y, vars): (Tensor, &[(String, Var)]),
             assert!(e < 1e-5, "{what} {name}: {e}");
         } else {
             let e = rel_err(g.get(v.as_tensor()).unwrap(), g_ref.get(v_ref.as_tensor()).unwrap());
-            assert!(e < 1e-4, "{what} {name} grad: {e}");
+            assert!(e < 1e-5, "{what} {name} grad: {e}");
         }
     }
 }
