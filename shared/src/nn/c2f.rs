@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::conv::{slice, Geom};
-use super::conv_bn::{add_views, Buf, DxTarget, Saved, Unit, UnitGrads, View};
+use super::conv_bn::{add_views, lock, Buf, DxTarget, Saved, Unit, UnitGrads, View};
 use super::fastmath::uninit_f32;
 
 /// One Conv of the block: input / output channels, square kernel, activation.
@@ -95,10 +95,6 @@ pub(crate) struct C2fState {
     ycat: Vec<f32>,
     hidden: Vec<Vec<f32>>,
     pub saved: Vec<Saved>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo C2f: poisoned state".into()))
 }
 
 /// Forward over contiguous `x` (nb, c1, h, w); returns y (nb, c2, h, w) and the state.

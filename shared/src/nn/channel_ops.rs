@@ -12,10 +12,11 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::conv::slice;
+use super::conv_bn::lock;
 use super::fastmath::uninit_f32;
 
 /// Σ over images and pixels of `g` (N, C, H, W) per channel.
-fn channel_sums(g: &[f32], (n, c, hw): (usize, usize, usize)) -> Vec<f32> {
+pub(crate) fn channel_sums(g: &[f32], (n, c, hw): (usize, usize, usize)) -> Vec<f32> {
     (0..c)
         .into_par_iter()
         .map(|ci| (0..n).map(|i| g[(i * c + ci) * hw..(i * c + ci + 1) * hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
@@ -173,12 +174,12 @@ impl CustomOp1 for MaxPoolSame {
                 }
             }
         });
-        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("kubeyolo max pool: poisoned state".into()))? = arg;
+        *lock(&self.argmax)? = arg;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let arg = std::mem::take(&mut *self.argmax.lock().map_err(|_| candle_core::Error::Msg("kubeyolo max pool: poisoned state".into()))?);
+        let arg = std::mem::take(&mut *lock(&self.argmax)?);
         if arg.len() != x.elem_count() {
             bail!("kubeyolo max pool: backward ran twice or without a forward");
         }

@@ -380,13 +380,32 @@ pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
             *a += *b;
         }
     }
-    let mut dw = uninit_f32(wlen);
-    for (kk, row) in first.chunks_exact(g.o).enumerate() {
-        for (oo, v) in row.iter().enumerate() {
-            dw[oo * ckk + kk] = *v;
+    transposed(first, ckk, g.o)
+}
+
+/// The (cols × rows) transpose of row-major `src` (rows × cols): weight gradients are
+/// accumulated transposed (see [`conv_bwd_weight`]) and turned around once at the end.
+pub(crate) fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    debug_assert_eq!(src.len(), rows * cols);
+    let mut t = uninit_f32(rows * cols);
+    for (r, row) in src.chunks_exact(cols).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            t[c * rows + r] = *v;
         }
     }
-    dw
+    t
+}
+
+/// The element-wise sum of per-thread partial results (`len` zeros when there are none).
+pub(crate) fn sum_partials(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for part in parts {
+        for (a, b) in sum.iter_mut().zip(&part) {
+            *a += *b;
+        }
+    }
+    sum
 }
 
 /// The f32 slice of a contiguous CPU tensor's storage.

@@ -23,7 +23,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::batchnorm::{row_bwd_dx, row_bwd_sums, row_fwd, row_stats, Chan};
-use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, slice, threads, Geom};
+use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, slice, sum_partials, threads, transposed, Geom};
 use super::fastmath::uninit_f32;
 use super::shifted::Shifted;
 
@@ -124,12 +124,27 @@ pub(crate) fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::o
 /// of a step and only splits the largest matrices (first layers, the 40×40 head convs).
 const BAND_BYTES: usize = 2 * 1024 * 1024;
 
-/// The output-row bands an image is processed in, and the widest band's column count.
-/// Pointwise convs need no im2col: one band.
-fn bands(g: &Geom) -> (Vec<std::ops::Range<usize>>, usize) {
-    let rows = if g.is_pointwise() { g.oh } else { (BAND_BYTES / (4 * g.ckk() * g.ow)).clamp(1, g.oh) };
-    let v: Vec<_> = (0..g.oh).step_by(rows).map(|a| a..(a + rows).min(g.oh)).collect();
-    (v, rows * g.ow)
+/// How a conv reaches its input columns: shifted GEMMs (stride-1 "same" convs, [`Shifted`]),
+/// the image itself (pointwise), or im2col band by band; with the scratch floats per thread.
+struct ColsPlan {
+    shifted: Option<Shifted>,
+    /// Output-row bands an image is processed in (one band when pointwise).
+    bands: Vec<std::ops::Range<usize>>,
+    scratch: usize,
+}
+
+impl ColsPlan {
+    fn new(g: &Geom, w: &[f32]) -> Self {
+        let rows = if g.is_pointwise() { g.oh } else { (BAND_BYTES / (4 * g.ckk() * g.ow)).clamp(1, g.oh) };
+        let bands = (0..g.oh).step_by(rows).map(|a| a..(a + rows).min(g.oh)).collect();
+        let shifted = Shifted::applies(g).then(|| Shifted::new(g, w));
+        let scratch = match &shifted {
+            Some(sh) => sh.scratch_len(),
+            None if g.is_pointwise() => 0,
+            None => g.ckk() * rows * g.ow,
+        };
+        ColsPlan { shifted, bands, scratch }
+    }
 }
 
 /// What a forward keeps for its backward.
@@ -181,13 +196,7 @@ impl Unit<'_> {
         // Fully written: one GEMM (read_dst = false) per image.
         let mut z = uninit_f32(g.n * g.out_len());
         let zb = Buf::of(&mut z);
-        let (bands, band_cols) = bands(g);
-        let shifted = Shifted::applies(g).then(|| Shifted::new(g, self.w));
-        let scratch = match &shifted {
-            Some(sh) => sh.scratch_len(),
-            None if g.is_pointwise() => 0,
-            None => ckk * band_cols,
-        };
+        let ColsPlan { shifted, bands, scratch } = ColsPlan::new(g, self.w);
         // Pass 1: conv per image (shifted GEMMs, or im2col band by band), then per (image,
         // channel) row: shift k (its first value), Σ(z − k) and Σ(z − k)² while the row is in cache.
         let rows: Vec<Vec<(f64, f64, f64)>> = per_group(g.n, scratch, |imgs, cols, par| {
@@ -284,13 +293,7 @@ impl Unit<'_> {
         }
         let m = (g.n * p) as f32;
         // Pass B per image: dz in place, then band by band dW += dz·colsᵀ and dx += col2im(Wᵀ·dz).
-        let (bands, band_cols) = bands(g);
-        let shifted = Shifted::applies(g).then(|| Shifted::new(g, self.w));
-        let scratch = match &shifted {
-            Some(sh) => sh.scratch_len(),
-            None if g.is_pointwise() => 0,
-            None => ckk * band_cols,
-        };
+        let ColsPlan { shifted, bands, scratch } = ColsPlan::new(g, self.w);
         let dx = dx.as_ref();
         let partials: Vec<Vec<f32>> = per_group(g.n, scratch, |imgs, cols, par| {
             // Written by the first GEMM (accumulate = false), then accumulated.
@@ -339,24 +342,10 @@ impl Unit<'_> {
             }
             dwt
         });
-        let mut parts = partials.into_iter();
-        let mut dwt = parts.next().unwrap_or_else(|| vec![0f32; o * ckk]);
-        for part in parts {
-            for (a, b) in dwt.iter_mut().zip(&part) {
-                *a += *b;
-            }
-        }
+        let dwt = sum_partials(partials, o * ckk);
         let dw = match &shifted {
             Some(sh) => sh.dw(&dwt),
-            None => {
-                let mut dw = uninit_f32(o * ckk);
-                for (kk, row) in dwt.chunks_exact(o).enumerate() {
-                    for (oo, v) in row.iter().enumerate() {
-                        dw[oo * ckk + kk] = *v;
-                    }
-                }
-                dw
-            }
+            None => transposed(&dwt, ckk, o),
         };
         UnitGrads { dw, dgamma, dbeta }
     }
@@ -374,8 +363,9 @@ pub(crate) struct ConvBnOp {
     pub saved: Arc<Mutex<Option<Saved>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo conv block: poisoned state".into()))
+/// Locks the state a fused op shares between its forward, its backward and its caller.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo fused op: poisoned state".into()))
 }
 
 impl CustomOp3 for ConvBnOp {

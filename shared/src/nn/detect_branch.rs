@@ -15,8 +15,9 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::c2f::ConvSpec;
-use super::conv::{plan, sgemm, slice, Geom};
-use super::conv_bn::{per_group, Buf, DxTarget, Saved, Unit, UnitGrads, View};
+use super::conv::{plan, sgemm, slice, sum_partials, transposed, Geom};
+use super::channel_ops::channel_sums;
+use super::conv_bn::{lock, per_group, Buf, DxTarget, Saved, Unit, UnitGrads, View};
 use super::fastmath::uninit_f32;
 
 /// The branch's shape: its two Convs and the final conv's output channels.
@@ -66,10 +67,6 @@ pub(crate) struct BranchState {
     h0: Vec<f32>,
     h1: Vec<f32>,
     pub saved: [Saved; 2],
-}
-
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo Detect branch: poisoned state".into()))
 }
 
 /// The forward op `x.apply_op2(params, BranchOp)` → (N, out, H, W).
@@ -160,16 +157,8 @@ impl CustomOp3 for BranchBwd {
             }
             dwt
         });
-        let mut dwt = vec![0f32; m1 * out];
-        for p in &partials {
-            for (a, b) in dwt.iter_mut().zip(p) {
-                *a += *b;
-            }
-        }
-        let db2: Vec<f32> = (0..out)
-            .into_par_iter()
-            .map(|o| (0..nb).map(|i| dy[(i * out + o) * hw..(i * out + o + 1) * hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
-            .collect();
+        let dwt = sum_partials(partials, m1 * out);
+        let db2 = channel_sums(dy, (nb, out, hw));
         // The two Convs, back to front.
         let mut dh0 = uninit_f32(nb * m0 * hw);
         let to_h0 = DxTarget { buf: Buf::of(&mut dh0), view: View::whole(m0 * hw), accumulate: false };
@@ -190,13 +179,7 @@ impl CustomOp3 for BranchBwd {
             put(dgamma);
             put(dbeta);
         }
-        let mut dw2 = uninit_f32(out * m1);
-        for (k, row) in dwt.chunks_exact(out).enumerate() {
-            for (o, v) in row.iter().enumerate() {
-                dw2[o * m1 + k] = *v;
-            }
-        }
-        put(&dw2);
+        put(&transposed(&dwt, m1, out));
         put(&db2);
         Ok((CpuStorage::F32(outv), Shape::from(xl + params.len())))
     }
