@@ -71,7 +71,8 @@ impl Conv {
         let y = if train {
             if ops::cpu_f32(x) && ops::cpu_f32(&self.weight) {
                 // One fused autograd node on CPU (see `nn::conv_bn` for why).
-                return super::conv_bn::conv_bn_train(x, &self.weight, &self.bn, self.s, self.p, self.act);
+                let block = super::conv_bn::ConvBnBlock { spec: self.spec(), stride: self.s, pad: self.p, eps: self.bn.eps() };
+                return super::fused_op::run(block, x, &self.fused_params()?, &[&self.bn]);
             }
             let y = ops::conv2d(x, &self.weight, None, self.s, self.p)?;
             return ops::batch_norm_train(&y, &self.bn, self.act);
@@ -85,6 +86,19 @@ impl Conv {
         } else {
             Ok(y)
         }
+    }
+
+    /// The shape a fused CPU op needs.
+    fn spec(&self) -> super::conv_bn::ConvSpec {
+        super::conv_bn::ConvSpec { cin: self.c1, cout: self.c2, k: self.k, act: self.act }
+    }
+
+    /// Its parameters in a fused op's order: the flattened weight, BatchNorm γ, β.
+    fn fused_params(&self) -> Result<[Tensor; 3]> {
+        let Some((g, b)) = self.bn.weight_and_bias() else {
+            candle_core::bail!("Conv: BatchNorm without affine parameters");
+        };
+        Ok([self.weight.flatten_all()?, g.clone(), b.clone()])
     }
 
     /// Conv weight and bias with BatchNorm (running statistics) folded in.
@@ -208,34 +222,20 @@ impl C2f {
     }
 
     fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
-        use super::c2f::{C2fOp, C2fSpec, ConvSpec};
         let convs = self.convs();
-        let mut parts = Vec::with_capacity(3 * convs.len());
-        for cv in &convs {
-            let Some((g, b)) = cv.bn.weight_and_bias() else {
-                candle_core::bail!("C2f: BatchNorm without affine parameters");
-            };
-            parts.extend([cv.weight.flatten_all()?, g.clone(), b.clone()]);
-        }
-        let params = Tensor::cat(&parts, 0)?;
-        let spec = C2fSpec {
+        let spec = super::c2f::C2fSpec {
             c: self.c,
             n: self.m.len(),
             add: self.m.first().is_some_and(|b| b.add),
-            convs: convs.iter().map(|cv| ConvSpec { cin: cv.c1, cout: cv.c2, k: cv.k, act: cv.act }).collect(),
+            convs: convs.iter().map(|cv| cv.spec()).collect(),
             eps: self.cv1.bn.eps(),
         };
-        let state = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let y = x.contiguous()?.apply_op2(&params, C2fOp { spec, state: state.clone() })?;
-        let (n, _, h, w) = y.dims4()?;
-        let guard = state.lock().map_err(|_| candle_core::Error::Msg("C2f: poisoned state".into()))?;
-        let Some(st) = guard.as_ref() else {
-            candle_core::bail!("C2f: forward left no statistics");
-        };
-        for (cv, s) in convs.iter().zip(&st.saved) {
-            super::batchnorm::update_running_stats(&cv.bn, &s.mean, &s.var, n * h * w)?;
+        let mut parts = Vec::with_capacity(3 * convs.len());
+        for cv in &convs {
+            parts.extend(cv.fused_params()?);
         }
-        Ok(y)
+        let bns: Vec<&BatchNorm> = convs.iter().map(|cv| &cv.bn).collect();
+        super::fused_op::run(spec, x, &parts, &bns)
     }
 
     pub fn macs(&self, hw: Hw) -> (f64, Hw) {
@@ -421,30 +421,12 @@ impl DetectBranch {
     }
 
     fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
-        use super::c2f::ConvSpec;
-        use super::detect_branch::{BranchOp, BranchSpec};
+        let spec = super::detect_branch::BranchSpec { c0: self.c0.spec(), c1: self.c1.spec(), out: self.c2.c2, eps: self.c0.bn.eps() };
         let mut parts = Vec::with_capacity(8);
-        for cv in [&self.c0, &self.c1] {
-            let Some((g, b)) = cv.bn.weight_and_bias() else {
-                candle_core::bail!("Detect branch: BatchNorm without affine parameters");
-            };
-            parts.extend([cv.weight.flatten_all()?, g.clone(), b.clone()]);
-        }
+        parts.extend(self.c0.fused_params()?);
+        parts.extend(self.c1.fused_params()?);
         parts.extend([self.c2.weight.flatten_all()?, self.c2.bias.clone()]);
-        let params = Tensor::cat(&parts, 0)?;
-        let spec_of = |cv: &Conv| ConvSpec { cin: cv.c1, cout: cv.c2, k: cv.k, act: cv.act };
-        let spec = BranchSpec { c0: spec_of(&self.c0), c1: spec_of(&self.c1), out: self.c2.c2, eps: self.c0.bn.eps() };
-        let state = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let y = x.contiguous()?.apply_op2(&params, BranchOp { spec, state: state.clone() })?;
-        let (n, _, h, w) = y.dims4()?;
-        let guard = state.lock().map_err(|_| candle_core::Error::Msg("Detect branch: poisoned state".into()))?;
-        let Some(st) = guard.as_ref() else {
-            candle_core::bail!("Detect branch: forward left no statistics");
-        };
-        for (cv, s) in [&self.c0, &self.c1].into_iter().zip(&st.saved) {
-            super::batchnorm::update_running_stats(&cv.bn, &s.mean, &s.var, n * h * w)?;
-        }
-        Ok(y)
+        super::fused_op::run(spec, x, &parts, &[&self.c0.bn, &self.c1.bn])
     }
 
     fn macs(&self, hw: Hw) -> f64 {

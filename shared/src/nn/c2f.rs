@@ -6,35 +6,19 @@
 //! zeros and concatenates (issue 7). Here cv1 and every Bottleneck write straight into one
 //! concatenation buffer, the "split" halves and the Bottleneck inputs are channel views of it,
 //! and the backward accumulates into one gradient buffer of the same layout: no copies, one
-//! autograd node. The Convs are [`super::conv_bn::Unit`]s (conv + BatchNorm + SiLU).
+//! autograd node ([`super::fused_op`]). The Convs are [`super::conv_bn::Unit`]s (conv + BatchNorm + SiLU).
 //!
 //! Buffer layout (per image, channels × H·W): `ycat = [cv1 out (2c) | m0 out (c) | … | m(n−1) out (c)]`;
 //! Bottleneck i reads channels `(1+i)·c..(2+i)·c` and writes `(2+i)·c..(3+i)·c`; cv2 reads all
 //! `(2+n)·c` channels. Parameters travel as one flat tensor, per Conv in the order cv1,
 //! m0.cv1, m0.cv2, …, cv2: `[weight (O·C·k·k), BatchNorm γ (O), β (O)]`.
 
-use std::sync::{Arc, Mutex};
+use candle_core::{bail, Result, Shape};
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-
-use super::conv::{slice, Geom};
-use super::conv_bn::{add_views, lock, Buf, DxTarget, Saved, Unit, UnitGrads, View};
+use super::conv::Geom;
+use super::conv_bn::{add_views, Buf, ConvSpec, DxTarget, Saved, Unit, UnitGrads, View};
 use super::fastmath::uninit_f32;
-
-/// One Conv of the block: input / output channels, square kernel, activation.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConvSpec {
-    pub cin: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub act: bool,
-}
-
-impl ConvSpec {
-    fn param_len(&self) -> usize {
-        self.cout * self.cin * self.k * self.k + 2 * self.cout
-    }
-}
+use super::fused_op::{write_in_order, FusedBlock};
 
 /// The block's shape: hidden width `c`, `n` Bottlenecks, residual adds, and its Convs in
 /// parameter order (cv1, m0.cv1, m0.cv2, …, cv2).
@@ -156,71 +140,27 @@ fn backward(spec: &C2fSpec, st: &C2fState, x: &[f32], dy: &[f32], params: &[f32]
     Ok(grads.into_iter().flatten().collect())
 }
 
-/// The forward op `x.apply_op2(params, C2fOp)`; see the module docs for the parameter layout.
-pub(crate) struct C2fOp {
-    pub spec: C2fSpec,
-    /// Filled by the forward (the caller reads the BatchNorm statistics), taken by the backward.
-    pub state: Arc<Mutex<Option<C2fState>>>,
-}
+impl FusedBlock for C2fSpec {
+    type State = C2fState;
+    const NAME: &'static str = "kubeyolo-c2f";
+    const GRAD_NAME: &'static str = "kubeyolo-c2f-grad";
 
-impl CustomOp2 for C2fOp {
-    fn name(&self) -> &'static str {
-        "kubeyolo-c2f"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (nb, c1, h, w) = l1.shape().dims4()?;
-        if c1 != self.spec.convs[0].cin {
-            bail!("kubeyolo C2f: input has {c1} channels, the block expects {}", self.spec.convs[0].cin);
+    fn forward(&self, x: &[f32], params: &[f32], (nb, c1, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, C2fState)> {
+        if c1 != self.convs[0].cin {
+            bail!("kubeyolo C2f: input has {c1} channels, the block expects {}", self.convs[0].cin);
         }
-        let (y, st) = forward(&self.spec, slice(s1, l1, "input")?, slice(s2, l2, "parameters")?, (nb, h, w))?;
-        *lock(&self.state)? = Some(st);
-        let c2 = self.spec.convs[self.spec.convs.len() - 1].cout;
-        Ok((CpuStorage::F32(y), Shape::from((nb, c2, h, w))))
+        let (y, st) = forward(self, x, params, (nb, h, w))?;
+        let c2 = self.convs[self.convs.len() - 1].cout;
+        Ok((y, Shape::from((nb, c2, h, w)), st))
     }
 
-    fn bwd(&self, x: &Tensor, params: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let Some(st) = lock(&self.state)?.take() else {
-            bail!("kubeyolo C2f: backward ran twice or without a forward");
-        };
-        let need_dx = x.track_op();
-        let op = C2fBwd { spec: self.spec.clone(), need_dx, state: Mutex::new(Some(st)) };
-        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, params, &op)?;
-        let xl = if need_dx { x.elem_count() } else { 0 };
-        let dx = if need_dx { Some(packed.narrow(0, 0, xl)?.reshape(x.shape())?) } else { None };
-        Ok((dx, Some(packed.narrow(0, xl, params.elem_count())?)))
-    }
-}
-
-/// `x.apply_op3_no_bwd(dy, params, C2fBwd)` → flat `[dx?, dparams]`.
-struct C2fBwd {
-    spec: C2fSpec,
-    need_dx: bool,
-    state: Mutex<Option<C2fState>>,
-}
-
-impl CustomOp3 for C2fBwd {
-    fn name(&self) -> &'static str {
-        "kubeyolo-c2f-grad"
+    fn backward(&self, st: &C2fState, x: &[f32], dy: &[f32], params: &[f32], (nb, _, h, w): (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()> {
+        let grads = backward(self, st, x, dy, params, (nb, h, w), dx)?;
+        write_in_order(dparams, grads.iter().flat_map(|g| [&g.dw[..], &g.dgamma[..], &g.dbeta[..]]));
+        Ok(())
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (nb, _, h, w) = l1.shape().dims4()?;
-        let (x, dy, params) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
-        let Some(st) = lock(&self.state)?.take() else {
-            bail!("kubeyolo C2f grad: no forward state");
-        };
-        let xl = if self.need_dx { x.len() } else { 0 };
-        let mut out = uninit_f32(xl + params.len());
-        let (dx, dp) = out.split_at_mut(xl);
-        let grads = backward(&self.spec, &st, x, dy, params, (nb, h, w), self.need_dx.then_some(dx))?;
-        let mut off = 0;
-        for g in grads {
-            for part in [&g.dw, &g.dgamma, &g.dbeta] {
-                dp[off..off + part.len()].copy_from_slice(part);
-                off += part.len();
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from(xl + params.len())))
+    fn saved(st: &C2fState) -> &[Saved] {
+        &st.saved
     }
 }

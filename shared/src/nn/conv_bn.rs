@@ -17,14 +17,15 @@
 //! `dz0 = dy·act'`, `dβ = Σ dz0`, `dγ = Σ dz0·x̂`, `dz = γ·r·(dz0 − dβ/M − x̂·dγ/M)`, then the
 //! conv gradients `dW = Σ_n dz_n · cols(x_n)ᵀ` and `dx_n = col2im(Wᵀ · dz_n)` ([`super::conv`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result, Shape};
 use rayon::prelude::*;
 
 use super::batchnorm::{row_bwd_dx, row_bwd_sums, row_fwd, row_stats, Chan};
-use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, slice, sum_partials, threads, transposed, Geom};
+use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, sum_partials, threads, transposed, Geom};
 use super::fastmath::uninit_f32;
+use super::fused_op::{write_in_order, FusedBlock};
 use super::shifted::Shifted;
 
 /// Where each image's block lies in a batch buffer: image `i` starts at `off + i·stride`.
@@ -351,116 +352,70 @@ impl Unit<'_> {
     }
 }
 
-/// The forward op `x.apply_op3(w, gamma_beta, ConvBnOp)`, `gamma_beta` = cat(γ, β) (2·O):
-/// `act(bn_train(conv(x, w)))`, NCHW, CPU f32. The batch statistics are left in `stats` for the
-/// caller's running-statistics update.
-pub(crate) struct ConvBnOp {
+/// One Conv's shape: input / output channels, square kernel, activation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub act: bool,
+}
+
+impl ConvSpec {
+    pub fn param_len(&self) -> usize {
+        self.cout * self.cin * self.k * self.k + 2 * self.cout
+    }
+}
+
+/// A whole training Conv as a [`FusedBlock`]: parameters `[weight (O·C·k·k), γ (O), β (O)]`.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvBnBlock {
+    pub spec: ConvSpec,
     pub stride: usize,
     pub pad: usize,
-    pub act: bool,
     pub eps: f64,
-    /// Filled by the forward, taken by the backward.
-    pub saved: Arc<Mutex<Option<Saved>>>,
+}
+
+impl ConvBnBlock {
+    fn unit<'a>(&self, params: &'a [f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<Unit<'a>> {
+        let s = &self.spec;
+        if c != s.cin || params.len() != s.param_len() {
+            bail!("kubeyolo conv block: input with {c} channels and {} parameter values for {s:?}", params.len());
+        }
+        let g = Geom::new((n, c, h, w), (s.cout, c, s.k, s.k), self.stride, self.pad)?;
+        let wl = s.cout * g.ckk();
+        Ok(Unit { g, w: &params[..wl], gamma: &params[wl..wl + s.cout], beta: &params[wl + s.cout..], act: s.act, eps: self.eps })
+    }
+}
+
+impl FusedBlock for ConvBnBlock {
+    type State = Saved;
+    const NAME: &'static str = "kubeyolo-conv-bn-act";
+    const GRAD_NAME: &'static str = "kubeyolo-conv-bn-act-grad";
+
+    fn forward(&self, x: &[f32], params: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, Saved)> {
+        let unit = self.unit(params, dims)?;
+        let g = unit.g;
+        let mut y = uninit_f32(g.n * g.out_len());
+        let saved = unit.forward(Buf::of_const(x), View::whole(g.in_len()), Buf::of(&mut y), View::whole(g.out_len()));
+        Ok((y, Shape::from((g.n, g.o, g.oh, g.ow)), saved))
+    }
+
+    fn backward(&self, st: &Saved, x: &[f32], dy: &[f32], params: &[f32], dims: (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()> {
+        let unit = self.unit(params, dims)?;
+        let g = unit.g;
+        let target = dx.map(|d| DxTarget { buf: Buf::of(d), view: View::whole(g.in_len()), accumulate: false });
+        let gr = unit.backward(st, Buf::of_const(x), View::whole(g.in_len()), Buf::of_const(dy), View::whole(g.out_len()), target);
+        write_in_order(dparams, [&gr.dw[..], &gr.dgamma[..], &gr.dbeta[..]]);
+        Ok(())
+    }
+
+    fn saved(st: &Saved) -> &[Saved] {
+        std::slice::from_ref(st)
+    }
 }
 
 /// Locks the state a fused op shares between its forward, its backward and its caller.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
     m.lock().map_err(|_| candle_core::Error::Msg("kubeyolo fused op: poisoned state".into()))
-}
-
-impl CustomOp3 for ConvBnOp {
-    fn name(&self) -> &'static str {
-        "kubeyolo-conv-bn-act"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.shape().dims4()?, l2.shape().dims4()?, self.stride, self.pad)?;
-        let (x, w, gb) = (slice(s1, l1, "input")?, slice(s2, l2, "weight")?, slice(s3, l3, "gamma/beta")?);
-        if gb.len() != 2 * g.o {
-            bail!("kubeyolo conv block: {} BatchNorm values for {} channels", gb.len(), g.o);
-        }
-        let unit = Unit { g, w, gamma: &gb[..g.o], beta: &gb[g.o..], act: self.act, eps: self.eps };
-        let mut y = uninit_f32(g.n * g.out_len());
-        let saved = unit.forward(Buf::of_const(x), View::whole(g.in_len()), Buf::of(&mut y), View::whole(g.out_len()));
-        *lock(&self.saved)? = Some(saved);
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
-    }
-
-    fn bwd(&self, x: &Tensor, w: &Tensor, gb: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Some(saved) = lock(&self.saved)?.take() else {
-            bail!("kubeyolo conv block: backward ran twice or without a forward");
-        };
-        let need_dx = x.track_op();
-        let (_, _, kh, kw) = w.dims4()?;
-        let op = ConvBnBwd { stride: self.stride, pad: self.pad, kh, kw, act: self.act, eps: self.eps, need_dx, saved: Mutex::new(Some(saved)) };
-        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, &Tensor::cat(&[&w.flatten_all()?, gb], 0)?, &op)?;
-        let (xl, wl) = (if need_dx { x.elem_count() } else { 0 }, w.elem_count());
-        let dx = if need_dx { Some(packed.narrow(0, 0, xl)?.reshape(x.shape())?) } else { None };
-        let dw = packed.narrow(0, xl, wl)?.reshape(w.shape())?;
-        let dgb = packed.narrow(0, xl + wl, gb.elem_count())?;
-        Ok((dx, Some(dw), Some(dgb)))
-    }
-}
-
-/// `x.apply_op3_no_bwd(dy, cat(w.flatten, γ, β), ConvBnBwd)` → flat `[dx?, dw, dγ, dβ]`.
-struct ConvBnBwd {
-    stride: usize,
-    pad: usize,
-    kh: usize,
-    kw: usize,
-    act: bool,
-    eps: f64,
-    need_dx: bool,
-    saved: Mutex<Option<Saved>>,
-}
-
-impl CustomOp3 for ConvBnBwd {
-    fn name(&self) -> &'static str {
-        "kubeyolo-conv-bn-act-grad"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dy, params) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let (_, o, oh, ow) = l2.shape().dims4()?;
-        let g = Geom::new((n, c, h, w), (o, c, self.kh, self.kw), self.stride, self.pad)?;
-        if o * g.ckk() + 2 * o != params.len() {
-            bail!("kubeyolo conv block grad: {} parameters for weight {o}×{c}×{}×{} + 2·{o}", params.len(), self.kh, self.kw);
-        }
-        if (g.oh, g.ow) != (oh, ow) {
-            bail!("kubeyolo conv block grad: output gradient {oh}×{ow} vs {}×{}", g.oh, g.ow);
-        }
-        let Some(saved) = lock(&self.saved)?.take() else {
-            bail!("kubeyolo conv block grad: no forward state");
-        };
-        let wl = o * g.ckk();
-        let unit = Unit { g, w: &params[..wl], gamma: &params[wl..wl + o], beta: &params[wl + o..], act: self.act, eps: self.eps };
-        let xl = if self.need_dx { x.len() } else { 0 };
-        let mut out = uninit_f32(xl + wl + 2 * o);
-        let target = self.need_dx.then(|| DxTarget { buf: Buf::of(&mut out[..xl]), view: View::whole(g.in_len()), accumulate: false });
-        let gr = unit.backward(&saved, Buf::of_const(x), View::whole(g.in_len()), Buf::of_const(dy), View::whole(g.out_len()), target);
-        out[xl..xl + wl].copy_from_slice(&gr.dw);
-        out[xl + wl..xl + wl + o].copy_from_slice(&gr.dgamma);
-        out[xl + wl + o..].copy_from_slice(&gr.dbeta);
-        Ok((CpuStorage::F32(out), Shape::from(xl + wl + 2 * o)))
-    }
-}
-
-/// Training-mode ultralytics `Conv` on CPU f32 as one autograd node: `act(bn(conv(x, w)))` with
-/// batch statistics, updating `bn`'s running statistics like `BatchNorm::forward_train`.
-pub(crate) fn conv_bn_train(x: &Tensor, w: &Tensor, bn: &candle_nn::BatchNorm, stride: usize, pad: usize, act: bool) -> Result<Tensor> {
-    let Some((gamma, beta)) = bn.weight_and_bias() else {
-        bail!("kubeyolo conv block: BatchNorm without affine weight/bias");
-    };
-    let saved = Arc::new(Mutex::new(None));
-    let gb = Tensor::cat(&[gamma, beta], 0)?;
-    let op = ConvBnOp { stride, pad, act, eps: bn.eps(), saved: saved.clone() };
-    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
-    let (n, _, oh, ow) = y.dims4()?;
-    let guard = lock(&saved)?;
-    let Some(s) = guard.as_ref() else {
-        bail!("kubeyolo conv block: forward left no statistics");
-    };
-    super::batchnorm::update_running_stats(bn, &s.mean, &s.var, n * oh * ow)
-        .map(|()| y)
 }

@@ -9,16 +9,14 @@
 //! Parameters travel as one flat tensor: `[c0 weight, c0 γ, c0 β, c1 weight, c1 γ, c1 β,
 //! c2 weight (O, C1), c2 bias (O)]`.
 
-use std::sync::{Arc, Mutex};
-
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, Result, Shape};
 use rayon::prelude::*;
 
-use super::c2f::ConvSpec;
-use super::conv::{plan, sgemm, slice, sum_partials, transposed, Geom};
+use super::conv::{plan, sgemm, sum_partials, transposed, Geom};
 use super::channel_ops::channel_sums;
-use super::conv_bn::{lock, per_group, Buf, DxTarget, Saved, Unit, UnitGrads, View};
+use super::conv_bn::{per_group, Buf, ConvSpec, DxTarget, Saved, Unit, View};
 use super::fastmath::uninit_f32;
+use super::fused_op::{write_in_order, FusedBlock};
 
 /// The branch's shape: its two Convs and the final conv's output channels.
 #[derive(Debug, Clone)]
@@ -69,26 +67,17 @@ pub(crate) struct BranchState {
     pub saved: [Saved; 2],
 }
 
-/// The forward op `x.apply_op2(params, BranchOp)` → (N, out, H, W).
-pub(crate) struct BranchOp {
-    pub spec: BranchSpec,
-    /// Filled by the forward (the caller reads the BatchNorm statistics), taken by the backward.
-    pub state: Arc<Mutex<Option<BranchState>>>,
-}
+impl FusedBlock for BranchSpec {
+    type State = BranchState;
+    const NAME: &'static str = "kubeyolo-detect-branch";
+    const GRAD_NAME: &'static str = "kubeyolo-detect-branch-grad";
 
-impl CustomOp2 for BranchOp {
-    fn name(&self) -> &'static str {
-        "kubeyolo-detect-branch"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (nb, c, h, w) = l1.shape().dims4()?;
-        if c != self.spec.c0.cin {
-            bail!("kubeyolo Detect branch: input has {c} channels, the branch expects {}", self.spec.c0.cin);
+    fn forward(&self, x: &[f32], params: &[f32], (nb, c, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, BranchState)> {
+        if c != self.c0.cin {
+            bail!("kubeyolo Detect branch: input has {c} channels, the branch expects {}", self.c0.cin);
         }
-        let (x, params) = (slice(s1, l1, "input")?, slice(s2, l2, "parameters")?);
-        let (u0, u1, w2, b2) = self.spec.parts(params, nb, h, w)?;
-        let (hw, m0, m1, out) = (h * w, self.spec.c0.cout, self.spec.c1.cout, self.spec.out);
+        let (u0, u1, w2, b2) = self.parts(params, nb, h, w)?;
+        let (hw, m0, m1, out) = (h * w, self.c0.cout, self.c1.cout, self.out);
         let mut h0 = uninit_f32(nb * m0 * hw);
         let s0 = u0.forward(Buf::of_const(x), View::whole(c * hw), Buf::of(&mut h0), View::whole(m0 * hw));
         let mut h1 = uninit_f32(nb * m1 * hw);
@@ -104,43 +93,12 @@ impl CustomOp2 for BranchOp {
                 }
             }
         });
-        *lock(&self.state)? = Some(BranchState { h0, h1, saved: [s0, s1] });
-        Ok((CpuStorage::F32(y), Shape::from((nb, out, h, w))))
+        Ok((y, Shape::from((nb, out, h, w)), BranchState { h0, h1, saved: [s0, s1] }))
     }
 
-    fn bwd(&self, x: &Tensor, params: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let Some(st) = lock(&self.state)?.take() else {
-            bail!("kubeyolo Detect branch: backward ran twice or without a forward");
-        };
-        let need_dx = x.track_op();
-        let op = BranchBwd { spec: self.spec.clone(), need_dx, state: Mutex::new(Some(st)) };
-        let packed = x.apply_op3_no_bwd(&grad.contiguous()?, params, &op)?;
-        let xl = if need_dx { x.elem_count() } else { 0 };
-        let dx = if need_dx { Some(packed.narrow(0, 0, xl)?.reshape(x.shape())?) } else { None };
-        Ok((dx, Some(packed.narrow(0, xl, params.elem_count())?)))
-    }
-}
-
-/// `x.apply_op3_no_bwd(dy, params, BranchBwd)` → flat `[dx?, dparams]`.
-struct BranchBwd {
-    spec: BranchSpec,
-    need_dx: bool,
-    state: Mutex<Option<BranchState>>,
-}
-
-impl CustomOp3 for BranchBwd {
-    fn name(&self) -> &'static str {
-        "kubeyolo-detect-branch-grad"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (nb, c, h, w) = l1.shape().dims4()?;
-        let (x, dy, params) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
-        let Some(st) = lock(&self.state)?.take() else {
-            bail!("kubeyolo Detect branch grad: no forward state");
-        };
-        let (u0, u1, w2, _) = self.spec.parts(params, nb, h, w)?;
-        let (hw, m0, m1, out) = (h * w, self.spec.c0.cout, self.spec.c1.cout, self.spec.out);
+    fn backward(&self, st: &BranchState, x: &[f32], dy: &[f32], params: &[f32], (nb, c, h, w): (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()> {
+        let (u0, u1, w2, _) = self.parts(params, nb, h, w)?;
+        let (hw, m0, m1, out) = (h * w, self.c0.cout, self.c1.cout, self.out);
         // Last conv: dW2ᵀ (M1, O) = Σ_i h1_i · dy_iᵀ (per group, then summed), db2 = Σ dy,
         // dh1_i = W2ᵀ · dy_i.
         let mut dh1 = uninit_f32(nb * m1 * hw);
@@ -163,24 +121,15 @@ impl CustomOp3 for BranchBwd {
         let mut dh0 = uninit_f32(nb * m0 * hw);
         let to_h0 = DxTarget { buf: Buf::of(&mut dh0), view: View::whole(m0 * hw), accumulate: false };
         let g1 = u1.backward(&st.saved[1], Buf::of_const(&st.h0), View::whole(m0 * hw), Buf::of_const(&dh1), View::whole(m1 * hw), Some(to_h0));
-        let xl = if self.need_dx { x.len() } else { 0 };
-        let mut outv = uninit_f32(xl + params.len());
-        let (dx, dp) = outv.split_at_mut(xl);
-        let to_x = self.need_dx.then(|| DxTarget { buf: Buf::of(dx), view: View::whole(c * hw), accumulate: false });
+        let to_x = dx.map(|d| DxTarget { buf: Buf::of(d), view: View::whole(c * hw), accumulate: false });
         let g0 = u0.backward(&st.saved[0], Buf::of_const(x), View::whole(c * hw), Buf::of_const(&dh0), View::whole(m0 * hw), to_x);
-        let mut off = 0;
-        let mut put = |part: &[f32]| {
-            dp[off..off + part.len()].copy_from_slice(part);
-            off += part.len();
-        };
-        for g in [&g0, &g1] {
-            let UnitGrads { dw, dgamma, dbeta } = g;
-            put(dw);
-            put(dgamma);
-            put(dbeta);
-        }
-        put(&transposed(&dwt, m1, out));
-        put(&db2);
-        Ok((CpuStorage::F32(outv), Shape::from(xl + params.len())))
+        let dw2 = transposed(&dwt, m1, out);
+        let convs = [&g0, &g1].into_iter().flat_map(|g| [&g.dw[..], &g.dgamma[..], &g.dbeta[..]]);
+        write_in_order(dparams, convs.chain([&dw2[..], &db2[..]]));
+        Ok(())
+    }
+
+    fn saved(st: &BranchState) -> &[Saved] {
+        &st.saved
     }
 }

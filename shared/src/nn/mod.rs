@@ -3,6 +3,7 @@ pub mod ops;
 pub mod conv;
 pub mod batchnorm;
 pub(crate) mod conv_bn;
+pub(crate) mod fused_op;
 pub(crate) mod c2f;
 pub(crate) mod detect_branch;
 pub(crate) mod shifted;
