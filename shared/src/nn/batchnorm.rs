@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::conv::slice;
 use super::fastmath::{multiversioned, sigmoid, uninit_f32};
 
 /// Per-channel batch statistics of the last forward, shared between the op (for its backward)
@@ -36,17 +37,6 @@ pub(crate) struct Stats {
 struct SyncPtr(*mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("kubeyolo batch-norm: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("kubeyolo batch-norm: {what} must be contiguous"),
-    }
-}
 
 /// One channel's constants for the row kernels.
 #[derive(Clone, Copy)]

@@ -408,15 +408,15 @@ pub(crate) fn sum_partials(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     sum
 }
 
-/// The f32 slice of a contiguous CPU tensor's storage.
+/// The f32 slice of a contiguous CPU tensor's storage (every CPU kernel's custom ops use it).
 pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
-        _ => bail!("kubeyolo conv: {what} must be f32"),
+        _ => bail!("kubeyolo CPU op: {what} must be f32"),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => bail!("kubeyolo conv: {what} must be contiguous"),
+        None => bail!("kubeyolo CPU op: {what} must be contiguous"),
     }
 }
 
