@@ -19,6 +19,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::conv::slice;
+use super::conv_bn::{Buf, View};
 use super::fastmath::{multiversioned, sigmoid, uninit_f32};
 
 /// Per-channel batch statistics of the last forward, shared between the op (for its backward)
@@ -31,12 +32,6 @@ pub(crate) struct Stats {
     pub gamma: Vec<f32>,
     pub beta: Vec<f32>,
 }
-
-/// A raw pointer that may cross threads: every task writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
 
 /// One channel's constants for the row kernels.
 #[derive(Clone, Copy)]
@@ -170,13 +165,12 @@ impl CustomOp3 for BnFwd {
         let m = (n * hw) as f64;
         // Every element of y is written below (each (image, channel) row once).
         let mut y = uninit_f32(x.len());
-        let yp = SyncPtr(y.as_mut_ptr());
+        let yp = Buf::of(&mut y);
         let silu = self.silu;
         let eps = self.eps;
         let stats: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ci| {
-                let yp = yp;
                 // Pass 1: shifted sums per row in f32, accumulated over rows in f64.
                 let k = x[ci * hw];
                 let (mut s, mut s2) = (0f64, 0f64);
@@ -195,7 +189,7 @@ impl CustomOp3 for BnFwd {
                 for b in 0..n {
                     let off = (b * c + ci) * hw;
                     // SAFETY: channel ci of image b is written by this task only.
-                    let ys = unsafe { std::slice::from_raw_parts_mut(yp.0.add(off), hw) };
+                    let ys = unsafe { yp.img_mut(View::channels(ci, c, hw), b, hw) };
                     row_fwd(&x[off..off + hw], ys, scale, shift, silu);
                 }
                 (mean as f32, var as f32)
@@ -256,11 +250,10 @@ impl CustomOp2 for BnBwd {
         let m = (n * hw) as f32;
         // Every element is written below: dx rows by their channel's task, then dγ, dβ slots.
         let mut out = uninit_f32(len + 2 * c);
-        let op = SyncPtr(out.as_mut_ptr());
+        let op = Buf::of(&mut out);
         let silu = self.silu;
         let eps = self.eps;
         (0..c).into_par_iter().for_each(|ci| {
-            let op = op;
             let r = (1.0 / (st.var[ci] as f64 + eps).sqrt()) as f32;
             let ch = Chan { mean: st.mean[ci], r, gamma: st.gamma[ci], beta: st.beta[ci], silu };
             // Pass 1: dz (kept in the dx rows), dβ = Σ dz, dγ = Σ dz·x̂.
@@ -268,7 +261,7 @@ impl CustomOp2 for BnBwd {
             for b in 0..n {
                 let off = (b * c + ci) * hw;
                 // SAFETY: channel ci of image b (and dγ/dβ slot ci) is written by this task only.
-                let dzs = unsafe { std::slice::from_raw_parts_mut(op.0.add(off), hw) };
+                let dzs = unsafe { op.img_mut(View::channels(ci, c, hw), b, hw) };
                 let (ab, ag) = row_bwd_sums(&x[off..off + hw], &dy[off..off + hw], dzs, ch);
                 sb += ab as f64;
                 sg += ag as f64;
@@ -278,12 +271,12 @@ impl CustomOp2 for BnBwd {
             let (mb, mg) = (dbeta / m, dgamma / m);
             for b in 0..n {
                 let off = (b * c + ci) * hw;
-                let dxs = unsafe { std::slice::from_raw_parts_mut(op.0.add(off), hw) };
+                let dxs = unsafe { op.img_mut(View::channels(ci, c, hw), b, hw) };
                 row_bwd_dx(&x[off..off + hw], dxs, ch, mb, mg);
             }
             unsafe {
-                *op.0.add(len + ci) = dgamma;
-                *op.0.add(len + c + ci) = dbeta;
+                op.img_mut(View { off: len + ci, stride: 0 }, 0, 1)[0] = dgamma;
+                op.img_mut(View { off: len + c + ci, stride: 0 }, 0, 1)[0] = dbeta;
             }
         });
         Ok((CpuStorage::F32(out), Shape::from(len + 2 * c)))
