@@ -3,3 +3,6 @@ pub mod image;
 pub mod labels;
 pub mod scan;
 pub mod synth;
+pub mod targets;
+
+pub use targets::Targets;
