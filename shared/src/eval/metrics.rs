@@ -383,7 +383,7 @@ pub struct DetMetrics {
     pub map50: f64,
     pub map75: f64,
     pub map50_95: f64,
-    /// `0.1 * mAP50 + 0.9 * mAP50-95`: what train uses to pick `best`.
+    /// mAP50-95 (ultralytics 8.4's fitness): what train uses to pick `best`.
     pub fitness: f64,
     /// Confidence (x of the F1 curve) where the smoothed mean F1 peaks; P/R/F1 are read there.
     pub best_conf: f64,
@@ -577,10 +577,11 @@ impl DetStats {
     }
 }
 
-/// Model fitness for picking the best checkpoint: `0.1 * mAP50 + 0.9 * mAP50-95`
-/// (ultralytics 8.0–8.3, and what 8.4 still uses for COCO; 8.4's plain `DetMetrics` uses mAP50-95).
-pub fn fitness(map50: f64, map50_95: f64) -> f64 {
-    0.1 * map50 + 0.9 * map50_95
+/// Model fitness for picking the best checkpoint, as ultralytics 8.4's `Metric.fitness` weighs
+/// `[P, R, mAP50, mAP50-95]` with `[0, 0, 0, 1]`: mAP50-95 alone (8.0–8.3 used
+/// `0.1·mAP50 + 0.9·mAP50-95`). The trainer keeps `best` by it and the tuner maximises it.
+pub fn fitness(_map50: f64, map50_95: f64) -> f64 {
+    map50_95
 }
 
 /// Confusion matrix for detection, `[predicted][true]`, with a trailing background row/column

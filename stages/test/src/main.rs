@@ -279,7 +279,7 @@ fn print_report(res: &ValResult) {
             c.ap, c.ap50, c.ap75, c.ap_small, c.ap_medium, c.ap_large, c.ar100
         );
     }
-    println!("fitness (0.1·mAP50 + 0.9·mAP50-95): {:.5}", res.metrics.fitness);
+    println!("fitness (mAP50-95, as ultralytics 8.4): {:.5}", res.metrics.fitness);
 }
 
 /// The headline numbers for KFP and MLflow.
