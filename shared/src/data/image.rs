@@ -9,12 +9,11 @@
 //! integers, vertical pass as its SSE2 kernel computes it); the fixture script measures the
 //! remaining difference against cv2 (at most 1 grey level on a few pixels).
 //!
-//! Images are decoded as ultralytics' `cv2.imdecode` does: EXIF orientation is NOT applied;
-//! gray and RGBA images become 3-channel RGB.
+//! Decoding lives in [`super::decode`] (re-exported here): `cv2.imdecode(IMREAD_COLOR)`-exact
+//! pixels, libjpeg-turbo for JPEG, EXIF orientation applied as OpenCV applies it.
 //!
 //! Used by prediction (`nn::predict`), the validator (`eval`) and the training data loader.
 
-use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
@@ -24,18 +23,7 @@ use crate::error::{Error, Result};
 /// ultralytics' padding grey.
 pub const PAD_VALUE: u8 = 114;
 
-/// Decode an image file to 8-bit RGB (no EXIF rotation, like `cv2.imdecode`).
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, "read image", e))?;
-    decode_rgb(&bytes).map_err(|e| e.with_file(path))
-}
-
-/// Decode encoded image bytes (jpg, png, bmp, webp, tiff) to 8-bit RGB.
-pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| Error::data(format!("cannot decode image: {e}")).with_hint("the file is corrupt or not an image format kubeyolo reads (jpg, png, bmp, webp, tiff)"))?;
-    Ok(img.to_rgb8())
-}
+pub use super::decode::{decode_rgb, image_size, load_rgb};
 
 /// ultralytics `LetterBox` parameters.
 #[derive(Debug, Clone, Copy)]

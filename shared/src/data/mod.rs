@@ -1,4 +1,5 @@
 //! Datasets on disk: label files, scans, images, and the synthetic dataset generator.
+pub mod decode;
 pub mod image;
 pub mod labels;
 pub mod scan;
