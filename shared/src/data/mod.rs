@@ -1,7 +1,10 @@
 //! Datasets on disk: label files, scans, images, and the synthetic dataset generator.
+pub mod augment;
+pub mod dataset;
 pub mod decode;
 pub mod image;
 pub mod labels;
+pub mod loader;
 pub mod scan;
 pub mod synth;
 pub mod targets;

@@ -1,0 +1,240 @@
+//! The training data loader: ultralytics' `InfiniteDataLoader` + `YOLODataset.collate_fn`, with
+//! determinism by construction.
+//!
+//! - The epoch's order is a permutation drawn from a ChaCha8 RNG seeded by (seed, epoch) (no
+//!   shuffle in rect mode, as ultralytics turns it off there).
+//! - Every sample's random draws come from a ChaCha8 RNG keyed by (seed, epoch, dataset index).
+//!
+//! So batch k of epoch e is bit-identical whatever `workers` is and whether the epoch started at
+//! batch 0 or at k: the trainer's exact resume relies on that. Workers are threads; worker w
+//! prepares batches start+w, start+w+workers, ... into its own bounded queue (2 batches deep),
+//! and the iterator takes them round-robin, so batches come out in order and at most
+//! ~2 × workers batches are in memory. `workers == 0` prepares on the calling thread.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::augment::{letterbox_sample, train_sample, AugmentConfig};
+use crate::data::dataset::TrainDataset;
+use crate::data::Targets;
+use crate::error::{Error, Result};
+
+/// One collated batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// (B, 3, H, W) RGB u8 in CHW order, image after image.
+    pub images: Vec<u8>,
+    /// (b, h, w).
+    pub shape: (usize, usize, usize),
+    pub targets: Targets,
+    pub paths: Vec<PathBuf>,
+    /// Dataset indices of the batch's images.
+    pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// f32 in [0,1], (B,3,H,W).
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        let (b, h, w) = self.shape;
+        let data: Vec<f32> = self.images.iter().map(|&v| v as f32 / 255.0).collect();
+        Ok(Tensor::from_vec(data, (b, 3, h, w), device)?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoaderOptions {
+    pub batch: usize,
+    pub workers: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub augment: AugmentConfig,
+}
+
+pub struct Loader {
+    dataset: Arc<TrainDataset>,
+    opts: LoaderOptions,
+}
+
+/// SplitMix64 finaliser: mixes the keys into independent-looking 64-bit seeds.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The RNG of one (seed, epoch, index) triple; `index = u64::MAX` is the epoch's shuffle RNG.
+pub fn keyed_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix(mix(mix(seed) ^ epoch) ^ index))
+}
+
+impl Loader {
+    pub fn new(dataset: Arc<TrainDataset>, opts: LoaderOptions) -> Loader {
+        Loader { dataset, opts: LoaderOptions { batch: opts.batch.max(1), ..opts } }
+    }
+
+    /// Number of batches per epoch (ceil(len / batch), as torch's DataLoader with drop_last=False).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.dataset.len().div_ceil(self.opts.batch)
+    }
+
+    pub fn dataset(&self) -> &Arc<TrainDataset> {
+        &self.dataset
+    }
+
+    /// The dataset order of `epoch`.
+    pub fn order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.opts.shuffle && self.dataset.rect().is_none() {
+            order.shuffle(&mut keyed_rng(self.opts.seed, epoch as u64, u64::MAX));
+        }
+        order
+    }
+
+    /// The batches of `epoch` starting at batch `start` (resume mid-epoch), prepared ahead by
+    /// `workers` threads through a bounded queue. `mosaic` false = the close_mosaic transforms
+    /// (ultralytics' `close_dataloader_mosaic`: mosaic, mixup, cutmix, copy_paste off).
+    pub fn epoch(&self, epoch: usize, start: usize, mosaic: bool) -> EpochIter {
+        let order = Arc::new(self.order(epoch));
+        let nb = self.batches_per_epoch();
+        let job = Arc::new(Job {
+            dataset: self.dataset.clone(),
+            order,
+            batch: self.opts.batch,
+            seed: self.opts.seed,
+            epoch,
+            augment: if mosaic { self.opts.augment } else { self.opts.augment.closed_mosaic() },
+        });
+        let workers = self.opts.workers.min(nb.saturating_sub(start));
+        if workers == 0 {
+            return EpochIter { job, start, next: start, end: nb, queues: Vec::new(), handles: Vec::new() };
+        }
+        let mut queues = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = sync_channel::<Result<Batch>>(2);
+            let job = job.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("kubeyolo-loader-{w}"))
+                .spawn(move || {
+                    let mut k = start + w;
+                    while k < nb {
+                        if tx.send(job.make_batch(k)).is_err() {
+                            return; // the iterator was dropped
+                        }
+                        k += workers;
+                    }
+                })
+                .expect("spawn a loader thread");
+            queues.push(rx);
+            handles.push(h);
+        }
+        EpochIter { job, start, next: start, end: nb, queues, handles }
+    }
+}
+
+struct Job {
+    dataset: Arc<TrainDataset>,
+    order: Arc<Vec<usize>>,
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+    augment: AugmentConfig,
+}
+
+impl Job {
+    fn make_batch(&self, k: usize) -> Result<Batch> {
+        let ds = &*self.dataset;
+        let idx: Vec<usize> = self.order[k * self.batch..((k + 1) * self.batch).min(self.order.len())].to_vec();
+        let rect_shape = ds.rect().map(|r| r.batch_shapes[r.batch_of[idx[0]]]);
+        let mut samples = Vec::with_capacity(idx.len());
+        for &i in &idx {
+            let mut rng = keyed_rng(self.seed, self.epoch as u64, i as u64);
+            let s = if ds.options().augment {
+                train_sample(ds, i, &self.augment, rect_shape, &mut rng)?
+            } else {
+                let base = ds.load_sample(i)?;
+                let imgsz = ds.options().imgsz;
+                letterbox_sample(&base, rect_shape.unwrap_or((imgsz, imgsz)))
+            };
+            samples.push(s);
+        }
+        let (h, w) = (samples[0].height(), samples[0].width());
+        let mut images = Vec::with_capacity(samples.len() * 3 * h * w);
+        let mut targets = Targets::default();
+        for (bi, s) in samples.iter().enumerate() {
+            if (s.height(), s.width()) != (h, w) {
+                return Err(Error::internal(format!(
+                    "loader: image {} of batch {k} is {}x{}, the batch is {w}x{h}",
+                    ds.images()[idx[bi]].display(),
+                    s.width(),
+                    s.height()
+                )));
+            }
+            let raw = s.img.as_raw();
+            for c in 0..3 {
+                images.extend(raw.iter().skip(c).step_by(3));
+            }
+            for (b, &c) in s.normalized_xywh().into_iter().zip(&s.cls) {
+                targets.push(bi, c, b);
+            }
+        }
+        Ok(Batch {
+            images,
+            shape: (samples.len(), h, w),
+            targets,
+            paths: idx.iter().map(|&i| ds.images()[i].clone()).collect(),
+            indices: idx,
+        })
+    }
+}
+
+/// The batches of one epoch, in order (see [`Loader::epoch`]).
+pub struct EpochIter {
+    job: Arc<Job>,
+    start: usize,
+    next: usize,
+    end: usize,
+    queues: Vec<Receiver<Result<Batch>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let k = self.next;
+        self.next += 1;
+        if self.queues.is_empty() {
+            return Some(self.job.make_batch(k));
+        }
+        // Worker w prepares batches start + w, start + w + workers, ...
+        let q = &self.queues[(k - self.start) % self.queues.len()];
+        Some(q.recv().unwrap_or_else(|_| Err(Error::internal(format!("loader thread for batch {k} stopped")))))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end - self.next;
+        (n, Some(n))
+    }
+}
+
+impl Drop for EpochIter {
+    fn drop(&mut self) {
+        // Close the queues first so blocked workers see the hang-up, then join them.
+        self.queues.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
