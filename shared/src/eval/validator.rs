@@ -372,10 +372,9 @@ fn xyxy_to_xywh(b: &[f32; 4]) -> [f64; 4] {
     [x1, y1, x2 - x1, y2 - y1]
 }
 
-/// Image (height, width) from its header, without decoding the pixels.
+/// Image (height, width) as decoded (EXIF-rotated, ultralytics' `exif_size`), from its headers.
 fn image_shape(path: &Path) -> Result<(usize, usize)> {
-    let (w, h) = image::image_dimensions(path)
-        .map_err(|e| Error::data(format!("cannot read image size: {e}")).with_file(path))?;
+    let (w, h) = crate::data::image::image_size(path)?;
     Ok((h as usize, w as usize))
 }
 

@@ -3,7 +3,7 @@
 //! at least 10 px, and a JPEG ends with the end-of-image marker.
 //!
 //! Why header-only: verify runs before anything expensive and must stay fast on datasets of
-//! hundreds of thousands of images, so pixels are never decoded (`into_dimensions` reads just the
+//! hundreds of thousands of images, so pixels are never decoded (`image_size` reads just the
 //! header). Files are checked in parallel (rayon). Semantics follow ultralytics: a bad image is
 //! dropped by its training (a warning), not a reason to stop; only a split left with no usable
 //! image is a problem (decided by the caller). A JPEG without the `FF D9` end marker is only a
@@ -80,9 +80,12 @@ pub fn check_image(path: &Path) -> Option<Finding> {
         }
         None => return corrupt("not a recognised image format (jpg, png, bmp, webp, tiff)".into()),
     };
-    let (w, h) = match reader.into_dimensions() {
+    // The size decoding will give (EXIF-rotated, ultralytics' `exif_size`), from the same header
+    // reader the decoder agrees with (libjpeg's markers for JPEG).
+    drop(reader);
+    let (w, h) = match kubeyolo::data::image::image_size(path) {
         Ok(d) => d,
-        Err(e) => return corrupt(format!("header does not decode as {}: {e}", format.extensions_str()[0])),
+        Err(e) => return corrupt(format!("header does not decode as {}: {}", format.extensions_str()[0], e.message)),
     };
     if w < MIN_SIDE || h < MIN_SIDE {
         return corrupt(format!("image size {w}x{h} is under {MIN_SIDE} pixels on a side"));
