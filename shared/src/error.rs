@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Network,
     /// A bug in kubeyolo: an invariant broke. Reported, never a panic.
     Internal,
+    /// Stopped by a signal (SIGTERM: Kubernetes eviction) after saving a checkpoint; the step
+    /// exits non-zero so Kubeflow retries it, and the retry resumes.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -39,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Io => 6,
             ErrorKind::Network => 7,
             ErrorKind::Internal => 70,
+            ErrorKind::Interrupted => 143,
         }
     }
 }
@@ -78,6 +82,9 @@ impl Error {
     }
     pub fn network(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Network, message)
+    }
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Interrupted, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)

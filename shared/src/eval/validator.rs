@@ -31,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::eval::coco::{CocoDt, CocoEval, CocoGt, CocoStats};
 use crate::eval::metrics::{ConfusionMatrix, DetMetrics, DetStats, Detection, GroundTruth, Matching};
 use crate::eval::nms::{non_max_suppression, NmsConfig};
+use crate::data::Targets;
+use crate::nn::blocks::HeadOutput;
 use crate::nn::model::YoloModel;
 
 /// Validation settings (ultralytics `val` defaults).
@@ -256,6 +258,13 @@ impl ValSet {
 
     /// Run `model` on every image and compute the metrics.
     pub fn evaluate(&self, model: &YoloModel, device: &Device) -> Result<ValResult> {
+        self.evaluate_with(model, device, None)
+    }
+
+    /// [`Self::evaluate`], also handing every batch's raw head outputs and its labels (in the
+    /// letterboxed input frame, as the training loss takes them) to `on_batch`: the trainer
+    /// computes ultralytics' `val/box_loss`, `val/cls_loss`, `val/dfl_loss` there.
+    pub fn evaluate_with(&self, model: &YoloModel, device: &Device, mut on_batch: Option<BatchHook<'_>>) -> Result<ValResult> {
         let cfg = &self.cfg;
         let t_all = Instant::now();
         let nms_cfg = NmsConfig { conf: cfg.conf, iou: cfg.iou, multi_label: true, agnostic: cfg.single_cls, max_det: cfg.max_det, ..NmsConfig::validation() };
@@ -279,6 +288,7 @@ impl ValSet {
             let t1 = Instant::now();
             let out = model.forward_eval(&x)?;
             let dets = non_max_suppression(&out.decoded, &nms_cfg)?; // includes the device → host copy
+            let mut targets = on_batch.as_ref().map(|_| Targets::default());
             let t2 = Instant::now();
             for (k, &i) in ix.iter().enumerate() {
                 let im = &self.images[i];
@@ -303,6 +313,13 @@ impl ValSet {
                         }
                     })
                     .collect();
+                if let Some(t) = targets.as_mut() {
+                    let (h, w) = (shape.0 as f32, shape.1 as f32);
+                    for g in &gts {
+                        let [x1, y1, x2, y2] = g.bbox;
+                        t.push(k, g.cls, [(x1 + x2) / 2.0 / w, (y1 + y2) / 2.0 / h, (x2 - x1) / w, (y2 - y1) / h]);
+                    }
+                }
                 let d: Vec<Detection> = dets[k]
                     .iter()
                     .map(|d| Detection { bbox: d.xyxy, conf: d.conf, cls: if cfg.single_cls { 0 } else { d.cls } })
@@ -329,6 +346,9 @@ impl ValSet {
                     coco.add_image(gts, dts);
                 }
             }
+            if let (Some(hook), Some(t)) = (on_batch.as_mut(), targets.as_ref()) {
+                hook(&out.raw, t)?;
+            }
             let t3 = Instant::now();
             t_pre += (t1 - t0).as_secs_f64();
             t_inf += (t2 - t1).as_secs_f64();
@@ -354,6 +374,9 @@ impl ValSet {
         })
     }
 }
+
+/// A per-batch callback of [`ValSet::evaluate_with`]: raw head outputs and the batch's labels.
+pub type BatchHook<'a> = &'a mut dyn FnMut(&HeadOutput, &Targets) -> Result<()>;
 
 /// `validate(model, dataset, split)` in one call (the test step's path).
 pub fn validate(

@@ -108,29 +108,59 @@ impl CheckpointMeta {
     }
 }
 
+/// Tensors whose names start with this belong to a training checkpoint's resume state (raw
+/// model, optimizer, accumulated gradients; see `train::checkpoint`): readers of the network's
+/// weights never see them.
+pub const TRAIN_STATE_PREFIX: &str = "train_state/";
+
 /// Write `varmap`'s variables and `meta` as a safetensors checkpoint, atomically.
 pub fn save_checkpoint(path: &Path, varmap: &VarMap, meta: &CheckpointMeta) -> Result<()> {
+    save_checkpoint_with(path, varmap_tensors(varmap)?, meta, HashMap::new())
+}
+
+/// Every variable of `varmap` as (name, f32 CPU tensor), sorted by name.
+pub fn varmap_tensors(varmap: &VarMap) -> Result<Vec<(String, Tensor)>> {
     let data = varmap.data().lock().map_err(|_| Error::internal("VarMap lock poisoned"))?;
     let mut tensors: Vec<(String, Tensor)> = Vec::with_capacity(data.len());
     for (k, v) in data.iter() {
-        tensors.push((k.clone(), v.as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?));
+        tensors.push((k.clone(), v.as_tensor().detach().to_dtype(DType::F32)?.to_device(&Device::Cpu)?));
     }
     drop(data);
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta.to_map()))
+    Ok(tensors)
+}
+
+/// Write `tensors` (the network's, plus any `TRAIN_STATE_PREFIX` ones) with `meta` and `extra`
+/// metadata entries as one safetensors file, atomically (temp + rename: a failed write leaves
+/// the previous file intact).
+pub fn save_checkpoint_with(path: &Path, tensors: Vec<(String, Tensor)>, meta: &CheckpointMeta, extra: HashMap<String, String>) -> Result<()> {
+    let mut map = meta.to_map();
+    map.extend(extra);
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(map))
         .map_err(|e| Error::internal(format!("cannot serialize checkpoint: {e}")).with_file(path))?;
     crate::files::write_atomic(path, &bytes)
 }
 
-/// Read a kubeyolo safetensors checkpoint: metadata and tensors (CPU, f32).
-pub fn read_checkpoint(path: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>)> {
+/// Read a safetensors checkpoint whole: metadata (raw entries too) and every tensor, the
+/// `TRAIN_STATE_PREFIX` ones included (CPU, f32).
+pub fn read_checkpoint_full(path: &Path) -> Result<(CheckpointMeta, HashMap<String, String>, Vec<(String, Tensor)>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io_at(path, "read checkpoint", e))?;
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::model(format!("not a safetensors file: {e}")).with_file(path))?;
-    let meta = CheckpointMeta::from_map(&md.metadata().clone().unwrap_or_default(), path)?;
+    let raw = md.metadata().clone().unwrap_or_default();
+    let meta = CheckpointMeta::from_map(&raw, path)?;
     let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
     let mut tensors: Vec<(String, Tensor)> = map.into_iter().map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?))).collect::<Result<_>>()?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((meta, raw, tensors))
+}
+
+/// Read a kubeyolo safetensors checkpoint: metadata and the network's tensors (CPU, f32). A
+/// training checkpoint's network tensors are its EMA weights (as ultralytics' `ema`); its resume
+/// state is left out.
+pub fn read_checkpoint(path: &Path) -> Result<(CheckpointMeta, Vec<(String, Tensor)>)> {
+    let (meta, _, mut tensors) = read_checkpoint_full(path)?;
+    tensors.retain(|(k, _)| !k.starts_with(TRAIN_STATE_PREFIX));
     Ok((meta, tensors))
 }
 
@@ -375,6 +405,30 @@ pub fn build_for_training(
     device: &Device,
     seed: u64,
 ) -> Result<(LoadedModel, Option<LoadReport>)> {
+    build_for_training_with(src, nc, names, device, seed, &Transfer::FromSource)
+}
+
+/// Which weights [`build_for_training_with`] transfers into the new network (ultralytics'
+/// `pretrained` cfg key).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transfer {
+    /// The source's own weights, when it is a weights file (`pretrained: True`).
+    FromSource,
+    /// None: a fresh network of the source's architecture (`pretrained: False`).
+    Nothing,
+    /// Another weights file (`pretrained: path/to/weights.pt`).
+    File(PathBuf),
+}
+
+/// [`build_for_training`] with an explicit choice of transferred weights.
+pub fn build_for_training_with(
+    src: &crate::root::ModelSource,
+    nc: usize,
+    names: &[String],
+    device: &Device,
+    seed: u64,
+    transfer: &Transfer,
+) -> Result<(LoadedModel, Option<LoadReport>)> {
     let (yaml, weights, meta) = match weights_file(src)? {
         Some(path) => {
             let w = read_weights(&path)?;
@@ -399,7 +453,16 @@ pub fn build_for_training(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = YoloModel::new(&yaml, nc, vb)?;
     model.seed_init(&varmap, seed)?;
-    let report = match &weights {
+    let other;
+    let transferred = match transfer {
+        Transfer::FromSource => weights.as_ref(),
+        Transfer::Nothing => None,
+        Transfer::File(p) => {
+            other = read_weights(p)?;
+            Some(&other)
+        }
+    };
+    let report = match transferred {
         Some(w) => Some(load_into(&varmap, &w.tensors, false)?),
         None => None,
     };

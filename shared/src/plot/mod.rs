@@ -24,6 +24,7 @@
 
 pub mod curves;
 pub mod distribution;
+pub mod results;
 mod glyphs;
 
 use std::path::Path;

@@ -1,3 +1,9 @@
-//! Training: optimizers (more — the loop, the loss, schedules — lands here from the trainer's
-//! owner).
+//! Training: the loop ([`trainer`]), its schedule ([`schedule`]), EMA ([`ema`]), optimizers
+//! ([`optim`]), checkpoints ([`checkpoint`]), results.csv ([`results`]) and console progress
+//! ([`progress`]).
+pub mod checkpoint;
+pub mod ema;
 pub mod optim;
+pub mod progress;
+pub mod results;
+pub mod schedule;
