@@ -3,6 +3,7 @@
 //! ([`progress`]).
 pub mod checkpoint;
 pub mod ema;
+pub mod muon;
 pub mod optim;
 pub mod progress;
 pub mod results;
