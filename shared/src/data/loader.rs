@@ -238,3 +238,145 @@ impl Drop for EpochIter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::dataset::Dataset;
+    use crate::config::hyp::{Cache, Fraction};
+    use crate::data::dataset::DatasetOptions;
+    use crate::data::synth::{generate, SynthSpec};
+
+    fn cfg(imgsz: usize) -> AugmentConfig {
+        AugmentConfig {
+            imgsz,
+            mosaic: 1.0,
+            mixup: 0.3,
+            cutmix: 0.3,
+            copy_paste: 0.0,
+            degrees: 5.0,
+            translate: 0.1,
+            scale: 0.5,
+            shear: 1.0,
+            perspective: 0.0,
+            hsv_h: 0.015,
+            hsv_s: 0.7,
+            hsv_v: 0.4,
+            fliplr: 0.5,
+            flipud: 0.1,
+            bgr: 0.0,
+        }
+    }
+
+    fn opts(imgsz: usize, rect: bool) -> DatasetOptions {
+        DatasetOptions {
+            imgsz,
+            augment: true,
+            rect,
+            cache: Cache::Off,
+            fraction: Fraction::Ratio(1.0),
+            single_cls: false,
+            stride: 32,
+            batch: 4,
+        }
+    }
+
+    fn synth(dir: &std::path::Path, n: usize, rect: bool) -> Dataset {
+        let spec = SynthSpec { images_per_split: [n, 2, 0], imgsz: 64, rect, ..SynthSpec::default() };
+        let yaml = generate(dir, &spec).unwrap();
+        Dataset::load(&yaml, dir).unwrap()
+    }
+
+    fn loader(ds: &Dataset, workers: usize, rect: bool) -> Loader {
+        let t = Arc::new(TrainDataset::load(ds, "train", &opts(64, rect)).unwrap());
+        Loader::new(t, LoaderOptions { batch: 4, workers, seed: 7, shuffle: true, augment: cfg(64) })
+    }
+
+    #[test]
+    fn batches_identical_across_workers_and_resume() {
+        let d = tempfile::tempdir().unwrap();
+        let ds = synth(d.path(), 10, false);
+        let l0 = loader(&ds, 0, false);
+        let l2 = loader(&ds, 2, false);
+        let l3 = loader(&ds, 3, false);
+        assert_eq!(l0.batches_per_epoch(), 3); // ceil(10 / 4)
+        let a: Vec<Batch> = l0.epoch(1, 0, true).map(|b| b.unwrap()).collect();
+        let b: Vec<Batch> = l2.epoch(1, 0, true).map(|b| b.unwrap()).collect();
+        assert_eq!(a, b, "workers 0 vs 2");
+        let c: Vec<Batch> = l3.epoch(1, 1, true).map(|b| b.unwrap()).collect();
+        assert_eq!(&a[1..], &c[..], "resume at batch 1 with 3 workers");
+        assert_eq!(a[2].shape, (2, 64, 64));
+        // another epoch: another order and other draws; the close_mosaic transforms differ too.
+        let e2: Vec<Batch> = l0.epoch(2, 0, true).map(|b| b.unwrap()).collect();
+        assert_ne!(a[0].images, e2[0].images);
+        let closed: Vec<Batch> = l0.epoch(1, 0, false).map(|b| b.unwrap()).collect();
+        assert_eq!(closed[0].indices, a[0].indices);
+        assert_ne!(closed[0].images, a[0].images);
+        // every image of the epoch exactly once
+        let mut seen: Vec<usize> = a.iter().flat_map(|b| b.indices.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        // targets are normalised and point at images of the batch
+        for b in &a {
+            assert!(b.targets.batch_idx.iter().all(|&i| i < b.shape.0));
+            assert!(b.targets.bboxes.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+        }
+        let t = a[0].to_tensor(&Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[4, 3, 64, 64]);
+    }
+
+    #[test]
+    fn dropping_the_iterator_early_stops_the_workers() {
+        let d = tempfile::tempdir().unwrap();
+        let ds = synth(d.path(), 12, false);
+        let l = loader(&ds, 2, false);
+        let mut it = l.epoch(0, 0, true);
+        assert!(it.next().unwrap().is_ok());
+        drop(it); // must not hang
+    }
+
+    #[test]
+    fn rect_batches_share_an_aspect_ratio_shape() {
+        let d = tempfile::tempdir().unwrap();
+        let ds = synth(d.path(), 9, true);
+        let l = loader(&ds, 1, true);
+        let r = l.dataset().rect().unwrap().clone();
+        assert_eq!(r.batch_shapes.len(), 3);
+        for (k, b) in l.epoch(0, 0, true).enumerate() {
+            let b = b.unwrap();
+            assert_eq!((b.shape.1, b.shape.2), r.batch_shapes[k]);
+            assert!(b.shape.1 % 32 == 0 && b.shape.2 % 32 == 0);
+            assert_eq!(b.indices, (k * 4..(k * 4 + 4).min(9)).collect::<Vec<_>>(), "rect: no shuffle");
+        }
+    }
+
+    #[test]
+    fn bad_label_line_drops_the_image_and_no_usable_image_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let ds = synth(d.path(), 4, false);
+        let imgs = ds.split_images("train").unwrap();
+        let bad = crate::config::dataset::label_path(&imgs[1]);
+        std::fs::write(&bad, "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2\n").unwrap();
+        let dup = crate::config::dataset::label_path(&imgs[2]);
+        std::fs::write(&dup, "1 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2 0.2\n").unwrap();
+        std::fs::remove_file(crate::config::dataset::label_path(&imgs[3])).unwrap();
+        let t = TrainDataset::load(&ds, "train", &opts(64, false)).unwrap();
+        assert_eq!(t.len(), 3);
+        let r = t.report();
+        assert_eq!((r.dropped, r.duplicates_removed), (1, 1));
+        assert!(r.backgrounds >= 1, "a missing label file is a background");
+        let want = format!("{}:2:", bad.display());
+        assert!(r.warnings.iter().any(|w| w.starts_with(&want) && w.contains("dropped")), "{:?}", r.warnings);
+        assert_eq!(t.labels(1).len(), 1, "duplicate removed");
+        // an unreadable image is dropped too; nothing usable left is an error naming the split
+        for (i, im) in imgs.iter().enumerate() {
+            if i == 0 {
+                std::fs::write(im, b"not a png").unwrap();
+            } else {
+                std::fs::write(crate::config::dataset::label_path(im), "7 0.5 0.5 0.1 0.1\n").unwrap();
+            }
+        }
+        let e = TrainDataset::load(&ds, "train", &opts(64, false)).err().expect("no usable image").to_string();
+        assert!(e.contains("no usable image") && e.contains("train"), "{e}");
+    }
+}

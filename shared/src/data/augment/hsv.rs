@@ -3,7 +3,9 @@
 //!
 //! The two conversions follow OpenCV 5.0's `color_hsv.simd.hpp`:
 //! - RGB→HSV is integer arithmetic with its 12-bit division tables (exact);
-//! - HSV→RGB runs in f32. Its SIMD loop (32 pixels at a time with AVX2) *truncates* the final
+//! - HSV→RGB runs in f32, with `1 - s·h` and `1 - s·(1 - h)` as fused multiply-adds (the
+//!   compiler contracts them in OpenCV's AVX2 build; without that, 15 of 49,152 values of a
+//!   fixture image differ by 1, all at V = 255). Its SIMD loop (32 pixels at a time with AVX2) *truncates* the final
 //!   `x·255`; the scalar loop for the rest of a row (width mod 32 pixels) rounds. Both are
 //!   reproduced here, so rows whose width is not a multiple of 32 match too (on a CPU where
 //!   OpenCV dispatches AVX2, as the fixture machine; SSE-only builds process 16 pixels at a time).
@@ -67,8 +69,9 @@ fn hsv_to_rgb_f(h: u8, s: u8, v: u8) -> [f32; 3] {
     hh -= pre;
     let tab0 = v;
     let tab1 = v * (1.0 - s);
-    let tab2 = v * (1.0 - s * hh);
-    let tab3 = v * (1.0 - s * (1.0 - hh));
+    // GCC contracts `1 - s·h` into a fused multiply-add in OpenCV's AVX2 build (-ffp-contract=fast).
+    let tab2 = v * (-s).mul_add(hh, 1.0);
+    let tab3 = v * (-s).mul_add(1.0 - hh, 1.0);
     let sector = (pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0) as i32;
     // (b, g, r) per sector: OpenCV's sector_data {{1,3,0}, {1,0,2}, {3,0,1}, {0,2,1}, {0,1,3}, {2,1,0}}.
     let tab = [tab0, tab1, tab2, tab3];
