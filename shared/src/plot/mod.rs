@@ -22,6 +22,7 @@
 //!
 //! Chart kinds live in sub-modules: [`distribution`] (images/instances per class).
 
+pub mod batch;
 pub mod curves;
 pub mod distribution;
 pub mod results;
