@@ -123,6 +123,11 @@ use Use::{Ignored as I, Used as U};
 
 const OPTIMIZERS: &[&str] = &["SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSProp", "auto"];
 
+/// Ignored keys that would change a detection training run in ultralytics: only these (and
+/// older versions' keys) are warned about when set. The other ignored keys belong to other
+/// modes (predict, export, track) or tasks (segment, pose, classify) and change nothing here.
+const CHANGE_DETECTION_TRAINING: &[&str] = &["cls_remap", "profile", "compile", "channels_last", "quantize", "distill_model", "dis", "copy_paste", "copy_paste_mode"];
+
 /// Every key kubeyolo accepts in a cfg yaml, in `default.yaml` order, then older versions' keys.
 pub const KEYS: &[KeySpec] = &[
     k("task", Str(&["detect", "segment", "semantic", "depth", "classify", "pose", "obb"]), U, "detect"),
@@ -491,7 +496,7 @@ impl Hyp {
                         Use::Used => {}
                         Use::Ignored => {
                             ignored.push(key.clone());
-                            if !is_a_default(s, &v) {
+                            if !is_a_default(s, &v) && (s.legacy || CHANGE_DETECTION_TRAINING.contains(&s.key)) {
                                 warnings.push(format!("cfg '{key}: {}' has no effect in kubeyolo (ignored){}", short(&v), if s.legacy { "; it is from an older ultralytics default.yaml" } else { "" }));
                             }
                         }
@@ -965,8 +970,11 @@ mod tests {
         assert_eq!(h.project.as_deref(), Some("2024"));
         assert_eq!(h.fraction, Fraction::Count(50));
         assert_eq!(l.ignored, vec!["format".to_string(), "show".to_string()]);
-        assert_eq!(l.warnings.iter().filter(|w| w.contains("no effect")).count(), 1, "{:?}", l.warnings);
-        assert!(l.warnings.iter().any(|w| w.contains("format: onnx")));
+        // export's `format` changes nothing in training: listed as ignored, not warned about
+        assert_eq!(l.warnings.iter().filter(|w| w.contains("no effect")).count(), 0, "{:?}", l.warnings);
+        let l2 = parse("copy_paste: 0.5\nformat: onnx\n").unwrap();
+        assert_eq!(l2.warnings.iter().filter(|w| w.contains("no effect")).count(), 1, "{:?}", l2.warnings);
+        assert!(l2.warnings.iter().any(|w| w.contains("copy_paste: 0.5")));
         assert!(l.warnings.iter().any(|w| w.contains("using 128")));
         let l = parse("batch: 0.7\nfreeze: 10\ndevice: [0, 1]\nimgsz: [480, 640]\nmodel: yolov8s.pt\n").unwrap();
         assert_eq!(l.hyp.batch, Batch::MemoryFraction(0.7));

@@ -152,15 +152,20 @@ fn describe_yaml(m: &ModelYaml, info: &mut Value, r: &mut Report) -> usize {
 }
 
 fn check_cfg(root: &DataRoot, name: &str, r: &mut Report) {
-    let path = match root.resolve_cfg(name) {
-        Ok(p) => p,
+    let builtin = matches!(name, "default" | "default.yaml");
+    let (path, loaded) = match root.resolve_cfg(name) {
+        Ok(p) => {
+            let l = Hyp::load_all(&p);
+            (p, l)
+        }
+        // `default`: ultralytics' built-in cfg, unless the volume has its own default.yaml
+        Err(_) if builtin => (PathBuf::from("default"), Ok(LoadedHyp { hyp: Hyp::default(), ignored: Vec::new(), warnings: Vec::new() })),
         Err(e) => return r.problems.push(e),
     };
-    match Hyp::load_all(&path) {
+    match loaded {
         Ok(LoadedHyp { hyp, ignored, warnings }) => {
-            if !ignored.is_empty() {
-                r.warnings.push(format!("cfg keys kubeyolo ignores (no effect): {}", ignored.join(", ")));
-            }
+            // Keys of other modes and tasks (predict, export, pose, …) are listed in the summary
+            // only; `warnings` names those set to values that would have changed training.
             r.warnings.extend(warnings);
             match parse_device(&hyp.device) {
                 Ok(DeviceRequest::Cuda(ids)) if !kubeyolo::device::CUDA_BUILT => r.warnings.push(format!(
@@ -174,7 +179,7 @@ fn check_cfg(root: &DataRoot, name: &str, r: &mut Report) {
                 "cfg".into(),
                 json!({
                     "path": path.display().to_string(),
-                    "epochs": hyp.epochs, "imgsz": hyp.imgsz, "batch": format!("{:?}", hyp.batch),
+                    "epochs": hyp.epochs, "imgsz": hyp.imgsz, "batch": batch_value(&hyp.batch),
                     "device": hyp.device, "optimizer": hyp.optimizer, "lr0": hyp.lr0,
                     "ignored_keys": ignored,
                 }),
@@ -278,5 +283,15 @@ fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, check_images
     );
     if ok {
         r.data_yaml = Some(path);
+    }
+}
+
+/// `batch` as the cfg writes it: `16`, `-1` (AutoBatch) or a memory fraction `0.7`.
+fn batch_value(b: &kubeyolo::config::hyp::Batch) -> Value {
+    use kubeyolo::config::hyp::Batch;
+    match b {
+        Batch::Fixed(n) => json!(n),
+        Batch::Auto => json!(-1),
+        Batch::MemoryFraction(f) => json!(f),
     }
 }
