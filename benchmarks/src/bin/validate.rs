@@ -51,6 +51,9 @@ enum Cmd {
         /// Non-square images (exercise letterboxing).
         #[arg(long)]
         rect: bool,
+        /// JPEG images (the image crate's encoder, quality 90) instead of PNG.
+        #[arg(long)]
+        jpeg: bool,
     },
     /// Time the validator (and ultralytics with --python).
     Bench {
@@ -85,8 +88,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> kubeyolo::Result<()> {
     let args = Args::parse();
     match args.cmd {
-        Cmd::Synth { dir, seed, imgsz, nc, images, rect } => {
-            let yaml = synth::generate(&dir, &spec(seed, imgsz, nc, [images[0], images[1], images[2]], rect))?;
+        Cmd::Synth { dir, seed, imgsz, nc, images, rect, jpeg } => {
+            let spec = SynthSpec { jpeg, ..spec(seed, imgsz, nc, [images[0], images[1], images[2]], rect) };
+            let yaml = synth::generate(&dir, &spec)?;
             println!("{}", yaml.display());
         }
         Cmd::Bench { weights, data_yaml, split, imgsz, batch, repeats, python } => {
