@@ -759,7 +759,7 @@ mod tests {
     /// gradients alive through the momentum chain (a leak that grows each step).
     #[test]
     fn state_keeps_no_autograd_graph() {
-        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::AdamW] {
+        for kind in OptimizerKind::ALL {
             let w = Var::from_slice(&[1.0f32, -2.0], (1, 2), &Device::Cpu).unwrap();
             let mut opt = Optimizer::new(kind, vec![("model.0.conv.weight".to_string(), w.clone())], 0.1, 0.9, 5e-4);
             for _ in 0..3 {
@@ -852,5 +852,62 @@ mod tests {
         assert!((wv - 0.95).abs() < 1e-6, "{wv}");
         assert_eq!(bnw.as_tensor().to_vec1::<f32>().unwrap()[0], 1.0);
         assert_eq!(bias.as_tensor().to_vec1::<f32>().unwrap()[0], 1.0);
+    }
+
+    /// Weight drives Muon; the Adam family ignores momentum (ultralytics' groups have no key);
+    /// MuSGD's boosted groups get 3× the lr; frozen parameters never move.
+    #[test]
+    fn group_setters_and_freeze() {
+        let dev = &Device::Cpu;
+        let vars = || {
+            vec![
+                ("model.0.conv.weight".to_string(), Var::ones((2, 2, 1, 1), candle_core::DType::F32, dev).unwrap()),
+                ("model.1.cv3.0.weight".to_string(), Var::ones((2, 2, 1, 1), candle_core::DType::F32, dev).unwrap()),
+                ("model.1.cv3.0.bias".to_string(), var(&[1.0, 1.0])),
+                ("model.1.dfl.conv.weight".to_string(), Var::ones((1, 2, 1, 1), candle_core::DType::F32, dev).unwrap()),
+            ]
+        };
+        let mut mu = Optimizer::new(OptimizerKind::MuSgd, vars(), 0.01, 0.9, 5e-4);
+        assert_eq!(mu.param_groups().len(), 8);
+        assert_eq!(mu.group_of("model.0.conv.weight"), Some(ParamGroup::Muon));
+        let cv3 = mu.group_index_of("model.1.cv3.0.weight").unwrap();
+        assert!(mu.param_groups()[cv3].boosted && mu.param_groups()[cv3].group == ParamGroup::Muon);
+        assert!(mu.param_groups()[mu.group_index_of("model.1.cv3.0.bias").unwrap()].boosted);
+        assert!(!mu.param_groups()[mu.group_index_of("model.0.conv.weight").unwrap()].boosted);
+        mu.set_lr(ParamGroup::Weight, 0.5);
+        mu.set_momentum(ParamGroup::Weight, 0.8);
+        assert_eq!(mu.param_groups()[cv3].hyp.lr, 1.5);
+        assert_eq!(mu.hyp(ParamGroup::Muon), GroupHyp { lr: 0.5, momentum: 0.8, weight_decay: 5e-4 });
+        assert_eq!(mu.hyp(ParamGroup::Bias).lr, 0.01);
+
+        let mut adam = Optimizer::new(OptimizerKind::Adam, vars(), 0.01, 0.9, 5e-4);
+        adam.set_momentum(ParamGroup::Weight, 0.5);
+        assert_eq!(adam.hyp(ParamGroup::Weight).momentum, 0.9);
+        assert_eq!(adam.set_frozen(&freeze_layer_names(&[0])), 2);
+        assert_eq!(adam.trainable_vars().len(), 2);
+        let all: Vec<Var> = vars().into_iter().map(|(_, v)| v).collect();
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, vars().into_iter().zip(&all).map(|((n, _), v)| (n, v.clone())), 0.1, 0.9, 0.0);
+        opt.set_frozen(&freeze_layer_names(&[]));
+        let loss = all.iter().map(|v| v.as_tensor().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+        assert_eq!(all[3].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.0], "frozen .dfl moved");
+        assert!(all[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] < 1.0);
+    }
+
+    #[test]
+    fn clip_scales_only_above_max_norm() {
+        let a = var(&[3.0, 4.0]);
+        let b = var(&[12.0]);
+        let loss = ((a.as_tensor().sum_all().unwrap() * 1.0).unwrap() + b.as_tensor().sum_all().unwrap()).unwrap();
+        let mut g = loss.backward().unwrap();
+        g.insert(a.as_tensor(), Tensor::new(&[3.0f32, 4.0], &Device::Cpu).unwrap());
+        g.insert(b.as_tensor(), Tensor::new(&[12.0f32], &Device::Cpu).unwrap());
+        let n = clip_grad_norm(&mut g, &[a.clone(), b.clone()], 100.0).unwrap();
+        assert_eq!(n, 13.0);
+        assert_eq!(g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![12.0]);
+        let n = clip_grad_norm(&mut g, &[a.clone(), b.clone()], 1.3).unwrap();
+        assert_eq!(n, 13.0);
+        let gb = g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap()[0];
+        assert!((gb - 1.2).abs() < 1e-6, "{gb}");
     }
 }
