@@ -12,7 +12,9 @@ Checks (NOTES.md section 3 of the KFP reference, plus the project's own):
   4. referential checks the SDK does not do: componentRef / executorLabel / producerTask /
      outputParameterKey / componentInputParameter / dependentTasks / triggerPolicy / placeholders
      / platform-spec executors all point at things that exist, required inputs are bound, the
-     DAGs have no cycles;
+     DAGs have no cycles; run-time placeholders sit where the backend substitutes them (the
+     driver: a whole runtime constant such as `{{$.pipeline_job_uuid}}`; the launcher: input
+     and output placeholders inside container arguments);
   5. --expect FILE: the IR equals FILE (a reference compiled by the SDK), sdkVersion aside;
   6. --sdk-equivalent JSON: builds the same pipeline with the kfp SDK + kfp-kubernetes from the
      given settings (the JSON `kubeyolo compile` settings), compiles it and requires equality.
@@ -105,6 +107,16 @@ def check_load_and_round_trip(path, docs):
 
 # --------------------------------------------------------------- 4. references
 PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\]")
+# Any `{{$...}}` placeholder in a container argument.
+ANY_PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
+# What the launcher substitutes inside container arguments (besides `{{$}}`).
+LAUNCHER_PLACEHOLDER = re.compile(r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['[^']+'\]\.?[a-z_]*\}\}")
+# The run-time constants the KFP driver substitutes (backend/src/v2/driver resolve: a switch on
+# the *whole* constant, so `runs/{{$.pipeline_job_uuid}}` would reach the step verbatim).
+DRIVER_CONSTANTS = {
+    "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}", "{{$.pipeline_job_uuid}}",
+    "{{$.pipeline_task_name}}", "{{$.pipeline_task_uuid}}",
+}
 
 
 def check_references(docs):
@@ -157,7 +169,14 @@ def check_references(docs):
             params, _ = outputs_of(tasks[prod].get("componentRef", {}).get("name"))
             if top.get("outputParameterKey") not in params:
                 problem(f"{where}: '{prod}' has no output parameter '{top.get('outputParameterKey')}'")
-        elif "runtimeValue" not in src:
+        elif "runtimeValue" in src:
+            const = src["runtimeValue"].get("constant")
+            # `{{$.workspace_path}}` is the one placeholder newer drivers replace inside a constant.
+            rest = const.replace("{{$.workspace_path}}", "") if isinstance(const, str) else ""
+            if "{{$" in rest and const not in DRIVER_CONSTANTS:
+                problem(f"{where}: runtime constant {const!r} embeds a placeholder the KFP driver does not "
+                        f"substitute (only a whole constant equal to one of {sorted(DRIVER_CONSTANTS)})")
+        else:
             problem(f"{where}: unknown input source {sorted(src)}")
 
     for cname, comp in comps.items():
@@ -180,6 +199,10 @@ def check_references(docs):
                     )
                     if not ok:
                         problem(f"{cname}: placeholder {io}.{kind}['{name}'] has no definition")
+                for ph in ANY_PLACEHOLDER.findall(str(arg)):
+                    if ph != "{{$}}" and not LAUNCHER_PLACEHOLDER.fullmatch(ph):
+                        problem(f"{cname}: argument placeholder {ph} is not substituted by the KFP launcher "
+                                "(pass it as an input bound to a runtime constant instead)")
     root = spec.get("root", {})
     check_dag("root", root.get("dag", {}), set(root.get("inputDefinitions", {}).get("parameters", {})))
     if len(docs) > 1:
@@ -263,11 +286,11 @@ def sdk_equivalent(settings):
             "--out-html", distribution_html.path, "--out-md", distribution_md.path])
 
     @dsl.container_component
-    def train(model_path: str, cfg_yaml: str, data_yaml: str, last_pt: OutputPath(str), best_pt: OutputPath(str),
-              out_data_yaml: OutputPath(str), train_metrics: Output[Metrics]):
+    def train(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, last_pt: OutputPath(str),
+              best_pt: OutputPath(str), out_data_yaml: OutputPath(str), train_metrics: Output[Metrics]):
         return dsl.ContainerSpec(image=img("train"), command=["yolo-train"], args=[
             "--model-path", model_path, "--cfg-yaml", cfg_yaml, "--data-yaml", data_yaml,
-            "--out-last-pt", last_pt, "--out-best-pt", best_pt, "--out-data-yaml", out_data_yaml,
+            "--run-dir", f"runs/detect/{run_id}", "--out-last-pt", last_pt, "--out-best-pt", best_pt, "--out-data-yaml", out_data_yaml,
             "--out-metrics", train_metrics.path])
 
     @dsl.container_component
@@ -335,9 +358,12 @@ def sdk_equivalent(settings):
         p = k8s(plot(result_json=d.outputs["result_json"], cls_names_json=d.outputs["cls_names_json"]),
                 "Plot distribution", pvc, False, True)
         with dsl.If(bool_train == True, name="train-enabled"):  # noqa: E712
+            # The run folder is keyed by the run: a retried pod resumes its own checkpoint.
             t = k8s(train(model_path=v.outputs["model_path"], cfg_yaml=v.outputs["cfg_yaml"],
-                          data_yaml=v.outputs["data_yaml"]), "Train", pvc, True, True)
+                          data_yaml=v.outputs["data_yaml"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
+                    "Train", pvc, True, True)
             t.after(p)
+            t.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
             k8s(test(last_pt=t.outputs["last_pt"], best_pt=t.outputs["best_pt"],
                      data_yaml=t.outputs["out_data_yaml"]), "Test", pvc, True, True)
             with dsl.If(bool_tune == True, name="tune-enabled"):  # noqa: E712

@@ -15,6 +15,10 @@
 //!
 //! Names are KFP names: the task key, the component input/output names (valid Python
 //! identifiers, inputs and outputs never share a name) and the flags the step binaries accept.
+//!
+//! Train's run folder is `runs/detect/<run id>` ([`Source::RunId`], [`TRAIN_RUNS`]): the id of
+//! the pipeline run, filled in by the orchestrator, so a retried train pod resumes its own
+//! checkpoint and a new run starts fresh. Train is the one step with retries ([`TRAIN_RETRY`]).
 
 /// Type of a pipeline run parameter (KFP `parameterType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +44,31 @@ pub enum Source {
     Param(&'static str),
     /// A string output parameter of an earlier step.
     Output { step: &'static str, output: &'static str },
+    /// `prefix` followed by the id of the pipeline run, resolved by the orchestrator at run time:
+    /// KFP v2 `{{$.pipeline_job_uuid}}` (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), Argo/KFP v1
+    /// `{{workflow.uid}}` (`dsl.RUN_ID_PLACEHOLDER`), the local runner its own run id.
+    ///
+    /// Why: the train step keys its run folder by it. A retried pod (eviction, preemption, a
+    /// KFP retry of the run) sees the same id, finds its own unfinished
+    /// `weights/last.safetensors` and resumes; a new run gets a new id and never resumes an
+    /// old run's checkpoint.
+    RunId { prefix: &'static str },
+}
+
+/// Retries of a step whose pod failed, with exponential backoff (KFP v2 `set_retry`, Argo
+/// `retryStrategy`). Given to steps that resume from their own checkpoints (train), so a lost
+/// pod costs the time since the last checkpoint, not the whole step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Wait before the first retry, as a duration (`60s`).
+    pub backoff: &'static str,
+    /// Factor applied to the wait after each retry: an integer, because Argo's
+    /// `backoff.factor` is an IntOrString (kfp 1.8 writes `factor: 2`); v2 writes it as a double.
+    pub factor: u32,
+    /// Cap on the wait (KFP's maximum is one hour).
+    pub max_backoff: &'static str,
 }
 
 /// KFP artifact types the steps produce (schema titles of the `system` namespace).
@@ -150,6 +179,8 @@ pub struct Step {
     pub tracks: bool,
     /// v1-only UI files the step can write (see [`V1File`]).
     pub v1_files: Vec<V1File>,
+    /// Retries on the cluster (the local runner runs every step once).
+    pub retry: Option<Retry>,
 }
 
 impl Step {
@@ -229,6 +260,11 @@ impl Pipeline {
                             return Err(format!("step '{}': unknown parameter '{p}'", s.name));
                         }
                     }
+                    Source::RunId { prefix } => {
+                        if prefix.starts_with('/') || prefix.contains("{{") {
+                            return Err(format!("step '{}': run-id prefix '{prefix}' must be a relative path", s.name));
+                        }
+                    }
                     Source::Output { step, output } => {
                         if !seen.contains(&step) {
                             return Err(format!("step '{}': producer '{step}' is not an earlier step", s.name));
@@ -280,6 +316,16 @@ fn string_out(name: &'static str, flag: &'static str) -> Output {
 fn artifact_out(name: &'static str, flag: &'static str, ty: ArtifactType) -> Output {
     Output { name, flag, kind: OutputKind::Artifact(ty) }
 }
+
+/// Where the train step's run folders live, relative to the data root: one folder per pipeline
+/// run, `runs/detect/<run id>` (ultralytics' `{project}` for detection, with the run id as name).
+pub const TRAIN_RUNS: &str = "runs/detect/";
+
+/// Train's retries: pod loss (eviction, preemption, a node going away) is the failure train is
+/// built to survive — it checkpoints every epoch, every 10 minutes and on SIGTERM, and a retry
+/// resumes in the same run folder. Two retries, a minute apart and then two, cover a node
+/// drain without retrying a real error (bad cfg, bad data) for long.
+pub const TRAIN_RETRY: Retry = Retry { max_retries: 2, backoff: "60s", factor: 2, max_backoff: "3600s" };
 
 /// The kubeyolo pipeline (the seed's graph).
 pub fn pipeline() -> Pipeline {
@@ -333,6 +379,7 @@ pub fn pipeline() -> Pipeline {
                 weight: Weight::Light,
                 tracks: true,
                 v1_files: vec![],
+                retry: None,
             },
             Step {
                 name: "distribution",
@@ -348,6 +395,7 @@ pub fn pipeline() -> Pipeline {
                 weight: Weight::Light,
                 tracks: true,
                 v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
+                retry: None,
             },
             Step {
                 name: "plot",
@@ -366,6 +414,7 @@ pub fn pipeline() -> Pipeline {
                 weight: Weight::Light,
                 tracks: true,
                 v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
+                retry: None,
             },
             Step {
                 name: "train",
@@ -375,6 +424,7 @@ pub fn pipeline() -> Pipeline {
                     input("model_path", "--model-path", out_of("verify", "model_path")),
                     input("cfg_yaml", "--cfg-yaml", out_of("verify", "cfg_yaml")),
                     input("data_yaml", "--data-yaml", out_of("verify", "data_yaml")),
+                    input("run_id", "--run-dir", Source::RunId { prefix: TRAIN_RUNS }),
                 ],
                 outputs: vec![
                     string_out("last_pt", "--out-last-pt"),
@@ -387,6 +437,7 @@ pub fn pipeline() -> Pipeline {
                 weight: Weight::Heavy,
                 tracks: true,
                 v1_files: vec![],
+                retry: Some(TRAIN_RETRY),
             },
             Step {
                 name: "test",
@@ -399,6 +450,7 @@ pub fn pipeline() -> Pipeline {
                 weight: Weight::Heavy,
                 tracks: true,
                 v1_files: vec![v1_file("--out-v1-metrics", V1_METRICS)],
+                retry: None,
             },
             Step {
                 name: "tune",
@@ -411,6 +463,7 @@ pub fn pipeline() -> Pipeline {
                 weight: Weight::Heavy,
                 tracks: true,
                 v1_files: vec![],
+                retry: None,
             },
         ],
     }
@@ -425,7 +478,22 @@ mod tests {
         let p = pipeline();
         p.validate().unwrap();
         assert_eq!(p.condition_groups().len(), 2);
-        assert_eq!(p.step("train").unwrap().upstream(), vec!["verify", "plot"]);
+        assert_eq!(p.step("train").unwrap().upstream(), vec!["verify", "plot"], "the run id is no dependency");
+        let train = p.step("train").unwrap();
+        let run_dir = train.inputs.iter().find(|i| i.flag == "--run-dir").unwrap();
+        assert_eq!(run_dir.source, Source::RunId { prefix: TRAIN_RUNS });
+        assert_eq!(train.retry, Some(TRAIN_RETRY));
+        assert!(p.steps.iter().filter(|s| s.name != "train").all(|s| s.retry.is_none()));
+    }
+
+    #[test]
+    fn validate_catches_a_bad_run_id_prefix() {
+        for bad in ["/abs/", "runs/{{x}}/"] {
+            let mut p = pipeline();
+            let train = p.steps.iter_mut().find(|s| s.name == "train").unwrap();
+            train.inputs.iter_mut().find(|i| i.flag == "--run-dir").unwrap().source = Source::RunId { prefix: bad };
+            assert!(p.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct RunCommon {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Run folder for outputs, artifacts, logs and summary.json [default: <data-dir>/pipeline-runs/<timestamp>].
+    /// Its name is the run id: train trains in <data-dir>/runs/detect/<name>, so the same
+    /// --run-dir again resumes an unfinished training (as a KFP retry does).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Do not echo step output live (it is in <run-dir>/<step>/log.txt either way).
@@ -276,9 +278,9 @@ fn run_pipeline(data_dir: &Path, exec: &dyn Executor, common: &RunCommon, extra_
     let data_dir = absolute(data_dir)?;
     let run_dir = match &common.run_dir {
         Some(d) => absolute(d)?,
-        None => absolute(&data_dir.join("pipeline-runs").join(runner::run_id()))?,
+        None => absolute(&new_run_dir(&data_dir.join("pipeline-runs")))?,
     };
-    let ctx = runner::RunContext { data_dir, run_dir };
+    let ctx = runner::RunContext::new(data_dir, run_dir);
     let opts = runner::RunOptions { params, echo: !common.quiet, tail_lines: 20 };
     let summary = runner::run(&p, exec, &ctx, &opts)?;
     println!("\n{}", summary.table());
@@ -290,6 +292,19 @@ fn run_pipeline(data_dir: &Path, exec: &dyn Executor, common: &RunCommon, extra_
         return Err(Error::usage(format!("{} step(s) missing (--require-all)", summary.missing())));
     }
     Ok(())
+}
+
+/// `<runs>/<timestamp>`, with `-2`, `-3`, … when runs start within the same second: a new
+/// run must never share a run id (and so a train run folder) with an earlier one.
+fn new_run_dir(runs: &Path) -> PathBuf {
+    let id = runner::run_id();
+    let mut dir = runs.join(&id);
+    let mut n = 2;
+    while dir.exists() {
+        dir = runs.join(format!("{id}-{n}"));
+        n += 1;
+    }
+    dir
 }
 
 fn process_executor(common: &RunCommon) -> ProcessExecutor {

@@ -10,6 +10,10 @@
 //! - `dsl.Condition(x == True)` → a DAG template `condition-<name>-N` with
 //!   `when: '"{{inputs.parameters.x}}" == "True"'` (v1 booleans are Python strings);
 //! - display names → annotation `pipelines.kubeflow.org/task_display_name`;
+//! - the run id ([`Source::RunId`]: train's `--run-dir runs/detect/<run id>`) →
+//!   `runs/detect/{{workflow.uid}}` written into the container args, as kfp 1.8 compiles
+//!   `"runs/detect/" + dsl.RUN_ID_PLACEHOLDER`;
+//! - `set_retry(..., policy="Always", backoff...)` → the template's `retryStrategy`;
 //! - `file_outputs` → `outputs.parameters[].valueFrom.path` + `outputs.artifacts` at
 //!   `/tmp/outputs/<name>`; the step binaries get `--out-<name> /tmp/outputs/<name>` so they
 //!   write there (the seed's Python components wrote those files themselves).
@@ -25,6 +29,9 @@ use kubeyolo::{Error, Result};
 
 /// The kfp release whose output format this emulates (labels read by the v1 backend).
 pub const KFP_V1_FORMAT: &str = "1.8.22";
+/// `dsl.RUN_ID_PLACEHOLDER` of kfp 1.8: Argo's workflow UID, the same for every retry of a pod
+/// of the run (and for a resubmitted failed run's retried nodes), new for every new run.
+pub const WORKFLOW_UID: &str = "{{workflow.uid}}";
 /// Where v1 steps write their output files.
 pub const OUTPUT_DIR: &str = "/tmp/outputs";
 
@@ -169,14 +176,16 @@ fn conditions_of(p: &Pipeline, step: &str) -> Vec<Condition> {
     p.step(step).map(|s| s.conditions.clone()).unwrap_or_default()
 }
 
-/// v1 parameter name of a step input: the pipeline parameter, or `<producer>-<output>`.
-fn channel(p: &Pipeline, src: Source) -> String {
+/// v1 parameter name of a step input: the pipeline parameter, or `<producer>-<output>`; `None`
+/// for the run id, which is no parameter (Argo fills `{{workflow.uid}}` in the template).
+fn channel(p: &Pipeline, src: Source) -> Option<String> {
     match src {
-        Source::Param(name) => name.to_string(),
+        Source::Param(name) => Some(name.to_string()),
         Source::Output { step, output } => {
             let o = p.step(step).and_then(|s| s.output(output)).map(|o| o.v1_name()).unwrap_or(output);
-            format!("{step}-{o}")
+            Some(format!("{step}-{o}"))
         }
+        Source::RunId { .. } => None,
     }
 }
 
@@ -189,9 +198,10 @@ fn group_channels(p: &Pipeline, g: &[Condition], pvc: &Pvc) -> Vec<String> {
             let outside = match i.source {
                 Source::Param(_) => true,
                 Source::Output { step: prod, .. } => !conditions_of(p, prod).starts_with(g),
+                Source::RunId { .. } => false,
             };
-            if outside {
-                out.push(channel(p, i.source));
+            if let (true, Some(chan)) = (outside, channel(p, i.source)) {
+                out.push(chan);
             }
         }
         for c in &step.conditions[g.len()..] {
@@ -249,7 +259,7 @@ fn dag_tasks(p: &Pipeline, chain: &[Condition], groups: &[Vec<Condition>], pvc: 
     for step in p.steps.iter().filter(|st| st.conditions == chain) {
         let mut args = Vec::new();
         for i in &step.inputs {
-            let chan = channel(p, i.source);
+            let Some(chan) = channel(p, i.source) else { continue };
             let v = channel_value(p, chain, Some(i.source), &chan, pvc);
             args.push((chan, v));
         }
@@ -274,7 +284,7 @@ fn dag_tasks(p: &Pipeline, chain: &[Condition], groups: &[Vec<Condition>], pvc: 
                 .iter()
                 .flat_map(|st| st.inputs.iter())
                 .map(|i| i.source)
-                .find(|src| channel(p, *src) == chan);
+                .find(|src| channel(p, *src).as_deref() == Some(chan.as_str()));
             let v = channel_value(p, chain, src, &chan, pvc);
             args.push((chan, v));
         }
@@ -296,7 +306,7 @@ fn dag_tasks(p: &Pipeline, chain: &[Condition], groups: &[Vec<Condition>], pvc: 
 }
 
 fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> Value {
-    let mut inputs: Vec<String> = step.inputs.iter().map(|i| channel(p, i.source)).collect();
+    let mut inputs: Vec<String> = step.inputs.iter().filter_map(|i| channel(p, i.source)).collect();
     if pvc.create {
         inputs.push(pvc.param());
     }
@@ -306,7 +316,10 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
     let mut args = Vec::new();
     for i in &step.inputs {
         args.push(i.flag.to_string());
-        args.push(format!("{{{{inputs.parameters.{}}}}}", channel(p, i.source)));
+        args.push(match (i.source, channel(p, i.source)) {
+            (Source::RunId { prefix }, _) => format!("{prefix}{WORKFLOW_UID}"),
+            (_, chan) => format!("{{{{inputs.parameters.{}}}}}", chan.unwrap_or_default()),
+        });
     }
     let mut out_params = Vec::new();
     let mut out_artifacts = Vec::new();
@@ -412,5 +425,18 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
         }),
     );
     t.insert("volumes".into(), json!(volumes));
+    if let Some(r) = step.retry {
+        // kfp 1.8 `set_retry(n, policy="Always", backoff_duration, backoff_factor,
+        // backoff_max_duration)`. Always: a pod that is deleted or evicted ends as an Argo
+        // *Error*, not a *Failure*, and that is exactly the loss a retry is for.
+        t.insert(
+            "retryStrategy".into(),
+            json!({
+                "limit": r.max_retries,
+                "retryPolicy": "Always",
+                "backoff": { "duration": r.backoff, "factor": r.factor, "maxDuration": r.max_backoff },
+            }),
+        );
+    }
     Value::Object(t)
 }

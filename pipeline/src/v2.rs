@@ -11,6 +11,14 @@
 //! - every value used inside a group (inputs from outside it, and the condition parameters of
 //!   every task within) enters it as a `pipelinechannel--…` input;
 //! - caching off is `cachingOptions: {}`; the display name is `taskInfo.name`;
+//! - the run id ([`Source::RunId`], train's `--run-dir runs/detect/<run id>`) is a component
+//!   input bound to the runtime constant `{{$.pipeline_job_uuid}}` (what
+//!   `train(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)` compiles to), the argument is
+//!   `runs/detect/{{$.inputs.parameters['run_id']}}` (an f-string in the SDK's container
+//!   component): the driver resolves only whole-constant placeholders, the launcher replaces
+//!   input placeholders inside arguments;
+//! - retries (`Step::retry`) are the task's `retryPolicy` (`set_retry`); backends older than
+//!   the v2 retry support ignore it (kubeflow/pipelines#9950), the run still works;
 //! - volumes, shared memory and secrets live in the platform spec, keyed by executor label.
 
 use serde_json::{json, Map, Value};
@@ -18,6 +26,11 @@ use serde_json::{json, Map, Value};
 use crate::graph::{Condition, OutputKind, ParamType, Pipeline, Source, Step};
 use crate::settings::{self, CompileSettings, MLFLOW_CONFIGMAP_KEYS};
 use kubeyolo::Result;
+
+/// `dsl.PIPELINE_JOB_ID_PLACEHOLDER`: the run's UUID. The KFP driver substitutes it only when it
+/// is a task input's whole runtime constant (an exact match, not inside a longer string), so
+/// [`Source::RunId`] passes it as its own input and puts the prefix in the container argument.
+pub const PIPELINE_JOB_UUID: &str = "{{$.pipeline_job_uuid}}";
 
 /// Task name of the CreatePVC task (as `kfp.kubernetes.CreatePVC` names it).
 const CREATEPVC: &str = "createpvc";
@@ -121,7 +134,7 @@ fn leaf_component(p: &Pipeline, step: &Step) -> Value {
     for i in &step.inputs {
         let ty = match i.source {
             Source::Param(name) => p.param(name).map(|x| x.ty).unwrap_or(ParamType::String),
-            Source::Output { .. } => ParamType::String,
+            Source::Output { .. } | Source::RunId { .. } => ParamType::String,
         };
         inputs.insert(i.name.to_string(), json!({ "parameterType": param_type(ty) }));
     }
@@ -164,7 +177,12 @@ fn container(step: &Step, s: &CompileSettings) -> Value {
     let mut args = Vec::new();
     for i in &step.inputs {
         args.push(json!(i.flag));
-        args.push(json!(format!("{{{{$.inputs.parameters['{}']}}}}", i.name)));
+        let value = format!("{{{{$.inputs.parameters['{}']}}}}", i.name);
+        args.push(json!(match i.source {
+            // The launcher replaces input placeholders anywhere inside an argument.
+            Source::RunId { prefix } => format!("{prefix}{value}"),
+            _ => value,
+        }));
     }
     for o in &step.outputs {
         args.push(json!(o.flag));
@@ -302,6 +320,8 @@ fn group_channels(p: &Pipeline, chain: &[Condition], create: bool) -> Vec<Channe
         for i in &step.inputs {
             match i.source {
                 Source::Param(name) => chans.push(Channel::Param(name)),
+                // Resolved by the driver of the task itself: no value enters the group.
+                Source::RunId { .. } => {}
                 Source::Output { step: prod, output } => {
                     if !conditions_of(p, prod).starts_with(chain) {
                         chans.push(Channel::Output(prod, output));
@@ -352,6 +372,10 @@ fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[V
             let chan = match i.source {
                 Source::Param(name) => Channel::Param(name),
                 Source::Output { step, output } => Channel::Output(step, output),
+                Source::RunId { .. } => {
+                    params.insert(i.name.to_string(), json!({ "runtimeValue": { "constant": PIPELINE_JOB_UUID } }));
+                    continue;
+                }
             };
             params.insert(i.name.to_string(), channel_ref(p, chain, &chan));
         }
@@ -369,6 +393,18 @@ fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[V
         }
         if !params.is_empty() {
             t.insert("inputs".into(), json!({ "parameters": params }));
+        }
+        if let Some(r) = step.retry {
+            // `set_retry(num_retries, backoff_duration, backoff_factor, backoff_max_duration)`.
+            t.insert(
+                "retryPolicy".into(),
+                json!({
+                    "backoffDuration": r.backoff,
+                    "backoffFactor": f64::from(r.factor),
+                    "backoffMaxDuration": r.max_backoff,
+                    "maxRetryCount": r.max_retries,
+                }),
+            );
         }
         t.insert("taskInfo".into(), json!({ "name": step.display }));
         tasks.insert(step.name.to_string(), Value::Object(t));

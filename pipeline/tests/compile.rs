@@ -120,6 +120,47 @@ fn v2_full_settings_equal_the_sdk_build() {
     assert!(c.status.success(), "check_kfp failed (minimal):\n{}", text(&c));
 }
 
+/// Train's run folder is keyed by the pipeline run, in the one form the KFP backend resolves:
+/// an input bound to the whole runtime constant `{{$.pipeline_job_uuid}}` (the driver
+/// substitutes it) and the prefix in the container argument (the launcher substitutes input
+/// placeholders inside arguments). Train also carries its retry policy. Checked structurally
+/// here (no Python needed), then by the kfp SDK and the checker's placement rules.
+#[test]
+fn v2_train_run_dir_is_keyed_by_the_run_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.yaml");
+    for args in [&[][..], &["--create-pvc"][..]] {
+        let o = compile(args, &out);
+        assert!(o.status.success(), "{}", text(&o));
+        let yaml = std::fs::read_to_string(&out).unwrap();
+        let spec: serde_yaml::Value =
+            serde::Deserialize::deserialize(serde_yaml::Deserializer::from_str(&yaml).next().unwrap()).unwrap();
+        let container = &spec["deploymentSpec"]["executors"]["exec-train"]["container"];
+        let a: Vec<&str> = container["args"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let i = a.iter().position(|x| *x == "--run-dir").expect("train gets --run-dir");
+        assert_eq!(a[i + 1], "runs/detect/{{$.inputs.parameters['run_id']}}");
+        let comp = &spec["components"]["comp-train"]["inputDefinitions"]["parameters"]["run_id"];
+        assert_eq!(comp["parameterType"].as_str(), Some("STRING"));
+        let task = &spec["components"]["comp-condition-1"]["dag"]["tasks"]["train"];
+        assert_eq!(task["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"].as_str(), Some("{{$.pipeline_job_uuid}}"));
+        let retry = &task["retryPolicy"];
+        assert_eq!(retry["maxRetryCount"].as_u64(), Some(2), "{retry:?}");
+        assert_eq!(retry["backoffDuration"].as_str(), Some("60s"));
+        assert_eq!(retry["backoffFactor"].as_f64(), Some(2.0));
+        assert_eq!(retry["backoffMaxDuration"].as_str(), Some("3600s"));
+        // Only train is keyed and retried; no other step gets the run id.
+        assert_eq!(yaml.matches("pipeline_job_uuid").count(), 1, "{yaml}");
+        assert_eq!(yaml.matches("retryPolicy").count(), 1, "{yaml}");
+    }
+    let Some(py) = kfp_python("v2_run_id") else { return };
+    for args in [&[][..], &["--create-pvc"][..]] {
+        let o = compile(args, &out);
+        assert!(o.status.success(), "{}", text(&o));
+        let c = check(&py, &out, &[]);
+        assert!(c.status.success(), "check_kfp failed ({args:?}):\n{}", text(&c));
+    }
+}
+
 /// The checker must be able to fail: hand-broken variants of a good file are rejected.
 #[test]
 fn v2_checker_rejects_broken_variants() {
@@ -137,6 +178,12 @@ fn v2_checker_rejects_broken_variants() {
         ("dangling componentRef", "name: comp-plot\n", "name: comp-plott\n"),
         ("trigger on unknown input", "['pipelinechannel--bool_tune'] == true", "['pipelinechannel--tune'] == true"),
         ("unbound input", "componentInputParameter: cfg\n", "componentInputParameter: cfgg\n"),
+        // The run id where the backend would pass it on verbatim: embedded in a runtime constant
+        // (the driver substitutes whole constants only), or directly in an argument (the
+        // launcher substitutes input/output placeholders only).
+        ("run id inside a constant", "constant: '{{$.pipeline_job_uuid}}'", "constant: 'runs/{{$.pipeline_job_uuid}}'"),
+        ("run id in an argument", "runs/detect/{{$.inputs.parameters['run_id']}}", "runs/detect/{{$.pipeline_job_uuid}}"),
+        ("retry policy typo", "maxRetryCount: 2", "maxRetries: 2"),
     ];
     for (what, from, to) in breaks {
         assert!(src.contains(from), "{what}: pattern {from:?} not in the compiled file");

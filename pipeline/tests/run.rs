@@ -97,6 +97,8 @@ fn runs_the_graph_with_parameters_conditions_and_verbatim_outputs() {
     let t = args_of(bin.path(), "train");
     assert_eq!(flag(&t, "--model-path"), "/data/verify out:--out-model-path");
     assert_eq!(flag(&t, "--data-yaml"), "/data/verify out:--out-data-yaml");
+    // The run id is the run folder's name (`<data>/run` here): train's folder is keyed by it.
+    assert_eq!(flag(&t, "--run-dir"), "runs/detect/run");
     let test = args_of(bin.path(), "test");
     assert_eq!(flag(&test, "--data-yaml"), "/data/train out:--out-data-yaml");
     assert_eq!(flag(&test, "--best-pt"), "/data/train out:--out-best-pt");
@@ -116,6 +118,36 @@ fn runs_the_graph_with_parameters_conditions_and_verbatim_outputs() {
         assert_eq!(status(&st, s), "skipped", "{s}");
     }
     assert_eq!(status(&st, "plot"), "ok");
+}
+
+/// Runs without `--run-dir` get distinct run ids, so train never shares (and resumes) another
+/// run's folder — also when two runs start within the same second.
+#[test]
+fn each_run_gets_its_own_run_id_and_train_folder() {
+    let bin = stubs(&STEPS);
+    let data = tempfile::tempdir().unwrap();
+    let mut run_dirs = Vec::new();
+    for _ in 0..3 {
+        let o = Command::new(env!("CARGO_BIN_EXE_kubeyolo"))
+            .args(["run", "-q", "--set", "bool_train=true", "--data-dir"])
+            .arg(data.path())
+            .arg("--bin-dir")
+            .arg(bin.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_dirs.push(flag(&args_of(bin.path(), "train"), "--run-dir"));
+    }
+    let runs: Vec<String> = std::fs::read_dir(data.path().join("pipeline-runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for (i, d) in run_dirs.iter().enumerate() {
+        let id = d.strip_prefix("runs/detect/").unwrap_or_else(|| panic!("{d}"));
+        assert!(runs.contains(&id.to_string()), "train's folder {d} is named after a run folder: {runs:?}");
+        assert!(!run_dirs[..i].contains(d), "two runs share train's folder {d}");
+    }
 }
 
 #[test]
@@ -183,36 +215,59 @@ fn bad_parameters_are_usage_errors() {
     }
 }
 
-/// The README's first command, with the real step binaries built beside `kubeyolo` (steps not
-/// built or not implemented yet must come out as missing, never failed).
+/// The README's first command on a tiny dataset, with the real step binaries built beside
+/// `kubeyolo` (`cargo test --workspace` builds them): verify → distribution → plot → train → test
+/// all run for real, train in `runs/detect/<run id>`, test reads train's weights, and the final
+/// test metrics are printed and recorded.
 #[test]
-fn demo_runs_the_real_steps_that_exist() {
+fn demo_trains_and_tests_for_real() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kubeyolo")).parent().unwrap();
+    for s in ["verify", "distribution", "plot", "train", "test"] {
+        assert!(
+            bin_dir.join(format!("yolo-{s}")).is_file(),
+            "yolo-{s} is not built beside kubeyolo: run `cargo build -p yolo-{s}` (cargo test --workspace builds it)"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kubeyolo")).parent().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_kubeyolo"))
         .args(["demo", "-q", "--no-build", "--images", "8", "--imgsz", "64", "--epochs", "1", "--dir"])
         .arg(&demo)
         .arg("--run-dir")
-        .arg(dir.path().join("run"))
+        .arg(dir.path().join("run-42"))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
     assert!(demo.join("data-custom.yaml").is_file() && demo.join("cfg-custom.yaml").is_file(), "{text}");
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/summary.json")).unwrap()).unwrap();
     assert!(o.status.success(), "demo failed:\n{text}");
-    for s in summary["steps"].as_array().unwrap() {
-        let name = s["step"].as_str().unwrap();
-        let st = s["status"].as_str().unwrap();
-        let built = bin_dir.join(format!("yolo-{name}")).is_file();
-        match (name, built) {
-            ("tune", _) => assert!(st == "skipped", "tune: {st}"),
-            (_, true) => assert!(st == "ok" || st == "blocked", "{name}: {st} {s}\n{text}"),
-            (_, false) => assert_eq!(st, "missing", "{name}"),
-        }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run-42/summary.json")).unwrap()).unwrap();
+    let st: BTreeMap<String, Value> =
+        summary["steps"].as_array().unwrap().iter().map(|s| (s["step"].as_str().unwrap().to_string(), s.clone())).collect();
+    for s in ["verify", "distribution", "plot", "train", "test"] {
+        assert_eq!(status(&st, s), "ok", "{s}: {}\n{text}", st[s]);
     }
-    assert_eq!(summary["steps"][0]["status"], "ok", "verify must run on the demo data:\n{text}");
-    let model = summary["steps"][0]["outputs"]["model_path"].as_str().unwrap();
-    assert_eq!(model, "yolov8n.yaml", "demo trains the built-in architecture");
+    assert_eq!(status(&st, "tune"), "skipped");
+    assert_eq!(st["verify"]["outputs"]["model_path"], "yolov8n.yaml", "demo trains the built-in architecture");
+
+    // Train ran in the folder keyed by the run id (the run folder's name) and handed its
+    // weights to test.
+    let train_dir = std::fs::canonicalize(&demo).unwrap().join("runs/detect/run-42");
+    let best = st["train"]["outputs"]["best_pt"].as_str().unwrap();
+    assert_eq!(Path::new(best), train_dir.join("weights/best.safetensors"), "{text}");
+    assert!(Path::new(best).is_file() && train_dir.join("results.csv").is_file());
+    let test_log = std::fs::read_to_string(st["test"]["log"].as_str().unwrap()).unwrap();
+    assert!(test_log.contains(best), "test evaluated train's best weights:\n{test_log}");
+
+    // Test's metrics: recorded in summary.json and printed after the table.
+    let m = &st["test"]["metrics"]["test_metrics"];
+    for k in ["precision", "recall", "mAP50", "mAP50-95"] {
+        let v = m[k].as_f64().unwrap_or_else(|| panic!("test metric {k} missing: {m}"));
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    assert_eq!(m["images"].as_f64(), Some(2.0), "the demo's test split has 8/4 images: {m}");
+    let tail = &stdout[stdout.find("test metrics (test_metrics):").unwrap_or_else(|| panic!("no test metrics printed:\n{stdout}"))..];
+    assert!(tail.contains("mAP50-95") && tail.contains("precision"), "{tail}");
+    assert!(st["train"]["metrics"]["train_metrics"]["epochs"].as_f64() == Some(1.0), "{}", st["train"]);
 }

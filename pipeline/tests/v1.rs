@@ -60,6 +60,8 @@ struct Shape {
     volumes: Vec<String>,
     annotations: BTreeMap<String, String>,
     resource: String,
+    /// `retryStrategy` (set_retry); mappings compare regardless of key order.
+    retry: Value,
 }
 
 fn shape(t: &Value) -> Shape {
@@ -103,6 +105,7 @@ fn shape(t: &Value) -> Shape {
         volumes,
         annotations,
         resource: s(&t["resource"]["manifest"]),
+        retry: t["retryStrategy"].clone(),
     }
 }
 
@@ -180,6 +183,8 @@ fn argo_rules(wf: &Value) {
         for ph in placeholder(&body) {
             if let Some(p) = ph.strip_prefix("inputs.parameters.") {
                 assert!(inputs.contains(p), "template {name}: {{{{{ph}}}}} is not an input");
+            } else if ph == "workflow.uid" {
+                // Argo's global variable (kfp 1.8 dsl.RUN_ID_PLACEHOLDER), valid in any template.
             } else {
                 panic!("template {name}: unexpected placeholder {{{{{ph}}}}}");
             }
@@ -250,6 +255,32 @@ fn v1_follows_argo_rules_in_every_variant() {
         assert!(env.contains("mlflow-s3") && env.contains("configMapKeyRef"), "{step} logs to MLflow: {env}");
     }
     assert!(ts["verify"]["container"]["resources"]["limits"].is_null(), "no GPU on verify");
+}
+
+/// Train's run folder is keyed by the Argo workflow UID (what kfp 1.8 compiles
+/// `"runs/detect/" + dsl.RUN_ID_PLACEHOLDER` to), and train alone retries, Always (a deleted or
+/// evicted pod is an Argo Error, not a Failure).
+#[test]
+fn v1_train_run_dir_is_keyed_by_the_workflow_uid_and_retried() {
+    for wf in [compile(REFERENCE), compile(&[])] {
+        let ts = templates(&wf);
+        let args: Vec<String> = seq(&ts["train"]["container"]["args"]).iter().map(s).collect();
+        let i = args.iter().position(|a| a == "--run-dir").expect("train gets --run-dir");
+        assert_eq!(args[i + 1], "runs/detect/{{workflow.uid}}");
+        assert!(!names(&ts["train"]["inputs"]["parameters"]).iter().any(|n| n.contains("run")), "the uid is no input");
+        let r = &ts["train"]["retryStrategy"];
+        assert_eq!(s(&r["limit"]), "2");
+        assert_eq!(s(&r["retryPolicy"]), "Always");
+        assert_eq!(s(&r["backoff"]["duration"]), "60s");
+        assert!(r["backoff"]["factor"].is_u64(), "Argo's factor is an IntOrString: {:?}", r["backoff"]["factor"]);
+        assert_eq!(s(&r["backoff"]["maxDuration"]), "3600s");
+        for (name, t) in &ts {
+            if name != "train" {
+                assert!(t["retryStrategy"].is_null(), "{name} retries");
+                assert!(!serde_yaml::to_string(t).unwrap().contains("workflow.uid"), "{name} uses the run id");
+            }
+        }
+    }
 }
 
 #[test]

@@ -90,11 +90,17 @@ impl Executor for DockerExecutor {
             cmd.args(["--user", &u]);
         }
         for (k, _) in std::env::vars() {
-            if PASS_ENV_PREFIXES.iter().any(|p| k.starts_with(p)) && k != kubeyolo::root::ENV_DATA_ROOT {
+            if PASS_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+                && k != kubeyolo::root::ENV_DATA_ROOT
+                && k != kubeyolo::kfp::EXECUTOR_OUTPUT_ENV
+            {
                 cmd.args(["-e", &k]);
             }
         }
         cmd.args(["-e", &format!("{}=/data", kubeyolo::root::ENV_DATA_ROOT)]);
+        // The step's executor output lands in its run folder, as with the process runner.
+        let exec_out = self.map(&ctx.executor_output(step).to_string_lossy(), ctx);
+        cmd.args(["-e", &format!("{}={exec_out}", kubeyolo::kfp::EXECUTOR_OUTPUT_ENV)]);
         cmd.args(&self.extra);
         cmd.args(["--entrypoint", &step.binary(), &self.image(step)]);
         cmd.args(args.iter().map(|a| self.map(a, ctx)));

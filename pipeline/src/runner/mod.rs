@@ -8,6 +8,11 @@
 //! [`process`] (step binaries as subprocesses, a folder standing in for `/data`) or [`docker`]
 //! (`docker run -v DIR:/data IMAGE`).
 //!
+//! The run id ([`Source::RunId`]) is the run folder's name ([`RunContext::run_id`]), so train
+//! trains in `<data>/runs/detect/<run id>`; every step gets its own KFP executor output file
+//! (`<run>/<step>/executor_output.json`). After the table, the numbers of every metrics artifact
+//! (train's final validation, test's scores) are printed.
+//!
 //! Outcomes are honest: a step whose binary/image does not exist is **missing** (never faked)
 //! and its dependants are **blocked**; a failing step shows its own error (log tail) and blocks
 //! its dependants; a step whose condition is false is **skipped**. Every step's output goes to
@@ -26,7 +31,7 @@ use std::time::{Duration, Instant};
 use kubeyolo::{Error, Result};
 use serde::Serialize;
 
-use crate::graph::{OutputKind, ParamType, Pipeline, Source, Step};
+use crate::graph::{ArtifactType, OutputKind, ParamType, Pipeline, Source, Step};
 
 /// How one step is executed.
 pub trait Executor {
@@ -45,6 +50,24 @@ pub struct RunContext {
     pub data_dir: PathBuf,
     /// `<data_dir>/pipeline-runs/<id>` unless chosen: outputs, artifacts, logs, summary.
     pub run_dir: PathBuf,
+    /// This run's id, what KFP's run UUID is on the cluster ([`Source::RunId`]): the run
+    /// folder's name. Train's run folder is `runs/detect/<run id>` under the data folder, so
+    /// running again with the same `--run-dir` resumes an unfinished training, like a KFP retry.
+    pub run_id: String,
+}
+
+impl RunContext {
+    /// A context whose run id is the run folder's name ([`RunContext::run_id`]).
+    pub fn new(data_dir: PathBuf, run_dir: PathBuf) -> RunContext {
+        let run_id = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(run_id);
+        RunContext { data_dir, run_dir, run_id }
+    }
+
+    /// Where `step` writes its KFP executor output (`output_metadata.json` on the cluster):
+    /// one file per step and run, never the shared `/tmp/kfp_outputs` of the host.
+    pub fn executor_output(&self, step: &Step) -> PathBuf {
+        self.run_dir.join(step.name).join("executor_output.json")
+    }
 }
 
 /// What happened to a step.
@@ -91,6 +114,9 @@ pub struct StepResult {
     pub outputs: BTreeMap<String, String>,
     /// Artifact files written.
     pub artifacts: BTreeMap<String, PathBuf>,
+    /// The numbers of the step's `system.Metrics` artifacts (artifact name → metric → value),
+    /// as the Kubeflow UI's "Scalar Metrics" table would show them.
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
     pub log: Option<PathBuf>,
 }
 
@@ -133,8 +159,42 @@ impl RunSummary {
         if self.missing() > 0 {
             t.push_str("MISSING steps were not run: their binary/image does not exist (not built, or not implemented yet).\n");
         }
+        t.push_str(&self.metrics_table());
         t
     }
+
+    /// The metrics of every step that wrote some (train's final validation, test's scores), in
+    /// step order: the numbers a run is for, printed after the table.
+    pub fn metrics_table(&self) -> String {
+        let mut t = String::new();
+        for s in &self.steps {
+            for (artifact, m) in &s.metrics {
+                if m.is_empty() {
+                    continue;
+                }
+                t.push_str(&format!("\n{} metrics ({artifact}):\n", s.step));
+                // The detection scores first, in ultralytics' column order, then the rest.
+                let first = ["precision", "recall", "mAP50", "mAP50-95", "fitness"];
+                let mut keys: Vec<&String> = first.iter().filter_map(|k| m.get_key_value(*k).map(|(k, _)| k)).collect();
+                keys.extend(m.keys().filter(|k| !first.contains(&k.as_str())));
+                let w = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+                for k in keys {
+                    let v = m[k];
+                    let shown = if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.4}") };
+                    t.push_str(&format!("  {k:<w$}  {shown}\n"));
+                }
+            }
+        }
+        t
+    }
+}
+
+/// The numeric entries of a metrics artifact file (a flat JSON object, as the steps write it);
+/// `None` when it is missing or not such an object.
+pub fn read_metrics(path: &Path) -> Option<BTreeMap<String, f64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(v.as_object()?.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect())
 }
 
 /// Parse `--set key=value` pairs against the pipeline parameters (booleans: true/false/1/0).
@@ -210,6 +270,7 @@ pub fn run(p: &Pipeline, exec: &dyn Executor, ctx: &RunContext, opts: &RunOption
             seconds: 0.0,
             outputs: BTreeMap::new(),
             artifacts: BTreeMap::new(),
+            metrics: BTreeMap::new(),
             log: None,
         };
         res.status = 'decide: {
@@ -270,6 +331,7 @@ fn run_step(
                 .find(|r| r.step == prod)
                 .and_then(|r| r.outputs.get(output).cloned())
                 .ok_or_else(|| Error::internal(format!("{}: output {prod}.{output} not available", step.name)))?,
+            Source::RunId { prefix } => format!("{prefix}{}", ctx.run_id),
         };
         args.push(i.flag.to_string());
         args.push(value);
@@ -286,6 +348,7 @@ fn run_step(
         args.push(path.to_string_lossy().into_owned());
     }
     std::fs::create_dir_all(&step_dir).map_err(|e| Error::io_at(&step_dir, "create step folder", e))?;
+    let _ = std::fs::remove_file(ctx.executor_output(step));
     let log_path = step_dir.join("log.txt");
     res.log = Some(log_path.clone());
 
@@ -313,8 +376,13 @@ fn run_step(
                         }
                         Err(_) => missing.push(o.name),
                     },
-                    OutputKind::Artifact(_) => {
+                    OutputKind::Artifact(t) => {
                         if path.exists() {
+                            if t == ArtifactType::Metrics {
+                                if let Some(m) = read_metrics(&path) {
+                                    res.metrics.insert(o.name.to_string(), m);
+                                }
+                            }
                             res.artifacts.insert(o.name.to_string(), path);
                         }
                     }

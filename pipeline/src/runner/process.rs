@@ -1,5 +1,6 @@
 //! Process runner: each step is its binary `yolo-<step>`, run as a subprocess with
-//! `--data-root <folder>` (the folder standing in for `/data`).
+//! `--data-root <folder>` (the folder standing in for `/data`) and its own KFP executor output
+//! file ([`RunContext::executor_output`]) instead of the host's shared `/tmp/kfp_outputs`.
 //!
 //! The binaries are looked up in one folder, by default the one holding the running `kubeyolo`
 //! executable (`target/<profile>/` in a cargo checkout, where `cargo build --workspace` puts
@@ -48,6 +49,7 @@ impl Executor for ProcessExecutor {
         let mut cmd = Command::new(self.binary(step));
         cmd.args(args).arg("--data-root").arg(&ctx.data_dir);
         cmd.env(kubeyolo::root::ENV_DATA_ROOT, &ctx.data_dir);
+        cmd.env(kubeyolo::kfp::EXECUTOR_OUTPUT_ENV, ctx.executor_output(step));
         cmd
     }
 }
