@@ -10,7 +10,8 @@
 //! with an empty one, is kept as a background. Nothing usable left is an error.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -79,6 +80,35 @@ pub struct TrainDataset {
     rect: Option<RectShapes>,
     /// `cache: ram`: each image decoded and resized once.
     cache: Option<Vec<OnceLock<Arc<Sample>>>>,
+    /// Otherwise, when augmenting: ultralytics' image buffer (the last `min(n, 8·batch, 1000)`
+    /// images loaded stay decoded; mosaic partners are mostly found there).
+    buffer: Option<Mutex<Buffer>>,
+}
+
+/// A bounded first-in-first-out store of decoded images. What it holds changes speed only,
+/// never a sample (the image is the same whether decoded now or earlier).
+struct Buffer {
+    cap: usize,
+    map: HashMap<usize, Arc<Sample>>,
+    order: VecDeque<usize>,
+}
+
+impl Buffer {
+    fn get(&self, i: usize) -> Option<Arc<Sample>> {
+        self.map.get(&i).cloned()
+    }
+    fn put(&mut self, i: usize, s: Arc<Sample>) {
+        if self.cap == 0 || self.map.contains_key(&i) {
+            return;
+        }
+        if self.order.len() >= self.cap {
+            if let Some(j) = self.order.pop_front() {
+                self.map.remove(&j);
+            }
+        }
+        self.order.push_back(i);
+        self.map.insert(i, s);
+    }
 }
 
 enum Checked {
@@ -186,12 +216,15 @@ impl TrainDataset {
             .with_hint("fix the label lines named above (cls cx cy w h, normalised) or the unreadable images"));
         }
         let names = if opts.single_cls { vec!["item".to_string()] } else { ds.names.clone() };
-        let mut out = TrainDataset { images: kept, labels, shapes, names, report, opts: *opts, rect: None, cache: None };
+        let mut out = TrainDataset { images: kept, labels, shapes, names, report, opts: *opts, rect: None, cache: None, buffer: None };
         if opts.rect {
             out.set_rectangle();
         }
         if opts.cache == Cache::Ram {
             out.cache = Some((0..out.images.len()).map(|_| OnceLock::new()).collect());
+        } else if opts.augment {
+            let cap = out.images.len().min(8 * opts.batch.max(1)).min(1000);
+            out.buffer = Some(Mutex::new(Buffer { cap, map: HashMap::new(), order: VecDeque::new() }));
         }
         Ok(out)
     }
@@ -291,6 +324,14 @@ impl TrainDataset {
             }
             let s = Arc::new(self.read_sample(i)?);
             return Ok(cache[i].get_or_init(|| s).clone());
+        }
+        if let Some(buf) = &self.buffer {
+            if let Some(s) = buf.lock().unwrap_or_else(|e| e.into_inner()).get(i) {
+                return Ok(s);
+            }
+            let s = Arc::new(self.read_sample(i)?);
+            buf.lock().unwrap_or_else(|e| e.into_inner()).put(i, s.clone());
+            return Ok(s);
         }
         Ok(Arc::new(self.read_sample(i)?))
     }

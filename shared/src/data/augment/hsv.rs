@@ -15,6 +15,10 @@
 
 use image::RgbImage;
 
+use crate::nn::fastmath::multiversioned;
+
+multiversioned!(fn hsv_rows = hsv_rows_gen / hsv_rows_avx2(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) -> ());
+
 const HSV_SHIFT: i32 = 12;
 /// Pixels per SIMD iteration of OpenCV's HSV2RGB_b with AVX2 (4 × 8 float lanes).
 const SIMD_PIXELS: usize = 32;
@@ -38,7 +42,7 @@ fn tables() -> &'static Tables {
 }
 
 /// One pixel RGB → OpenCV 8-bit HSV (H in 0..180).
-#[inline]
+#[inline(always)]
 pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
     let t = tables();
     let (r, g, b) = (r as i32, g as i32, b as i32);
@@ -58,7 +62,7 @@ pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
 
 /// The f32 (b, g, r) in 0..1 of OpenCV's HSV2RGB_simd (also its scalar native path, which
 /// computes the same products for s > 0 and returns v for s = 0 — the same values).
-#[inline]
+#[inline(always)]
 fn hsv_to_rgb_f(h: u8, s: u8, v: u8) -> [f32; 3] {
     let hscale: f32 = 6.0 / 180.0;
     let c0: f32 = 1.0 / 255.0;
@@ -81,18 +85,50 @@ fn hsv_to_rgb_f(h: u8, s: u8, v: u8) -> [f32; 3] {
 }
 
 /// One pixel OpenCV 8-bit HSV → RGB; `simd` selects the SIMD loop's truncation (else rounding).
-#[inline]
+#[inline(always)]
 pub fn hsv_to_rgb(h: u8, s: u8, v: u8, simd: bool) -> [u8; 3] {
     let [b, g, r] = hsv_to_rgb_f(h, s, v);
-    let q = |x: f32| -> u8 {
-        let y = x * 255.0;
-        if simd {
-            y.trunc().clamp(0.0, 255.0) as u8
-        } else {
-            y.round_ties_even().clamp(0.0, 255.0) as u8
+    [quantize(r, simd), quantize(g, simd), quantize(b, simd)]
+}
+
+#[inline(always)]
+fn quantize(x: f32, simd: bool) -> u8 {
+    let y = x * 255.0;
+    if simd {
+        y.trunc().clamp(0.0, 255.0) as u8
+    } else {
+        y.round_ties_even().clamp(0.0, 255.0) as u8
+    }
+}
+
+/// Per (h, s): the factors `1 - s`, `1 - s·h`, `1 - s·(1 - h)` of [`hsv_to_rgb_f`] and the
+/// table index of each output channel. The products with v are then exactly those of OpenCV
+/// (each tab value is one f32 multiplication of v by its factor), at a fraction of the work.
+struct Factors {
+    f: Vec<[f32; 4]>,
+    pick: Vec<[u8; 3]>,
+}
+
+fn factors() -> &'static Factors {
+    static F: std::sync::OnceLock<Factors> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let (mut f, mut pick) = (Vec::with_capacity(180 * 256), Vec::with_capacity(180 * 256));
+        for h in 0..180u32 {
+            for s in 0..256u32 {
+                let hscale: f32 = 6.0 / 180.0;
+                let s = s as f32 * (1.0 / 255.0);
+                let mut hh = h as f32 * hscale;
+                let pre = hh.trunc();
+                hh -= pre;
+                f.push([1.0, 1.0 - s, (-s).mul_add(hh, 1.0), (-s).mul_add(1.0 - hh, 1.0)]);
+                let sector = (pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0) as usize;
+                const SECTOR: [[u8; 3]; 6] = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
+                let k = SECTOR[sector.min(5)];
+                pick.push([k[2], k[1], k[0]]); // (r, g, b)
+            }
         }
-    };
-    [q(r), q(g), q(b)]
+        Factors { f, pick }
+    })
 }
 
 /// ultralytics' three LUTs for gains `r` = uniform(-1, 1, 3) · (hsv_h, hsv_s, hsv_v), computed
@@ -115,13 +151,29 @@ pub fn random_hsv(img: &mut RgbImage, r: [f64; 3]) {
     let lut = luts(r);
     let w = img.width() as usize;
     let raw: &mut [u8] = img;
+    hsv_rows(raw, w, &lut);
+}
+
+/// The conversion loop (compiled with AVX2+FMA when available: the same arithmetic, inline
+/// instructions instead of libm calls for trunc/round/fma).
+#[inline(always)]
+fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
+    let fa = factors();
     for row in raw.chunks_exact_mut(w * 3) {
         // OpenCV converts row by row: whole blocks of 32 pixels in its SIMD loop, the rest scalar.
         let simd_px = if w >= SIMD_PIXELS { (w - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
         for (x, p) in row.chunks_exact_mut(3).enumerate() {
             let [h, s, v] = rgb_to_hsv(p[0], p[1], p[2]);
-            let out = hsv_to_rgb(lut[0][h as usize], lut[1][s as usize], lut[2][v as usize], x < simd_px);
-            p.copy_from_slice(&out);
+            let (h, s, v) = (lut[0][h as usize] as usize, lut[1][s as usize] as usize, lut[2][v as usize]);
+            let k = h.min(179) * 256 + s;
+            let vf = v as f32 * (1.0 / 255.0);
+            let f = &fa.f[k];
+            let tab = [vf * f[0], vf * f[1], vf * f[2], vf * f[3]];
+            let pick = fa.pick[k];
+            let simd = x < simd_px;
+            p[0] = quantize(tab[pick[0] as usize & 3], simd);
+            p[1] = quantize(tab[pick[1] as usize & 3], simd);
+            p[2] = quantize(tab[pick[2] as usize & 3], simd);
         }
     }
 }

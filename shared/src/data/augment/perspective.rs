@@ -17,6 +17,7 @@ use rand::Rng;
 
 use super::{uniform, AugmentConfig, Sample};
 use crate::data::image::PAD_VALUE;
+use crate::nn::fastmath::multiversioned;
 
 /// The random draws of one `RandomPerspective` call, in ultralytics' order.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,7 +155,7 @@ fn invert_affine(m: &Mat3) -> [f64; 6] {
 }
 
 /// Bilinear sample at (sx, sy) as OpenCV 5's warp kernels compute it (see the module docs).
-#[inline]
+#[inline(always)]
 fn sample_linear(src: &[u8], sw: usize, sh: usize, sx: f32, sy: f32, out: &mut [u8]) {
     let fx = sx.floor();
     let fy = sy.floor();
@@ -165,30 +166,40 @@ fn sample_linear(src: &[u8], sw: usize, sh: usize, sx: f32, sy: f32, out: &mut [
     }
     let a = sx - fx;
     let b = sy - fy;
-    let px = |yy: i64, xx: i64, c: usize| -> f32 {
-        if xx >= 0 && (xx as usize) < sw && yy >= 0 && (yy as usize) < sh {
-            src[(yy as usize * sw + xx as usize) * 3 + c] as f32
-        } else {
-            PAD_VALUE as f32
+    let mut p = [[PAD_VALUE as f32; 3]; 4];
+    if ix >= 0 && iy >= 0 && (ix as usize) + 1 < sw && (iy as usize) + 1 < sh {
+        // all four neighbours inside: no border checks
+        let o = (iy as usize * sw + ix as usize) * 3;
+        let (r0, r1) = (&src[o..o + 6], &src[o + sw * 3..o + sw * 3 + 6]);
+        for c in 0..3 {
+            p[0][c] = r0[c] as f32;
+            p[1][c] = r0[3 + c] as f32;
+            p[2][c] = r1[c] as f32;
+            p[3][c] = r1[3 + c] as f32;
         }
-    };
+    } else {
+        for (k, (dy, dx)) in [(0i64, 0i64), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+            let (yy, xx) = (iy + dy, ix + dx);
+            if xx >= 0 && (xx as usize) < sw && yy >= 0 && (yy as usize) < sh {
+                let o = (yy as usize * sw + xx as usize) * 3;
+                for c in 0..3 {
+                    p[k][c] = src[o + c] as f32;
+                }
+            }
+        }
+    }
     for c in 0..3 {
-        let (p00, p01, p10, p11) = (px(iy, ix, c), px(iy, ix + 1, c), px(iy + 1, ix, c), px(iy + 1, ix + 1, c));
-        let v0 = a.mul_add(p01 - p00, p00);
-        let v1 = a.mul_add(p11 - p10, p10);
+        let v0 = a.mul_add(p[1][c] - p[0][c], p[0][c]);
+        let v1 = a.mul_add(p[3][c] - p[2][c], p[2][c]);
         let v = b.mul_add(v1 - v0, v0);
         out[c] = v.round_ties_even().clamp(0.0, 255.0) as u8;
     }
 }
 
-/// `cv2.warpAffine(img, M[:2], dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB).
-pub fn warp_affine(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
-    let inv = invert_affine(m);
-    let mf = inv.map(|v| v as f32);
-    let (w, h) = size;
-    let (sw, sh) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
-    let mut out = vec![0u8; w * h * 3];
+/// The affine warp's rows (compiled with AVX2+FMA when available: the same arithmetic, inline
+/// `fma`/`round` instructions instead of libm calls).
+#[inline(always)]
+fn affine_rows_gen(src: &[u8], sw: usize, sh: usize, mf: &[f32; 6], w: usize, out: &mut [u8]) {
     for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
         let yf = y as f32;
         let rx = yf * mf[1] + mf[2];
@@ -200,20 +211,11 @@ pub fn warp_affine(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
             sample_linear(src, sw, sh, sx, sy, px);
         }
     }
-    RgbImage::from_raw(w as u32, h as u32, out).expect("buffer size matches")
 }
+multiversioned!(fn affine_rows = affine_rows_gen / affine_rows_avx2(src: &[u8], sw: usize, sh: usize, mf: &[f32; 6], w: usize, out: &mut [u8]) -> ());
 
-/// `cv2.warpPerspective(img, M, dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB): the
-/// inverse (LU, double) maps each destination pixel to `(X/W, Y/W)`, then the same bilinear
-/// sampling as [`warp_affine`]. Only used when `perspective` is non-zero (ultralytics' default
-/// is 0); the parity fixtures cover the affine path.
-pub fn warp_perspective(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
-    let inv = invert3(m);
-    let mf: Vec<f32> = inv.iter().map(|&v| v as f32).collect();
-    let (w, h) = size;
-    let (sw, sh) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
-    let mut out = vec![0u8; w * h * 3];
+#[inline(always)]
+fn perspective_rows_gen(src: &[u8], sw: usize, sh: usize, mf: &[f32; 9], w: usize, out: &mut [u8]) {
     for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
         let yf = y as f32;
         let (rx, ry, rw) = (yf * mf[1] + mf[2], yf * mf[4] + mf[5], yf * mf[7] + mf[8]);
@@ -226,6 +228,33 @@ pub fn warp_perspective(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbIm
             sample_linear(src, sw, sh, sx, sy, px);
         }
     }
+}
+multiversioned!(fn perspective_rows = perspective_rows_gen / perspective_rows_avx2(src: &[u8], sw: usize, sh: usize, mf: &[f32; 9], w: usize, out: &mut [u8]) -> ());
+
+/// `cv2.warpAffine(img, M[:2], dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB).
+pub fn warp_affine(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
+    let inv = invert_affine(m);
+    let mf = inv.map(|v| v as f32);
+    let (w, h) = size;
+    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut out = vec![0u8; w * h * 3];
+    affine_rows(src, sw, sh, &mf, w, &mut out);
+    RgbImage::from_raw(w as u32, h as u32, out).expect("buffer size matches")
+}
+
+/// `cv2.warpPerspective(img, M, dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB): the
+/// inverse (LU, double) maps each destination pixel to `(X/W, Y/W)`, then the same bilinear
+/// sampling as [`warp_affine`]. Only used when `perspective` is non-zero (ultralytics' default
+/// is 0); the parity fixtures cover the affine path.
+pub fn warp_perspective(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
+    let inv = invert3(m);
+    let mf: [f32; 9] = inv.map(|v| v as f32);
+    let (w, h) = size;
+    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut out = vec![0u8; w * h * 3];
+    perspective_rows(src, sw, sh, &mf, w, &mut out);
     RgbImage::from_raw(w as u32, h as u32, out).expect("buffer size matches")
 }
 
