@@ -269,7 +269,7 @@ impl DetectionLoss {
                     .map(|(i, (xr, gr))| {
                         let c = i % nc;
                         let k = (scale * g.cls) as f32 * cw[c];
-                        let (s, ok) = bce_row(xr, gr, k, true);
+                        let (s, ok) = bce_grad_row(xr, gr, k);
                         (s * cw[c] as f64, ok)
                     })
                     .collect()
@@ -277,7 +277,7 @@ impl DetectionLoss {
                 x.par_chunks(hw)
                     .enumerate()
                     .map(|(i, xr)| {
-                        let (s, ok) = bce_row(xr, &mut [], 0.0, false);
+                        let (s, ok) = bce_sum_row(xr);
                         (s * cw[i % nc] as f64, ok)
                     })
                     .collect()
@@ -329,8 +329,6 @@ struct Prepared {
     shapes: Vec<(usize, usize)>,
     device: Device,
     bs: usize,
-    nc: usize,
-    reg_max: usize,
     strides: Vec<f64>,
 }
 
@@ -374,7 +372,7 @@ impl Prepared {
         }
         let cpu = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?) };
         let tensors = out.box_levels.iter().chain(&out.cls_levels).map(cpu).collect::<Result<Vec<_>>>()?;
-        Ok(Prepared { tensors, shapes, device, bs, nc: loss.nc, reg_max: loss.reg_max, strides: loss.strides.clone() })
+        Ok(Prepared { tensors, shapes, device, bs, strides: loss.strides.clone() })
     }
 
     fn views(&self) -> Result<Views<'_>> {
@@ -397,7 +395,6 @@ impl Prepared {
             slices.push(data);
         }
         let scores = slices.split_off(nl);
-        let _ = (self.nc, self.reg_max);
         Ok(Views { bs: self.bs, grid, boxes: slices, scores })
     }
 }
@@ -594,45 +591,74 @@ fn ln1p_unit(u: f32) -> f32 {
     2.0 * s * p
 }
 
-/// Σ softplus(x) over a row (BCE with target 0; the foreground's −x·t is subtracted later)
-/// and, when `write`, `g = k·σ(x)`. Also whether every x is finite.
+/// softplus(x) = BCE(x, 0), σ(x) and whether x is finite (`x·0 == 0`), branch-free.
 #[inline(always)]
-fn bce_gen(x: &[f32], g: &mut [f32], k: f32, write: bool) -> (f64, bool) {
+fn bce_elem(v: f32) -> (f32, f32, f32) {
+    let e = fexp(-v.abs());
+    let pos = if v > 0.0 { v } else { 0.0 };
+    let num = if v >= 0.0 { 1.0 } else { e };
+    (pos + ln1p_unit(e), num / (1.0 + e), v * 0.0)
+}
+
+/// Σ softplus(x) over a row (BCE with target 0; the foreground's −x·t is subtracted later),
+/// `g = k·σ(x)`, and whether every x is finite. f32 lanes, summed to f64 every 512 elements.
+#[inline(always)]
+fn bce_grad_gen(x: &[f32], g: &mut [f32], k: f32) -> (f64, bool) {
     let mut total = 0.0f64;
     let mut bad = 0.0f32;
-    for (ci, xc) in x.chunks(512).enumerate() {
+    for (xc, gc) in x.chunks(512).zip(g.chunks_mut(512)) {
         let mut acc = [0f32; 8];
         let mut chk = [0f32; 8];
-        let base = ci * 512;
-        let n8 = xc.len() / 8 * 8;
-        for i in (0..n8).step_by(8) {
+        let mut xi = xc.chunks_exact(8);
+        let mut gi = gc.chunks_exact_mut(8);
+        for (x8, g8) in (&mut xi).zip(&mut gi) {
             for j in 0..8 {
-                let v = xc[i + j];
-                let e = fexp(-v.abs());
-                let pos = if v > 0.0 { v } else { 0.0 };
-                acc[j] += pos + ln1p_unit(e);
-                chk[j] += v * 0.0;
-                if write {
-                    let num = if v >= 0.0 { 1.0 } else { e };
-                    g[base + i + j] = k * (num / (1.0 + e));
-                }
+                let (sp, sig, c) = bce_elem(x8[j]);
+                acc[j] += sp;
+                chk[j] += c;
+                g8[j] = k * sig;
             }
         }
-        for i in n8..xc.len() {
-            let v = xc[i];
-            let e = fexp(-v.abs());
-            acc[0] += (if v > 0.0 { v } else { 0.0 }) + ln1p_unit(e);
-            chk[0] += v * 0.0;
-            if write {
-                g[base + i] = k * ((if v >= 0.0 { 1.0 } else { e }) / (1.0 + e));
-            }
+        for (v, gv) in xi.remainder().iter().zip(gi.into_remainder()) {
+            let (sp, sig, c) = bce_elem(*v);
+            acc[0] += sp;
+            chk[0] += c;
+            *gv = k * sig;
         }
         total += acc.iter().map(|&a| a as f64).sum::<f64>();
         bad += chk.iter().sum::<f32>();
     }
     (total, bad == 0.0)
 }
-multiversioned!(fn bce_row = bce_gen / bce_avx2(x: &[f32], g: &mut [f32], k: f32, write: bool) -> (f64, bool));
+multiversioned!(fn bce_grad_row = bce_grad_gen / bce_grad_avx2(x: &[f32], g: &mut [f32], k: f32) -> (f64, bool));
+
+/// [`bce_grad_row`] without the gradient (validation).
+#[inline(always)]
+fn bce_sum_gen(x: &[f32]) -> (f64, bool) {
+    let mut total = 0.0f64;
+    let mut bad = 0.0f32;
+    for xc in x.chunks(512) {
+        let mut acc = [0f32; 8];
+        let mut chk = [0f32; 8];
+        let mut xi = xc.chunks_exact(8);
+        for x8 in &mut xi {
+            for j in 0..8 {
+                let (sp, _, c) = bce_elem(x8[j]);
+                acc[j] += sp;
+                chk[j] += c;
+            }
+        }
+        for v in xi.remainder() {
+            let (sp, _, c) = bce_elem(*v);
+            acc[0] += sp;
+            chk[0] += c;
+        }
+        total += acc.iter().map(|&a| a as f64).sum::<f64>();
+        bad += chk.iter().sum::<f32>();
+    }
+    (total, bad == 0.0)
+}
+multiversioned!(fn bce_sum_row = bce_sum_gen / bce_sum_avx2(x: &[f32]) -> (f64, bool));
 
 #[inline(always)]
 fn finite_gen(x: &[f32]) -> bool {
@@ -694,8 +720,9 @@ mod tests {
         }
         let x: Vec<f32> = (0..1003).map(|i| (i as f32 * 0.731).sin() * 20.0).collect();
         let mut g = vec![0f32; x.len()];
-        let (s, ok) = bce_row(&x, &mut g, 2.0, true);
+        let (s, ok) = bce_grad_row(&x, &mut g, 2.0);
         assert!(ok);
+        assert_eq!(bce_sum_row(&x), (s, true));
         let want: f64 = x.iter().map(|&v| (v as f64).max(0.0) + (-(v as f64).abs()).exp().ln_1p()).sum();
         assert!((s - want).abs() < 1e-6 * want, "{s} vs {want}");
         for (&v, &gv) in x.iter().zip(&g) {
@@ -704,7 +731,8 @@ mod tests {
         }
         let mut y = x.clone();
         y[700] = f32::NEG_INFINITY;
-        assert!(!bce_row(&y, &mut g, 1.0, true).1);
+        assert!(!bce_grad_row(&y, &mut g, 1.0).1);
+        assert!(!bce_sum_row(&y).1);
         y[700] = f32::NAN;
         assert!(!all_finite(&y));
     }
@@ -723,11 +751,7 @@ mod tests {
             for k in 0..4 {
                 // α is detached in ultralytics: differentiate with α frozen at its value at p.
                 let h = 1e-6;
-                let f = |pp: [f64; 4]| -> f64 {
-                    let (iou_frozen, _) = ciou_grad(&p, &t);
-                    let _ = iou_frozen;
-                    ciou_alpha_frozen(&pp, &t, &p)
-                };
+                let f = |pp: [f64; 4]| ciou_alpha_frozen(&pp, &t, &p);
                 let (mut a, mut b) = (p, p);
                 a[k] += h;
                 b[k] -= h;
@@ -735,6 +759,98 @@ mod tests {
                 assert!((fd - g[k]).abs() < 1e-6, "{p:?} {t:?} k {k}: fd {fd} vs {}", g[k]);
             }
         }
+    }
+
+    /// Random head outputs for a 2-image batch at imgsz 64 (84 anchors), nc 3.
+    fn random_head(seed: u64) -> (Vec<Vec<f32>>, Vec<(usize, usize)>) {
+        let mut s = seed;
+        let mut rnd = move || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let shapes = vec![(8, 8), (4, 4), (2, 2)];
+        let mut data = Vec::new();
+        for &(h, w) in &shapes {
+            data.push((0..2 * 64 * h * w).map(|_| rnd() * 4.0).collect());
+        }
+        for &(h, w) in &shapes {
+            data.push((0..2 * 3 * h * w).map(|_| rnd() * 3.0 - 2.0).collect());
+        }
+        (data, shapes)
+    }
+
+    fn head(data: &[Vec<f32>], shapes: &[(usize, usize)], vars: bool) -> (HeadOutput, Vec<candle_core::Var>) {
+        let mut ts = Vec::new();
+        let mut vs = Vec::new();
+        for (i, d) in data.iter().enumerate() {
+            let (h, w) = shapes[i % 3];
+            let c = if i < 3 { 64 } else { 3 };
+            let t = Tensor::from_vec(d.clone(), (2, c, h, w), &Device::Cpu).unwrap();
+            if vars {
+                let v = candle_core::Var::from_tensor(&t).unwrap();
+                ts.push(v.as_tensor().clone());
+                vs.push(v);
+            } else {
+                ts.push(t);
+            }
+        }
+        let cls_levels = ts.split_off(3);
+        (HeadOutput { box_levels: ts, cls_levels, strides: vec![8.0, 16.0, 32.0], reg_max: 16, nc: 3 }, vs)
+    }
+
+    /// The whole loss's gradient (box, cls and DFL terms together) against central finite
+    /// differences of the loss with the assignment held fixed (ultralytics assigns on detached
+    /// predictions, so its gradient treats targets as constants).
+    #[test]
+    fn loss_gradient_matches_finite_differences() {
+        let (data, shapes) = random_head(42);
+        let mut t = Targets::default();
+        t.push(0, 1, [0.4, 0.45, 0.5, 0.6]);
+        t.push(0, 2, [0.55, 0.5, 0.4, 0.3]);
+        t.push(1, 0, [0.2, 0.8, 0.3, 0.25]);
+        let loss = DetectionLoss::from_parts(3, 16, &[8.0, 16.0, 32.0], LossGains::default(), Some(vec![0.5, 1.0, 1.5]));
+        let (out, vars) = head(&data, &shapes, true);
+        let lo = loss.compute(&out, &t).unwrap();
+        let grads = lo.loss.backward().unwrap();
+        let g: Vec<Vec<f32>> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let pos = loss.assignments(&out, &t).unwrap();
+        assert!(pos.iter().all(|p| !p.is_empty()), "every image has positives");
+        let total = |d: &[Vec<f32>]| -> f64 {
+            let (o, _) = head(d, &shapes, false);
+            let prep = Prepared::new(&loss, &o).unwrap();
+            let v = prep.views().unwrap();
+            let r = loss.evaluate(&v, pos.clone(), false).unwrap();
+            2.0 * r.items.iter().sum::<f64>()
+        };
+        // Elements: all 64 box logits of image 0's first positive, and class logits at
+        // positives (own class and another) and at background anchors.
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        let p0 = pos[0][0];
+        let lv = |a: usize| if a < 64 { (0, a, 64) } else if a < 80 { (1, a - 64, 16) } else { (2, a - 80, 4) };
+        let (l, p, hw) = lv(p0.anchor);
+        for ch in 0..64 {
+            picks.push((l, ch * hw + p));
+        }
+        for q in pos[1].iter().take(3) {
+            let (l, p, hw) = lv(q.anchor);
+            picks.push((l, (64 + q.label) * hw + p));
+            picks.push((3 + l, (3 + q.label) * hw + p));
+            picks.push((3 + l, (3 + (q.label + 1) % 3) * hw + p));
+        }
+        picks.extend([(3, 5), (4, 20), (5, 7)]);
+        let mut worst = 0f64;
+        for (ti, i) in picks {
+            let h = 1e-2f32;
+            let (mut a, mut b) = (data.clone(), data.clone());
+            a[ti][i] += h;
+            b[ti][i] -= h;
+            let fd = (total(&a) - total(&b)) / (a[ti][i] - b[ti][i]) as f64;
+            let an = g[ti][i] as f64;
+            let err = (fd - an).abs() / (an.abs() + 1e-3);
+            worst = worst.max(err);
+            assert!(err < 5e-4, "tensor {ti} element {i}: finite difference {fd} vs analytic {an}");
+        }
+        eprintln!("loss gradient vs finite differences: worst relative error {worst:.1e}");
     }
 
     /// CIoU at `p` with α evaluated at `p0` (PyTorch treats α as a constant).
