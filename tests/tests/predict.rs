@@ -1,10 +1,20 @@
 //! `yolo-predict` end to end: an ultralytics `.pt` from the parity fixtures on a folder of
-//! images → YOLO txt, JSON, annotated images (detection counts equal ultralytics' predict()),
-//! the model summary, and usage/weights errors with their exit codes.
+//! images (a PNG at the input size, an upscaled PNG, a downscaled JPEG) → YOLO txt, JSON,
+//! annotated images, with the detections of ultralytics' predict() (`expected.json`: count, and
+//! each detection's class, confidence and box), the model summary, and usage/weights errors with
+//! their exit codes.
+//!
+//! Tolerances: those of shared/tests/parity.rs for the same pipeline (measured ≤ 4.2e-5 in
+//! confidence, ≤ 8.3e-4 px in box), plus the 5-decimal rounding of predictions.json.
 
 use std::path::{Path, PathBuf};
 
 use kubeyolo_e2e::{run, text};
+
+/// Detection confidence tolerance (parity.rs's TOL_DET_CONF + JSON rounding).
+const TOL_CONF: f64 = 2e-4 + 1e-5;
+/// Detection box tolerance in pixels (parity.rs's TOL_DET_PX + JSON rounding).
+const TOL_PX: f64 = 4e-3 + 1e-5;
 
 fn parity() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/parity")
@@ -14,7 +24,7 @@ fn parity() -> PathBuf {
 fn predicts_a_folder_like_ultralytics() {
     let out = tempfile::tempdir().unwrap();
     let src = tempfile::tempdir().unwrap();
-    for f in ["img_pad.png", "img_up.png"] {
+    for f in ["img_pad.png", "img_up.png", "img_jpeg.jpg"] {
         std::fs::copy(parity().join(f), src.path().join(f)).unwrap();
     }
     let pt = parity().join("parity_n4_fp16.pt");
@@ -26,14 +36,33 @@ fn predicts_a_folder_like_ultralytics() {
     assert!(o.status.success(), "{}", text(&o));
     let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(parity().join("expected.json")).unwrap()).unwrap();
     let preds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("predictions.json")).unwrap()).unwrap();
-    assert_eq!(preds.as_array().unwrap().len(), 2);
+    assert_eq!(preds.as_array().unwrap().len(), 3);
     for p in preds.as_array().unwrap() {
         let name = Path::new(p["image"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string();
-        let want = expected["models"]["parity_n4_fp16.pt"]["images"][&name]["cls"].as_array().unwrap().len();
+        let exp = &expected["models"]["parity_n4_fp16.pt"]["images"][&name];
+        let want = exp["cls"].as_array().unwrap().len();
         let dets = p["detections"].as_array().unwrap();
         assert_eq!(dets.len(), want, "{name}");
-        assert!(["circle", "square", "triangle", "star"].contains(&dets[0]["name"].as_str().unwrap()));
-        let stem = name.trim_end_matches(".png");
+        assert_eq!(p["orig_shape"], exp["orig_shape"], "{name}");
+        assert_eq!(p["input_shape"], exp["input_shape"], "{name}");
+        // Each detection matches one of ultralytics' (same class, confidence and box within
+        // tolerance); scores equal to ~1e-5 may swap places in the sorted lists.
+        let mut used = vec![false; want];
+        for d in dets {
+            let b = &d["box"];
+            let xyxy = [b["x1"].as_f64().unwrap(), b["y1"].as_f64().unwrap(), b["x2"].as_f64().unwrap(), b["y2"].as_f64().unwrap()];
+            let conf = d["confidence"].as_f64().unwrap();
+            let hit = (0..want).find(|&j| {
+                !used[j]
+                    && exp["cls"][j] == d["class"]
+                    && (exp["conf"][j].as_f64().unwrap() - conf).abs() <= TOL_CONF
+                    && (0..4).all(|k| (exp["xyxy"][j][k].as_f64().unwrap() - xyxy[k]).abs() <= TOL_PX)
+            });
+            let Some(j) = hit else { panic!("{name}: no ultralytics detection within tolerance of {d}") };
+            used[j] = true;
+            assert_eq!(d["name"], ["circle", "square", "triangle", "star"][exp["cls"][j].as_u64().unwrap() as usize]);
+        }
+        let stem = name.rsplit_once('.').unwrap().0;
         let txt = std::fs::read_to_string(out.path().join(format!("labels/{stem}.txt"))).unwrap();
         assert_eq!(txt.lines().count(), want);
         let first: Vec<f64> = txt.lines().next().unwrap().split(' ').map(|v| v.parse().unwrap()).collect();
