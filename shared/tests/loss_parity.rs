@@ -255,3 +255,24 @@ fn bad_inputs_are_errors() {
     t.batch_idx[0] = case.bs;
     assert!(loss.compute(&out, &t).is_err());
 }
+
+/// Eval-mode outputs (no autograd graph, as in validation) give the same items and a plain loss.
+#[test]
+fn untracked_outputs_give_the_same_items() {
+    let case = Case::load("dense");
+    let loss = case.loss();
+    let out = HeadOutput {
+        box_levels: case.levels(&case.arrays["boxes"]).iter().map(|v| v.as_tensor().detach()).collect(),
+        cls_levels: case.levels(&case.arrays["scores"]).iter().map(|v| v.as_tensor().detach()).collect(),
+        strides: STRIDES.to_vec(),
+        reg_max: 16,
+        nc: case.nc,
+    };
+    let lo = loss.compute(&out, &case.targets()).unwrap();
+    let want = case.vec_f32("items");
+    for i in 0..3 {
+        assert!(rel(lo.items[i] as f64, want[i] as f64) <= 2e-6, "item {i}: {} vs {}", lo.items[i], want[i]);
+    }
+    assert!(!lo.loss.track_op());
+    assert!(rel(lo.loss.to_scalar::<f32>().unwrap() as f64, case.vec_f32("loss")[0] as f64) <= 2e-6);
+}
