@@ -21,6 +21,7 @@
 //! | [`kfp`] | the Kubeflow Pipelines runtime contract: output files, UI metadata |
 //! | [`plot`] | every chart (plotters, with an embedded font) |
 //! | [`device`] | which compute device to use, and the device report |
+//! | [`signals`] | SIGTERM/SIGINT as a stop request for steps that checkpoint (train) |
 
 pub mod config;
 pub mod data;
@@ -32,6 +33,7 @@ pub mod kfp;
 pub mod nn;
 pub mod plot;
 pub mod root;
+pub mod signals;
 pub mod track;
 pub mod train;
 

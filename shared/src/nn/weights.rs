@@ -150,7 +150,12 @@ pub fn read_checkpoint_full(path: &Path) -> Result<(CheckpointMeta, HashMap<Stri
     let raw = md.metadata().clone().unwrap_or_default();
     let meta = CheckpointMeta::from_map(&raw, path)?;
     let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-    let mut tensors: Vec<(String, Tensor)> = map.into_iter().map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?))).collect::<Result<_>>()?;
+    // network tensors as f32 (ultralytics' .pt may hold fp16); resume state keeps its own dtype
+    // (the optimizer's f64 hyper-parameters must round-trip exactly)
+    let mut tensors: Vec<(String, Tensor)> = map
+        .into_iter()
+        .map(|(k, t)| Ok(if k.starts_with(TRAIN_STATE_PREFIX) { (k, t) } else { (k, t.to_dtype(DType::F32)?) }))
+        .collect::<Result<_>>()?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((meta, raw, tensors))
 }

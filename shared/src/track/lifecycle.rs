@@ -46,6 +46,10 @@ fn install() {
                 _ = term.recv() => 15,
                 _ = int.recv() => 2,
             };
+            if crate::signals::handled_by_step() {
+                // the step checkpoints and ends its runs itself (crate::signals has the safety net)
+                return;
+            }
             stop_all_loggers();
             std::process::exit(128 + sig);
         });

@@ -84,7 +84,8 @@ pub struct Snapshot<'a> {
 
 /// Write a full training checkpoint to `path` atomically.
 pub fn save(path: &Path, snap: &Snapshot) -> Result<()> {
-    let cpu = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?) };
+    // same dtype (f64 optimizer hyper-parameters stay exact), on the CPU
+    let cpu = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to_device(&candle_core::Device::Cpu)?) };
     let mut tensors = crate::nn::weights::varmap_tensors(snap.ema)?;
     for (k, t) in crate::nn::weights::varmap_tensors(snap.model)? {
         tensors.push((format!("{TRAIN_STATE_PREFIX}{MODEL}{k}"), t));

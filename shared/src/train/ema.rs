@@ -39,8 +39,14 @@ impl ModelEma {
     pub fn update(&mut self) -> Result<()> {
         self.updates += 1;
         let d = self.decay_at(self.updates);
+        // torch's `_foreach_lerp_(ema, model, w = 1 - d)` as ultralytics calls it: the weight
+        // rounded to f32, and for w >= 0.5 computed from the model's side,
+        // `model - (model - ema)·(1 - w)` (bit-equal to ultralytics on the parity fixture)
+        let w = (1.0 - d) as f32;
         for (e, m) in &self.pairs {
-            let v = ((e.as_tensor().detach() * d)? + (m.as_tensor().detach() * (1.0 - d))?)?;
+            let (et, mt) = (e.as_tensor().detach(), m.as_tensor().detach());
+            let diff = (&mt - &et)?;
+            let v = if w < 0.5 { (&et + (diff * w as f64)?)? } else { (&mt - (diff * (1.0f32 - w) as f64)?)? };
             e.set(&v)?;
         }
         Ok(())

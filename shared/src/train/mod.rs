@@ -10,3 +10,4 @@ pub mod optim;
 pub mod progress;
 pub mod results;
 pub mod schedule;
+pub mod trainer;

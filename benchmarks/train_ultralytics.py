@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""The ultralytics side of benchmarks/train_compare.sh: train with ultralytics 8.4 on the same
+dataset and cfg as kubeyolo's yolo-train, on the CPU with the same thread count.
+
+    .venvs/ultralytics/bin/python benchmarks/train_ultralytics.py DATA_YAML CFG_YAML OUT_DIR THREADS
+
+Prints `wall_s=…` and `train_img_s=…` (training images per second over the epochs' wall time,
+validation included, as yolo-train's figure) and leaves ultralytics' run folder in OUT_DIR.
+"""
+import os
+import sys
+import time
+
+data, cfg, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+os.environ["OMP_NUM_THREADS"] = str(threads)
+import torch  # noqa: E402
+
+torch.set_num_threads(threads)
+import yaml  # noqa: E402
+from ultralytics import YOLO  # noqa: E402
+from ultralytics.utils import torch_utils  # noqa: E402
+
+# ultralytics' select_device resets torch to 1 thread on CPU only when it is asked to; keep ours
+_sel = torch_utils.select_device
+
+
+def _select(*a, **k):
+    d = _sel(*a, **k)
+    torch.set_num_threads(threads)
+    return d
+
+
+torch_utils.select_device = _select
+import ultralytics.engine.trainer as _tr  # noqa: E402
+
+_tr.select_device = _select
+
+args = yaml.safe_load(open(cfg))
+args = {k: v for k, v in args.items() if k not in ("task", "mode")}
+args.update(data=data, project=out, name="ultralytics", exist_ok=True, device="cpu", amp=False, verbose=False)
+model = YOLO("yolov8n.yaml")
+t0 = time.time()
+model.train(**args)
+wall = time.time() - t0
+n_train = len(os.listdir(os.path.join(os.path.dirname(data), "images", "train")))
+print(f"wall_s={wall:.1f}")
+print(f"train_img_s={n_train * args['epochs'] / wall:.2f}")
+print(f"torch_threads={torch.get_num_threads()}")
