@@ -13,9 +13,9 @@
 //! | [`files`] | atomic output files (temp + rename) |
 //! | [`root`] | the data root (`/data`) and how names resolve under it |
 //! | [`config`] | ultralytics-compatible yamls: dataset, cfg (hyper-parameters), model |
-//! | [`data`] | label files, dataset scans, images and letterbox, the synthetic dataset |
+//! | [`data`] | label files, dataset scans, OpenCV-exact decoding, letterbox, the training dataset, augmentations, the loader, the synthetic dataset |
 //! | [`nn`] | the YOLOv8 network in candle: fast CPU training kernels (conv, fused Conv / C2f / Detect-branch ops), blocks, model graph, head decoding, weights (`.pt`, safetensors), predict |
-//! | [`train`] | training pieces: optimizers with ultralytics' parameter groups (the trainer itself is not built yet) |
+//! | [`train`] | the training loop (ultralytics 8.4's), loss + assigner, optimizers, schedule, EMA, resumable checkpoints, results.csv |
 //! | [`eval`] | NMS, ultralytics-exact metrics, COCO mAP, the validator |
 //! | [`track`] | MLflow: REST client, background logger, spool, S3 artifacts, run lifecycle |
 //! | [`kfp`] | the Kubeflow Pipelines runtime contract: output files, UI metadata |

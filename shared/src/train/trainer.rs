@@ -251,6 +251,9 @@ impl Trainer {
             println!("Resuming training from {} at epoch {} batch {}", resume_path.as_ref().unwrap().display(), st.epoch + 1, st.batch);
         }
 
+        if hyp.multi_scale > 0.0 {
+            eprintln!("warning: multi_scale={} is not applied by kubeyolo yet; training at imgsz {}", hyp.multi_scale, hyp.imgsz);
+        }
         let sel = crate::device::select(&hyp.device)?;
         for w in &sel.warnings {
             eprintln!("warning: {w}");
