@@ -12,6 +12,13 @@
 //! | [`demo`] | synthetic dataset + configs, then a full local run |
 //! | [`yaml`] | deterministic YAML output |
 //!
+//! What a run does, on every back end: verify → distribution → plot → train → test (tune with
+//! `bool_tune`), data passed as string outputs. Train trains in `runs/detect/<run id>` on the
+//! volume, the run id being the orchestrator's (KFP v2 `{{$.pipeline_job_uuid}}`, Argo
+//! `{{workflow.uid}}`, the local run folder's name): a retried train pod (train retries twice
+//! on the cluster) resumes its own checkpoint, a new run never resumes an old one. Test
+//! evaluates train's `best_pt`; the local runner prints its metrics at the end.
+//!
 //! The binary `kubeyolo` (`src/main.rs`) is the CLI over these modules.
 
 pub mod demo;

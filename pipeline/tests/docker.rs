@@ -1,7 +1,8 @@
 //! Docker runner and the step images (`docker/build.sh`).
 //!
 //! Building images needs a Docker engine and the base image (docker/base.sh: debootstrap, a few
-//! minutes the first time, cached afterwards), so the image test runs only with
+//! minutes the first time, cached afterwards), so the image test — verify to test, train for one
+//! epoch on 8 images of 64 px — runs only with
 //! `KUBEYOLO_DOCKER_TESTS=1` and otherwise prints "skipped: ...". The missing-image test needs
 //! no engine at all: with no image (or no docker) every step must come out as missing.
 
@@ -58,7 +59,7 @@ fn step_images_run_the_pipeline_with_data_at_slash_data() {
     let profile = bin_dir.file_name().unwrap().to_str().unwrap();
     let tag = "kubeyolo-test";
     let st = Command::new(repo().join("docker/build.sh"))
-        .args(["--profile", profile, "--no-cargo", "--tag", tag, "verify", "distribution"])
+        .args(["--profile", profile, "--no-cargo", "--tag", tag, "verify", "distribution", "plot", "train", "test"])
         .status()
         .expect("run docker/build.sh");
     assert!(st.success(), "docker/build.sh failed");
@@ -66,7 +67,7 @@ fn step_images_run_the_pipeline_with_data_at_slash_data() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let o = kubeyolo()
-        .args(["demo", "--prepare-only", "--images", "8", "--imgsz", "64", "--dir"])
+        .args(["demo", "--prepare-only", "--images", "8", "--imgsz", "64", "--epochs", "1", "--dir"])
         .arg(&data)
         .output()
         .unwrap();
@@ -82,8 +83,13 @@ fn step_images_run_the_pipeline_with_data_at_slash_data() {
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{text}");
     let steps = summary(&run_dir);
-    assert_eq!(steps[0].1, "ok", "verify in docker:\n{text}");
-    assert_eq!(steps[1].1, "ok", "distribution in docker:\n{text}");
+    for (i, name) in ["verify", "distribution", "plot", "train", "test"].iter().enumerate() {
+        assert_eq!((steps[i].0.as_str(), steps[i].1.as_str()), (*name, "ok"), "{name} in docker:\n{text}");
+    }
+    // Train's run folder is keyed by the run id (the run folder's name), inside the volume.
+    assert_eq!(steps[3].2["outputs"]["best_pt"], "/data/runs/detect/docker-test/weights/best.safetensors");
+    assert!(data.join("runs/detect/docker-test/weights/best.safetensors").is_file());
+    assert!(steps[4].2["metrics"]["test_metrics"]["mAP50-95"].is_number(), "{}", steps[4].2);
     // Values passed between containers are container paths, as on the cluster.
     assert_eq!(steps[0].2["outputs"]["data_yaml"], "/data/data-custom.yaml");
     let names = steps[1].2["outputs"]["cls_names_json"].as_str().unwrap();

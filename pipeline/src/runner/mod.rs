@@ -361,7 +361,7 @@ fn run_step(
     res.status = match status {
         Err(e) => Status::Failed(format!("could not start: {e}")),
         Ok(st) if !st.success() => {
-            let code = st.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| "killed by a signal".into());
+            let code = st.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| killed_by(&st));
             Status::Failed(format!("{code}: {}", own_error(&log_text)))
         }
         Ok(_) => {
@@ -411,6 +411,30 @@ fn run_step(
         _ => {}
     }
     Ok(())
+}
+
+/// "killed by signal 9 (SIGKILL)": which signal, because SIGKILL (the OOM killer, a timeout)
+/// and SIGSEGV/SIGABRT (a crash) call for different fixes.
+fn killed_by(st: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match st.signal() {
+        Some(sig) => {
+            let name = match sig {
+                1 => " (SIGHUP)",
+                2 => " (SIGINT)",
+                4 => " (SIGILL)",
+                6 => " (SIGABRT)",
+                7 => " (SIGBUS)",
+                8 => " (SIGFPE)",
+                9 => " (SIGKILL: out of memory, or killed)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            format!("killed by signal {sig}{name}")
+        }
+        None => "killed by a signal".into(),
+    }
 }
 
 /// The step's own error: its `error:` line (kubeyolo binaries print one, plus a hint), else the
