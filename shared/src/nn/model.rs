@@ -221,7 +221,7 @@ pub fn make_divisible(x: f64, divisor: usize) -> usize {
 }
 
 /// Python 3 `round()` (half to even), which ultralytics' repeat scaling uses.
-fn py_round(x: f64) -> i64 {
+pub(crate) fn py_round(x: f64) -> i64 {
     let r = x.round();
     if (x - x.trunc()).abs() == 0.5 {
         let f = x.floor();

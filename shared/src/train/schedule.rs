@@ -105,14 +105,10 @@ impl Warmup {
     }
 }
 
-/// Python's `round` (half to even), which ultralytics uses for counts.
+/// Python's `round` (half to even), which ultralytics uses for counts (the one implementation
+/// lives beside the model yaml's depth rounding).
 pub fn py_round(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
+    crate::nn::model::py_round(x) as f64
 }
 
 #[cfg(test)]
