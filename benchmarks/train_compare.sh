@@ -9,6 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:?usage: train_compare.sh OUT_DIR [EPOCHS] [IMGSZ] [TRAIN_IMAGES] [SEED] [THREADS]}
+mkdir -p "$out"; out=$(cd "$out" && pwd)
 epochs=${2:-20}; imgsz=${3:-160}; ntrain=${4:-320}; seed=${5:-0}; threads=${6:-2}
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 py=$root/.venvs/ultralytics/bin/python
@@ -29,7 +30,8 @@ RAYON_NUM_THREADS=$threads /usr/bin/time -v "$bin/yolo-train" --model-path yolov
   --data-yaml "$out/data/data-synth.yaml" --run-dir "$out/kubeyolo" --no-auto-resume --data-root "$out" --log-seconds 600 \
   >"$out/kubeyolo.log" 2>"$out/kubeyolo.err" || { tail -20 "$out/kubeyolo.err"; exit 1; }
 echo "== ultralytics"
-/usr/bin/time -v "$py" "$root/benchmarks/train_ultralytics.py" "$out/data/data-synth.yaml" "$out/cfg.yaml" "$out" "$threads" \
+# from the dataset folder: ultralytics resolves the yaml's `path: .` against the working folder
+(cd "$out/data" && /usr/bin/time -v "$py" "$root/benchmarks/train_ultralytics.py" "$out/data/data-synth.yaml" "$out/cfg.yaml" "$out" "$threads") \
   >"$out/ultralytics.log" 2>"$out/ultralytics.err" || { tail -20 "$out/ultralytics.err"; exit 1; }
 "$py" - "$out" <<'PY'
 import re, sys, csv
