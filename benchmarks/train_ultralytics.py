@@ -20,7 +20,9 @@ import yaml  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.utils import torch_utils  # noqa: E402
 
-# ultralytics' select_device resets torch to 1 thread on CPU only when it is asked to; keep ours
+# ultralytics' select_device resets torch to NUM_THREADS = cpu_count - 1 (1 on a 2-core machine)
+# in the trainer and again in the validator; give it the same thread count as kubeyolo
+torch_utils.NUM_THREADS = threads
 _sel = torch_utils.select_device
 
 
