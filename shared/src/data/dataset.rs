@@ -233,7 +233,6 @@ impl TrainDataset {
     /// gets the shape that fits its most extreme ratio, in multiples of `stride`.
     fn set_rectangle(&mut self) {
         let bs = self.opts.batch.max(1);
-        let stride = self.opts.stride.max(1) as f64;
         let ar: Vec<f64> = self.shapes.iter().map(|&(h, w)| h as f64 / w as f64).collect();
         let mut order: Vec<usize> = (0..ar.len()).collect();
         order.sort_by(|&a, &b| ar[a].total_cmp(&ar[b]));
@@ -247,20 +246,11 @@ impl TrainDataset {
         let ar: Vec<f64> = order.iter().map(|&i| ar[i]).collect();
         let n = ar.len();
         let nb = n.div_ceil(bs);
-        let imgsz = self.opts.imgsz as f64;
+        let (imgsz, stride) = (self.opts.imgsz, self.opts.stride.max(1));
         let batch_shapes = (0..nb)
             .map(|b| {
                 let chunk = &ar[b * bs..((b + 1) * bs).min(n)];
-                let (mini, maxi) = (chunk[0], chunk[chunk.len() - 1]);
-                let s = if maxi < 1.0 {
-                    [maxi, 1.0]
-                } else if mini > 1.0 {
-                    [1.0, 1.0 / mini]
-                } else {
-                    [1.0, 1.0]
-                };
-                let f = |v: f64| ((v * imgsz / stride).ceil() as usize) * stride as usize;
-                (f(s[0]), f(s[1]))
+                rect_batch_shape(chunk[0], chunk[chunk.len() - 1], imgsz, stride, 0.0)
             })
             .collect();
         self.rect = Some(RectShapes { batch_shapes, batch_of: (0..n).map(|i| i / bs).collect() });
@@ -341,6 +331,22 @@ impl TrainDataset {
         let img = resize_long_side(img, self.opts.imgsz);
         Ok(sample_from_labels(img, &self.labels[i]))
     }
+}
+
+/// The network input (h, w) of one rectangular batch (ultralytics `set_rectangle`) from the
+/// smallest and largest aspect ratio h/w in it: the side that fits the most extreme ratio, in
+/// multiples of `stride`, `pad` strides added before rounding up (0 for training, 0.5 for
+/// validation).
+pub fn rect_batch_shape(min_ar: f64, max_ar: f64, imgsz: usize, stride: usize, pad: f64) -> (usize, usize) {
+    let s = if max_ar < 1.0 {
+        [max_ar, 1.0]
+    } else if min_ar > 1.0 {
+        [1.0, 1.0 / min_ar]
+    } else {
+        [1.0, 1.0]
+    };
+    let side = |v: f64| ((v * imgsz as f64 / stride as f64 + pad).ceil() as usize) * stride;
+    (side(s[0]), side(s[1]))
 }
 
 /// Resize so that the long side is `imgsz` (ultralytics' `load_image` with `rect_mode`).

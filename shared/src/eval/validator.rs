@@ -421,15 +421,7 @@ fn plan_batches(images: &[ValImage], cfg: &ValConfig, stride: usize) -> Vec<(Vec
         .map(|c| {
             let mini = c.iter().map(|&i| ar[i]).fold(f64::INFINITY, f64::min);
             let maxi = c.iter().map(|&i| ar[i]).fold(0.0, f64::max);
-            let s = if maxi < 1.0 {
-                [maxi, 1.0]
-            } else if mini > 1.0 {
-                [1.0, 1.0 / mini]
-            } else {
-                [1.0, 1.0]
-            };
-            let side = |v: f64| ((v * cfg.imgsz as f64 / stride as f64 + pad).ceil() as usize) * stride;
-            (c.to_vec(), (side(s[0]), side(s[1])))
+            (c.to_vec(), crate::data::dataset::rect_batch_shape(mini, maxi, cfg.imgsz, stride, pad))
         })
         .collect()
 }
