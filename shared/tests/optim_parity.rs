@@ -119,7 +119,7 @@ fn build(case: &Value, m: &Model, lr_factor: f64) -> Built {
     .unwrap();
     let vars = m.params.iter().map(|(n, v, _)| (n.clone(), v.clone()));
     let mut opt = Optimizer::new(kind, vars, lr * lr_factor, momentum, f(&case["decay"]));
-    let frozen = opt.set_frozen(&optim::freeze_layer_names(&[]));
+    let frozen = opt.set_frozen(&optim::freeze_layer_names::<usize>(&[]));
     assert_eq!(frozen, m.params.iter().filter(|p| p.2).count());
     Built { opt, kind, auto }
 }

@@ -643,6 +643,17 @@ impl YoloModel {
         self.strides.iter().cloned().fold(32.0, f64::max) as usize
     }
 
+    /// ultralytics' `check_imgsz`: `imgsz` rounded up to a multiple of the max stride (at least
+    /// one stride), with a warning naming the setting (`what`: `imgsz`, `--imgsz`) when it changes.
+    pub fn check_imgsz(&self, imgsz: usize, what: &str) -> usize {
+        let stride = self.max_stride();
+        let r = imgsz.max(stride).div_ceil(stride) * stride;
+        if r != imgsz {
+            eprintln!("warning: {what} {imgsz} must be a multiple of max stride {stride}, updating to {r}");
+        }
+        r
+    }
+
     /// Re-draw every convolution weight from a seeded generator (PyTorch's default
     /// U(±1/√fan_in)), so two runs with the same seed start from identical weights — candle's
     /// own initialisers use an unseedable thread RNG on CPU. BatchNorm, biases and the DFL keep

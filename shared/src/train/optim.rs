@@ -156,7 +156,8 @@ fn round_decimals(x: f64, digits: usize) -> f64 {
 
 /// ultralytics' `freeze_layer_names`: `model.{i}.` for every frozen layer index, plus `.dfl`
 /// (always frozen). A parameter is frozen when its name contains any of them.
-pub fn freeze_layer_names(layers: &[usize]) -> Vec<String> {
+/// Layers are indices (`3`) or, as the cfg's `freeze` list allows, module paths (`23.cv2`).
+pub fn freeze_layer_names<T: std::fmt::Display>(layers: &[T]) -> Vec<String> {
     layers.iter().map(|i| format!("model.{i}.")).chain(std::iter::once(".dfl".to_string())).collect()
 }
 
@@ -887,7 +888,7 @@ mod tests {
         assert_eq!(adam.trainable_vars().len(), 2);
         let all: Vec<Var> = vars().into_iter().map(|(_, v)| v).collect();
         let mut opt = Optimizer::new(OptimizerKind::Sgd, vars().into_iter().zip(&all).map(|((n, _), v)| (n, v.clone())), 0.1, 0.9, 0.0);
-        opt.set_frozen(&freeze_layer_names(&[]));
+        opt.set_frozen(&freeze_layer_names::<usize>(&[]));
         let loss = all.iter().map(|v| v.as_tensor().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
         opt.step(&loss.backward().unwrap()).unwrap();
         assert_eq!(all[3].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.0], "frozen .dfl moved");

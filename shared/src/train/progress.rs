@@ -31,7 +31,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `total` batches this epoch, `done` of them already run (a resumed epoch).
+    /// A line for an epoch of `total` batches.
     pub fn new(total: usize, interval: Duration) -> Self {
         Progress { tty: std::io::stderr().is_terminal(), total, start: Instant::now(), last_print: None, interval, line: String::new() }
     }

@@ -98,10 +98,17 @@ impl Warmup {
         let x = ni as f64;
         let target = self.lr0 * sched.factor(epoch);
         let accumulate = (py_round(interp(x, xi, [1.0, self.accumulate as f64])) as usize).max(1);
-        let lr_w = interp(x, xi, [0.0, target]);
-        let lr_b = interp(x, xi, [self.warmup_bias_lr, target]);
+        let lr_w = self.lr(ni, false, target);
+        let lr_b = self.lr(ni, true, target);
         let momentum = interp(x, xi, [self.warmup_momentum, self.momentum]);
         Some(WarmupState { accumulate, lr: [lr_w, lr_w, lr_b], momentum })
+    }
+
+    /// One parameter group's warm-up lr at iteration `ni` towards `target` (its `initial_lr ·
+    /// lf(epoch)`): biases start from `warmup_bias_lr`, every other group from 0.
+    pub fn lr(&self, ni: usize, bias: bool, target: f64) -> f64 {
+        let from = if bias { self.warmup_bias_lr } else { 0.0 };
+        interp(ni as f64, [0.0, self.iterations as f64], [from, target])
     }
 }
 

@@ -289,7 +289,7 @@ impl Trainer {
         println!("{}", model.summary(640).line());
 
         let stride = model.max_stride();
-        let imgsz = check_imgsz(hyp.imgsz, stride);
+        let imgsz = model.check_imgsz(hyp.imgsz, "imgsz");
         let batch = match hyp.batch {
             BatchCfg::Fixed(b) => b.max(1),
             _ => {
@@ -563,11 +563,8 @@ impl Trainer {
                     self.state.accumulate = w.accumulate;
                     // per torch group: biases from warmup_bias_lr, the rest from 0, each to its
                     // own initial_lr · lf(epoch) (MuSGD's boosted groups start 3× higher)
-                    let (x, nw, lf, wbl) = (ni as f64, self.warmup.iterations as f64, f, self.warmup.warmup_bias_lr);
-                    self.opt.set_lrs_by(|g| {
-                        let from = if g.group == ParamGroup::Bias { wbl } else { 0.0 };
-                        schedule::interp(x, [0.0, nw], [from, g.initial_lr * lf])
-                    });
+                    let warmup = &self.warmup;
+                    self.opt.set_lrs_by(|g| warmup.lr(ni, g.group == ParamGroup::Bias, g.initial_lr * f));
                     if self.kind.has_momentum() {
                         for g in ParamGroup::ALL {
                             self.opt.set_momentum(g, w.momentum);
@@ -949,24 +946,13 @@ impl Trainer {
     }
 }
 
-/// ultralytics' `check_imgsz` for training: a multiple of the max stride (rounded up, warning).
-fn check_imgsz(imgsz: usize, stride: usize) -> usize {
-    let r = imgsz.max(stride).div_ceil(stride) * stride;
-    if r != imgsz {
-        eprintln!("warning: imgsz={imgsz} must be multiple of max stride {stride}, updating to {r}");
-    }
-    r
-}
-
-/// Name fragments of frozen parameters: `model.{i}.` per frozen layer, and always `.dfl`.
+/// Name fragments of frozen parameters (`model.{i}.` per frozen layer, and always `.dfl`).
 fn frozen_prefixes(freeze: &Freeze) -> Vec<String> {
-    let mut v: Vec<String> = match freeze {
-        Freeze::None => Vec::new(),
-        Freeze::First(n) => (0..*n).map(|i| format!("model.{i}.")).collect(),
-        Freeze::Layers(l) => l.iter().map(|x| format!("model.{x}.")).collect(),
-    };
-    v.push(".dfl".into());
-    v
+    match freeze {
+        Freeze::None => optim::freeze_layer_names::<usize>(&[]),
+        Freeze::First(n) => optim::freeze_layer_names(&(0..*n).collect::<Vec<_>>()),
+        Freeze::Layers(l) => optim::freeze_layer_names(l),
+    }
 }
 
 /// The run folder: explicit, or `{project}/{name}` under the data root, incremented unless

@@ -177,7 +177,7 @@ fn real_main(args: Args) -> Result<()> {
         );
     }
     let stride = loaded.model.max_stride();
-    let imgsz = check_imgsz(args.imgsz.or(loaded.train_imgsz).unwrap_or(640), stride);
+    let imgsz = loaded.model.check_imgsz(args.imgsz.or(loaded.train_imgsz).unwrap_or(640), "--imgsz");
     let cfg = ValConfig {
         imgsz,
         batch: args.batch,
@@ -255,15 +255,6 @@ fn pick_split(dataset: &Dataset, requested: Option<&str>) -> Result<String> {
         .with_file(&dataset.yaml)
         .with_key(wanted)
         .with_hint("pass --split with one of the dataset's splits"))
-}
-
-/// ultralytics' `check_imgsz`: round up to a multiple of the stride, with a warning.
-fn check_imgsz(imgsz: usize, stride: usize) -> usize {
-    let r = imgsz.max(stride).div_ceil(stride) * stride;
-    if r != imgsz {
-        eprintln!("warning: --imgsz {imgsz} must be a multiple of max stride {stride}, updating to {r}");
-    }
-    r
 }
 
 fn print_report(res: &ValResult) {
