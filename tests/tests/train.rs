@@ -100,8 +100,19 @@ fn fine_tunes_from_a_local_checkpoint() {
     assert!(out.status.success(), "{}", text(&out));
     let best = root.join("runs/detect/train/weights/best.safetensors");
     // same dataset: every tensor transfers
+    let (a, b) = fine_tune(root, &best, "synth/data-synth", "ft");
+    assert_eq!(a, b, "transferred {a}/{b}");
+    // another class count: the class head keeps its fresh init
+    synth::generate(&root.join("synth3"), &SynthSpec { nc: 3, ..spec(16, 4) }).unwrap();
+    let (a, b) = fine_tune(root, &best, "synth3/data-synth", "ft3");
+    assert!(a < b, "transferred {a}/{b}");
+}
+
+/// Train run `name` on `data` from `weights`; the (transferred, total) of its "Transferred N/M
+/// items" line.
+fn fine_tune(root: &Path, weights: &Path, data: &str, name: &str) -> (usize, usize) {
     let out = Command::new(bin("yolo-train"))
-        .args(["--model-path", best.to_str().unwrap(), "--cfg-yaml", "cfg", "--data-yaml", "synth/data-synth", "--set", "name=ft"])
+        .args(["--model-path", weights.to_str().unwrap(), "--cfg-yaml", "cfg", "--data-yaml", data, "--set", &format!("name={name}")])
         .env("KUBEYOLO_DATA_ROOT", root)
         .env_remove("MLFLOW_TRACKING_URI")
         .output()
@@ -110,20 +121,7 @@ fn fine_tunes_from_a_local_checkpoint() {
     let s = String::from_utf8_lossy(&out.stdout);
     let line = s.lines().find(|l| l.starts_with("Transferred ")).unwrap_or_else(|| panic!("no transfer line\n{s}"));
     let (a, b) = line["Transferred ".len()..].split_once(' ').unwrap().0.split_once('/').unwrap();
-    assert_eq!(a, b, "{line}");
-    // another class count: the class head keeps its fresh init
-    synth::generate(&root.join("synth3"), &SynthSpec { nc: 3, ..spec(16, 4) }).unwrap();
-    let out = Command::new(bin("yolo-train"))
-        .args(["--model-path", best.to_str().unwrap(), "--cfg-yaml", "cfg", "--data-yaml", "synth3/data-synth", "--set", "name=ft3"])
-        .env("KUBEYOLO_DATA_ROOT", root)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let s = String::from_utf8_lossy(&out.stdout);
-    let line = s.lines().find(|l| l.starts_with("Transferred ")).unwrap();
-    let (a, b) = line["Transferred ".len()..].split_once(' ').unwrap().0.split_once('/').unwrap();
-    assert!(a.parse::<usize>().unwrap() < b.parse::<usize>().unwrap(), "{line}");
+    (a.parse().unwrap(), b.parse().unwrap())
 }
 
 /// The EMA weights and results.csv (without the time column) of a finished run.
