@@ -16,6 +16,7 @@
 //! | [`data`] | label files, dataset scans, OpenCV-exact decoding, letterbox, the training dataset, augmentations, the loader, the synthetic dataset |
 //! | [`nn`] | the YOLOv8 network in candle: fast CPU training kernels (conv, fused Conv / C2f / Detect-branch ops), blocks, model graph, head decoding, weights (`.pt`, safetensors), predict |
 //! | [`train`] | the training loop (ultralytics 8.4's), loss + assigner, optimizers, schedule, EMA, resumable checkpoints, results.csv |
+//! | [`tune`] | hyper-parameter evolution (ultralytics 8.4's tuner): space, mutation, the shared results file, the loop |
 //! | [`eval`] | NMS, ultralytics-exact metrics, COCO mAP, the validator |
 //! | [`track`] | MLflow: REST client, background logger, spool, S3 artifacts, run lifecycle |
 //! | [`kfp`] | the Kubeflow Pipelines runtime contract: output files, UI metadata |
@@ -36,6 +37,7 @@ pub mod root;
 pub mod signals;
 pub mod track;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, ErrorKind, Result};
 
