@@ -6,6 +6,8 @@
 //! |---|---|
 //! | [`space`] | the search space: 8.4's default bounds and gains, or a user yaml |
 //! | [`mutate`] | the next iteration's values: parent selection, mutation, constraints (8.4's `_mutate`) |
+//! | [`store`] | `tune_results.ndjson` (8.4's layout), the claims that keep workers apart, the lock |
 
 pub mod space;
 pub mod mutate;
+pub mod store;
