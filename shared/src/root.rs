@@ -147,6 +147,27 @@ impl DataRoot {
         self.resolve_file(name, NameKind::Cfg)
     }
 
+    /// Load a step's `--cfg-yaml`: a file under the root, or ultralytics' built-in defaults for
+    /// `default` (when no such file exists). Every problem of the file is printed, the first is
+    /// returned; warnings (ignored keys) are printed.
+    pub fn load_cfg(&self, name: &str) -> Result<crate::config::hyp::Hyp> {
+        use crate::config::hyp::Hyp;
+        if matches!(name, "default" | "default.yaml") && self.resolve_cfg(name).is_err() {
+            return Ok(Hyp::default());
+        }
+        let path = self.resolve_cfg(name)?;
+        let loaded = Hyp::load_all(&path).map_err(|errs| {
+            for e in &errs[1..] {
+                eprintln!("error: {e}");
+            }
+            errs.into_iter().next().expect("load_all returns at least one error")
+        })?;
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(loaded.hyp)
+    }
+
     /// Resolve a `--data` name (`data-custom`, `data-custom.yaml`, `/abs/data.yaml`).
     pub fn resolve_data(&self, name: &str) -> Result<PathBuf> {
         self.resolve_file(name, NameKind::Data)

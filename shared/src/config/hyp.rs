@@ -543,6 +543,17 @@ impl Hyp {
         Ok(())
     }
 
+    /// Apply `--set KEY=VALUE` overrides, in order.
+    pub fn apply_overrides(&mut self, sets: &[String]) -> Result<()> {
+        for kv in sets {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::usage(format!("--set {kv}: expected KEY=VALUE")).with_hint("e.g. --set epochs=3"))?;
+            self.set(k.trim(), v.trim())?;
+        }
+        Ok(())
+    }
+
     /// The validated value of any key (defaults filled in), None for unknown keys.
     pub fn value(&self, key: &str) -> Option<&Value> {
         self.values.get(key)

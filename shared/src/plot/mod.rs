@@ -26,6 +26,7 @@ pub mod batch;
 pub mod curves;
 pub mod distribution;
 pub mod results;
+pub mod tune;
 mod glyphs;
 
 use std::path::Path;

@@ -150,6 +150,11 @@ impl Store {
         })
     }
 
+    /// Runs `f` with every result under the lock (refreshing outputs without a new result).
+    pub fn inspect<T>(&self, f: impl FnOnce(&[Record]) -> Result<T>) -> Result<T> {
+        self.locked(|| f(&self.results()?))
+    }
+
     fn number(&self, key: &str, v: f64) -> String {
         if self.int_keys.iter().any(|k| k == key) && v.fract() == 0.0 {
             format!("{}", v as i64)
