@@ -18,7 +18,9 @@ Checks (NOTES.md section 3 of the KFP reference, plus the project's own):
   5. --expect FILE: the IR equals FILE (a reference compiled by the SDK), sdkVersion aside;
   6. --sdk-equivalent JSON: builds the same pipeline with the kfp SDK + kfp-kubernetes from the
      given settings (the JSON `kubeyolo compile` settings), compiles it and requires equality.
-     This is the independent oracle for GPU, requests, Secret/ConfigMap env and CreatePVC.
+     This is the independent oracle for GPU (CUDA images, node selector, tolerations), requests,
+     Secret/ConfigMap env, CreatePVC, --run-as-root and the tune workers' ParallelFor
+     (settings "tune": {"iterations", "epochs", "workers"}).
 
 Exit status 0 when everything passes; 1 with one line per problem otherwise.
 """
@@ -30,6 +32,7 @@ import sys
 import tempfile
 
 import yaml
+from docdiff import first_diff
 from google.protobuf import json_format
 from kfp import compiler, components
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -138,11 +141,17 @@ def check_references(docs):
                 continue
             callee = comps[ref]
             callee_inputs = callee.get("inputDefinitions", {}).get("parameters", {})
-            bound = task.get("inputs", {}).get("parameters", {})
+            bound = dict(task.get("inputs", {}).get("parameters", {}))
             for name, src in bound.items():
                 if name not in callee_inputs:
                     problem(f"{where}/{tname}: binds unknown input '{name}' of {ref}")
                 check_source(f"{where}/{tname}.{name}", src, tasks, own_inputs)
+            # A ParallelFor's item enters its loop component through the iterator.
+            item = task.get("parameterIterator", {}).get("itemInput")
+            if item is not None:
+                if item not in callee_inputs:
+                    problem(f"{where}/{tname}: parameterIterator.itemInput '{item}' is not an input of {ref}")
+                bound[item] = {"iterator": True}
             for name, d in callee_inputs.items():
                 if not d.get("isOptional") and name not in bound:
                     problem(f"{where}/{tname}: required input '{name}' of {ref} is not bound")
@@ -231,24 +240,6 @@ def check_acyclic(where, tasks):
         visit(t)
 
 
-def first_diff(a, b, path=""):
-    if type(a) is not type(b):
-        return f"{path or '/'}: {a!r} != {b!r}"
-    if isinstance(a, dict):
-        for k in sorted(set(a) | set(b)):
-            if k not in a or k not in b:
-                return f"{path}/{k}: only in {'first' if k in a else 'second'}"
-            if a[k] != b[k]:
-                return first_diff(a[k], b[k], f"{path}/{k}")
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return f"{path}: list lengths {len(a)} != {len(b)}: {a!r} vs {b!r}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                return first_diff(x, y, f"{path}[{i}]")
-    return f"{path}: {a!r} != {b!r}"
-
-
 def compare(label, docs, other):
     if strip_version(docs[0]) != strip_version(other[0]):
         problem(f"{label}: PipelineSpec differs at " + first_diff(strip_version(other[0]), strip_version(docs[0])))
@@ -265,7 +256,9 @@ def sdk_equivalent(settings):
     s = settings
 
     def img(step):
-        return f"{s['image_prefix'].rstrip('/')}/yolo-{step}:{s['tag']}"
+        # Steps with GPUs (train, test, tune with gpus > 0) run the CUDA image flavour.
+        cuda = "-cuda" if step in ("train", "test", "tune") and s.get("gpus", 0) > 0 else ""
+        return f"{s['image_prefix'].rstrip('/')}/yolo-{step}:{s['tag']}{cuda}"
 
     @dsl.container_component
     def verify(model_name: str, cfg: str, data: str, model_path: OutputPath(str), cfg_yaml: OutputPath(str),
@@ -298,10 +291,31 @@ def sdk_equivalent(settings):
         return dsl.ContainerSpec(image=img("test"), command=["yolo-test"], args=[
             "--last-pt", last_pt, "--best-pt", best_pt, "--data-yaml", data_yaml, "--out-metrics", test_metrics.path])
 
-    @dsl.container_component
-    def tune(last_pt: str, best_pt: str, data_yaml: str):
-        return dsl.ContainerSpec(image=img("tune"), command=["yolo-tune"], args=[
-            "--last-pt", last_pt, "--best-pt", best_pt, "--data-yaml", data_yaml])
+    # Tune: train's best weights, verify's cfg, a results folder keyed by the run, the
+    # compile-time budget; with workers > 1 one task per worker in a ParallelFor.
+    t_opts = s.get("tune") or {}
+    iterations, epochs, workers = t_opts.get("iterations", 10), t_opts.get("epochs"), t_opts.get("workers", 1)
+    literal = ["--iterations", str(iterations)] + (["--set", f"epochs={epochs}"] if epochs else [])
+
+    def tune_args(model_path, cfg_yaml, data_yaml, run_id, worker, best_hyp, best_pt, tune_metrics):
+        head = ["--model-path", model_path, "--cfg-yaml", cfg_yaml, "--data-yaml", data_yaml,
+                "--tune-dir", f"runs/detect/tune-{run_id}"]
+        if worker is not None:
+            head += ["--worker", worker]
+        return head + literal + ["--out-best-hyp", best_hyp, "--out-best-pt", best_pt, "--out-metrics", tune_metrics.path]
+
+    if workers > 1:
+        @dsl.container_component
+        def tune(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, worker: int, best_hyp: OutputPath(str),
+                 best_pt: OutputPath(str), tune_metrics: Output[Metrics]):
+            return dsl.ContainerSpec(image=img("tune"), command=["yolo-tune"], args=tune_args(
+                model_path, cfg_yaml, data_yaml, run_id, worker, best_hyp, best_pt, tune_metrics))
+    else:
+        @dsl.container_component
+        def tune(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, best_hyp: OutputPath(str),
+                 best_pt: OutputPath(str), tune_metrics: Output[Metrics]):
+            return dsl.ContainerSpec(image=img("tune"), command=["yolo-tune"], args=tune_args(
+                model_path, cfg_yaml, data_yaml, run_id, None, best_hyp, best_pt, tune_metrics))
 
     def k8s(task, name, pvc, heavy, tracks):
         task.set_display_name(name)
@@ -317,6 +331,17 @@ def sdk_equivalent(settings):
         if heavy and s.get("gpus", 0) > 0:
             task.set_accelerator_type("nvidia.com/gpu")
             task.set_accelerator_limit(s["gpus"])
+            for key, value in s.get("gpu_node_selector") or []:
+                kubernetes.add_node_selector(task, label_key=key, label_value=value)
+            for t in s.get("gpu_tolerations") or []:
+                kw = {"key": t["key"], "operator": "Equal" if t.get("value") is not None else "Exists"}
+                if t.get("value") is not None:
+                    kw["value"] = t["value"]
+                if t.get("effect"):
+                    kw["effect"] = t["effect"]
+                kubernetes.add_toleration(task, **kw)
+        if s.get("run_as_root"):
+            kubernetes.set_security_context(task, run_as_user=0)
         m = s.get("mlflow") or {}
         if tracks:
             env = {}
@@ -367,8 +392,19 @@ def sdk_equivalent(settings):
             k8s(test(last_pt=t.outputs["last_pt"], best_pt=t.outputs["best_pt"],
                      data_yaml=t.outputs["out_data_yaml"]), "Test", pvc, True, True)
             with dsl.If(bool_tune == True, name="tune-enabled"):  # noqa: E712
-                k8s(tune(last_pt=t.outputs["last_pt"], best_pt=t.outputs["best_pt"],
-                         data_yaml=t.outputs["out_data_yaml"]), "Tune", pvc, True, True)
+                inputs = dict(model_path=t.outputs["best_pt"], cfg_yaml=v.outputs["cfg_yaml"],
+                              data_yaml=t.outputs["out_data_yaml"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+
+                def tune_task(**extra):
+                    task = k8s(tune(**inputs, **extra), "Tune", pvc, True, True)
+                    # The tuner resumes from its results file: retried like train.
+                    task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s")
+
+                if workers > 1:
+                    with dsl.ParallelFor(items=list(range(workers)), parallelism=workers) as worker:
+                        tune_task(worker=worker)
+                else:
+                    tune_task()
 
     with tempfile.NamedTemporaryFile(suffix=".yaml") as tmp:
         compiler.Compiler().compile(yolov8_pipeline, tmp.name)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kubeyolo's whole test suite, from a fresh clone: the README's second command.
 #
-# 1. builds the workspace while the Python venvs install (real MLflow + moto S3 server; real kfp SDK),
+# 1. builds the workspace while the Python venvs install (real MLflow + moto S3 server; real kfp SDK;
+#    the Katib SDK),
 # 2. starts a real `mlflow server` and an S3-compatible server on loopback (scripts/services.sh),
 # 3. runs `cargo test --workspace` with KUBEYOLO_REQUIRE_SERVICES=1, so a test that needs a service
 #    fails (instead of skipping) when the service is missing.
@@ -11,13 +12,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-echo "== python venvs (mlflow, kfp) in the background; building the workspace"
+echo "== python venvs (mlflow, kfp, katib) in the background; building the workspace"
 logdir=$(mktemp -d)
 scripts/venv.sh mlflow >"$logdir/mlflow.log" 2>&1 & venv_mlflow=$!
 scripts/venv.sh kfp >"$logdir/kfp.log" 2>&1 & venv_kfp=$!
+scripts/venv.sh katib >"$logdir/katib.log" 2>&1 & venv_katib=$!
 cargo build --workspace --all-targets
 wait "$venv_mlflow" || { cat "$logdir/mlflow.log"; echo "venv mlflow failed" >&2; exit 1; }
 wait "$venv_kfp" || { cat "$logdir/kfp.log"; echo "venv kfp failed" >&2; exit 1; }
+wait "$venv_katib" || { cat "$logdir/katib.log"; echo "venv katib failed" >&2; exit 1; }
 
 echo "== services (real mlflow server + S3-compatible moto server on 127.0.0.1)"
 trap 'scripts/services.sh stop || true' EXIT
@@ -25,5 +28,6 @@ eval "$(scripts/services.sh start)"
 
 export KUBEYOLO_REQUIRE_SERVICES=1
 export KUBEYOLO_KFP_PYTHON="$root/.venvs/kfp/bin/python"
+export KUBEYOLO_KATIB_PYTHON="$root/.venvs/katib/bin/python"
 echo "== cargo test"
 cargo test --workspace --no-fail-fast "$@"

@@ -10,7 +10,7 @@
 //! verify ─▶ distribution ─▶ plot ─┐
 //!    │                            ▼ (after)
 //!    └──────────────▶ [if bool_train] train ─▶ test
-//!                                     └──▶ [if bool_tune] tune
+//!                                     └──▶ [if bool_tune] tune × N workers
 //! ```
 //!
 //! Names are KFP names: the task key, the component input/output names (valid Python
@@ -18,7 +18,15 @@
 //!
 //! Train's run folder is `runs/detect/<run id>` ([`Source::RunId`], [`TRAIN_RUNS`]): the id of
 //! the pipeline run, filled in by the orchestrator, so a retried train pod resumes its own
-//! checkpoint and a new run starts fresh. Train is the one step with retries ([`TRAIN_RETRY`]).
+//! checkpoint and a new run starts fresh. Tune's results folder is keyed the same way
+//! (`runs/detect/tune-<run id>`, [`TUNE_RUNS`]). Train and tune, the two steps that resume, are
+//! the steps with retries ([`TRAIN_RETRY`]).
+//!
+//! The graph takes compile options ([`TuneOptions`]): tune's iteration budget and epochs become
+//! literal arguments ([`Step::literal_args`]), and `--tune-workers N` makes tune a step of N
+//! parallel copies ([`Step::workers`]) that share one results folder, each told its index
+//! ([`Source::Worker`]): a KFP `ParallelFor` in v2, Argo `withItems` in v1, N concurrent
+//! processes in the local runner.
 
 /// Type of a pipeline run parameter (KFP `parameterType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +61,10 @@ pub enum Source {
     /// `weights/last.safetensors` and resumes; a new run gets a new id and never resumes an
     /// old run's checkpoint.
     RunId { prefix: &'static str },
+    /// The index (0..N-1) of this copy of a step that runs as N parallel copies
+    /// ([`Step::workers`]): the KFP v2 `ParallelFor` item, Argo's `{{item}}` of `withItems`,
+    /// the local runner's worker number.
+    Worker,
 }
 
 /// Retries of a step whose pod failed, with exponential backoff (KFP v2 `set_retry`, Argo
@@ -181,9 +193,57 @@ pub struct Step {
     pub v1_files: Vec<V1File>,
     /// Retries on the cluster (the local runner runs every step once).
     pub retry: Option<Retry>,
+    /// Compile-time arguments (flag, value), written verbatim after the inputs' flags (tune's
+    /// `--iterations 10`): values fixed by compile options, not run parameters.
+    pub literal_args: Vec<(&'static str, String)>,
+    /// How many copies of the step run at once (1: a plain task). With N > 1 the step sits in
+    /// a loop of its own over 0..N-1 (KFP `dsl.ParallelFor(items, parallelism=N)`, Argo
+    /// `withItems` + `parallelism`) and has one [`Source::Worker`] input.
+    pub workers: u32,
+}
+
+/// A group of tasks in the compiled DAG: a condition (`dsl.If`), or the loop of a step that
+/// runs as several workers (`dsl.ParallelFor`, innermost, holding that step alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    If(Condition),
+    Loop { step: &'static str, workers: u32 },
+}
+
+impl Group {
+    /// How many numbers the KFP compilers give the group: a condition one (`condition-N`), a
+    /// loop two (its item `loop-item-param-N`, then itself `for-loop-N+1`), from one counter
+    /// shared by all groups in definition order (checked against kfp 2.17 and 1.8.22).
+    fn width(self) -> u32 {
+        match self {
+            Group::If(_) => 1,
+            Group::Loop { .. } => 2,
+        }
+    }
+}
+
+/// The number the KFP compilers give the innermost group of `chain` (see [`Group::width`]):
+/// `condition-<n>` / `for-loop-<n>`; a loop's item parameter is `loop-item-param-<n - 1>`.
+pub fn group_number(groups: &[Vec<Group>], chain: &[Group]) -> u32 {
+    let mut n = 0;
+    for g in groups {
+        n += g[g.len() - 1].width();
+        if g.as_slice() == chain {
+            return n;
+        }
+    }
+    0
 }
 
 impl Step {
+    /// The groups the step's task sits in, outermost first: its conditions, then its loop.
+    pub fn scope(&self) -> Vec<Group> {
+        let mut scope: Vec<Group> = self.conditions.iter().copied().map(Group::If).collect();
+        if self.workers > 1 {
+            scope.push(Group::Loop { step: self.name, workers: self.workers });
+        }
+        scope
+    }
     /// Binary (and container command) name.
     pub fn binary(&self) -> String {
         format!("yolo-{}", self.name)
@@ -227,19 +287,25 @@ impl Pipeline {
     pub fn param(&self, name: &str) -> Option<&Param> {
         self.params.iter().find(|p| p.name == name)
     }
-    /// All condition groups in definition order (depth-first), each with its parent chain.
-    /// The index + 1 is the KFP group number (`condition-1`, `condition-2`, ...).
-    pub fn condition_groups(&self) -> Vec<Vec<Condition>> {
-        let mut groups: Vec<Vec<Condition>> = Vec::new();
+    /// All groups (conditions and loops) in definition order (depth-first), each as its chain
+    /// from the outermost group; [`group_number`] gives their KFP numbers.
+    pub fn groups(&self) -> Vec<Vec<Group>> {
+        let mut groups: Vec<Vec<Group>> = Vec::new();
         for s in &self.steps {
-            for depth in 1..=s.conditions.len() {
-                let chain = s.conditions[..depth].to_vec();
+            let scope = s.scope();
+            for depth in 1..=scope.len() {
+                let chain = scope[..depth].to_vec();
                 if !groups.contains(&chain) {
                     groups.push(chain);
                 }
             }
         }
         groups
+    }
+
+    /// The groups of the task of `step` (empty for an unknown name, e.g. a platform task).
+    pub fn scope_of(&self, step: &str) -> Vec<Group> {
+        self.step(step).map(Step::scope).unwrap_or_default()
     }
 
     /// Check the graph's own consistency (used by tests and before every emit): sources exist,
@@ -265,6 +331,7 @@ impl Pipeline {
                             return Err(format!("step '{}': run-id prefix '{prefix}' must be a relative path", s.name));
                         }
                     }
+                    Source::Worker => {}
                     Source::Output { step, output } => {
                         if !seen.contains(&step) {
                             return Err(format!("step '{}': producer '{step}' is not an earlier step", s.name));
@@ -278,6 +345,10 @@ impl Pipeline {
                         if !s.conditions.starts_with(&prod.conditions) {
                             return Err(format!("step '{}' reads '{step}' from outside its condition", s.name));
                         }
+                        // Outputs of a loop are lists in KFP (one value per worker): not passed on.
+                        if prod.workers > 1 {
+                            return Err(format!("step '{}' reads '{step}', which runs as {} workers", s.name, prod.workers));
+                        }
                     }
                 }
             }
@@ -285,6 +356,10 @@ impl Pipeline {
                 if !seen.contains(a) {
                     return Err(format!("step '{}': after '{a}' which is not an earlier step", s.name));
                 }
+            }
+            let worker_inputs = s.inputs.iter().filter(|i| i.source == Source::Worker).count();
+            if s.workers == 0 || (s.workers > 1) != (worker_inputs == 1) || worker_inputs > 1 {
+                return Err(format!("step '{}': {} workers need exactly one worker input when > 1 (has {worker_inputs})", s.name, s.workers));
             }
             for c in &s.conditions {
                 match self.param(c.param) {
@@ -321,23 +396,93 @@ fn artifact_out(name: &'static str, flag: &'static str, ty: ArtifactType) -> Out
 /// run, `runs/detect/<run id>` (ultralytics' `{project}` for detection, with the run id as name).
 pub const TRAIN_RUNS: &str = "runs/detect/";
 
+/// Where the tune step's results folders live, relative to the data root:
+/// `runs/detect/tune-<run id>`, one per pipeline run and shared by all its workers, so a
+/// retried tune pod (or worker) continues the run's own results file.
+pub const TUNE_RUNS: &str = "runs/detect/tune-";
+
 /// Train's retries: pod loss (eviction, preemption, a node going away) is the failure train is
 /// built to survive — it checkpoints every epoch, every 10 minutes and on SIGTERM, and a retry
 /// resumes in the same run folder. Two retries, a minute apart and then two, cover a node
-/// drain without retrying a real error (bad cfg, bad data) for long.
+/// drain without retrying a real error (bad cfg, bad data) for long. Tune resumes from its
+/// results file and gets the same policy.
 pub const TRAIN_RETRY: Retry = Retry { max_retries: 2, backoff: "60s", factor: 2, max_backoff: "3600s" };
 
-/// The kubeyolo pipeline (the seed's graph).
+/// Tune's iterations by default: each iteration is a whole training of `epochs` epochs, so
+/// ultralytics' 300 are days of GPU time; 10 give the evolution a first look at the space
+/// within one pipeline run (about ten trainings' time), and `--tune-iterations` raises it (a
+/// later run with more iterations does not continue this run's results: it has its own run id).
+pub const DEFAULT_TUNE_ITERATIONS: u32 = 10;
+
+/// Compile options that shape the tune step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TuneOptions {
+    /// Total iterations over all workers (`yolo-tune --iterations`).
+    pub iterations: u32,
+    /// Epochs per iteration (`--set epochs=N`); `None`: the cfg's `epochs`.
+    pub epochs: Option<u32>,
+    /// Tune pods (workers) at once, sharing one results folder.
+    pub workers: u32,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions { iterations: DEFAULT_TUNE_ITERATIONS, epochs: None, workers: 1 }
+    }
+}
+
+impl TuneOptions {
+    /// Usage errors for values no tuner run can use.
+    pub fn validate(&self) -> kubeyolo::Result<()> {
+        use kubeyolo::Error;
+        if self.iterations == 0 {
+            return Err(Error::usage("--tune-iterations must be at least 1"));
+        }
+        if self.epochs == Some(0) {
+            return Err(Error::usage("--tune-epochs must be at least 1").with_hint("leave it out to train the cfg's epochs"));
+        }
+        if self.workers == 0 {
+            return Err(Error::usage("--tune-workers must be at least 1"));
+        }
+        if self.workers > self.iterations {
+            return Err(Error::usage(format!(
+                "--tune-workers {} exceeds --tune-iterations {}: the extra workers would find no iteration to claim",
+                self.workers, self.iterations
+            ))
+            .with_hint("use at most as many workers as iterations"));
+        }
+        Ok(())
+    }
+
+    /// Tune's literal arguments: the iteration budget and the epochs override.
+    fn literal_args(&self) -> Vec<(&'static str, String)> {
+        let mut args = vec![("--iterations", self.iterations.to_string())];
+        if let Some(e) = self.epochs {
+            args.push(("--set", format!("epochs={e}")));
+        }
+        args
+    }
+}
+
+/// The kubeyolo pipeline (the seed's graph) with the default [`TuneOptions`].
 pub fn pipeline() -> Pipeline {
+    pipeline_with(&TuneOptions::default())
+}
+
+/// The kubeyolo pipeline with the given tune options.
+pub fn pipeline_with(tune: &TuneOptions) -> Pipeline {
     const TRAIN: Condition = Condition { name: "train-enabled", param: "bool_train" };
     const TUNE: Condition = Condition { name: "tune-enabled", param: "bool_tune" };
-    let trained = |flag_last, flag_best, flag_data| {
-        vec![
-            input("last_pt", flag_last, out_of("train", "last_pt")),
-            input("best_pt", flag_best, out_of("train", "best_pt")),
-            input("data_yaml", flag_data, out_of("train", "out_data_yaml")),
-        ]
-    };
+    let mut tune_inputs = vec![
+        // The tuner starts every iteration from train's best weights, as the seed's pipeline did.
+        input("model_path", "--model-path", out_of("train", "best_pt")),
+        input("cfg_yaml", "--cfg-yaml", out_of("verify", "cfg_yaml")),
+        input("data_yaml", "--data-yaml", out_of("train", "out_data_yaml")),
+        input("run_id", "--tune-dir", Source::RunId { prefix: TUNE_RUNS }),
+    ];
+    if tune.workers > 1 {
+        tune_inputs.push(input("worker", "--worker", Source::Worker));
+    }
     Pipeline {
         name: "yolov8-pipeline",
         description: "YOLOv8 verify/distribution/plot/train/test/tune on a PVC mounted at /data",
@@ -380,6 +525,8 @@ pub fn pipeline() -> Pipeline {
                 tracks: true,
                 v1_files: vec![],
                 retry: None,
+                literal_args: vec![],
+                workers: 1,
             },
             Step {
                 name: "distribution",
@@ -396,6 +543,8 @@ pub fn pipeline() -> Pipeline {
                 tracks: true,
                 v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
                 retry: None,
+                literal_args: vec![],
+                workers: 1,
             },
             Step {
                 name: "plot",
@@ -415,6 +564,8 @@ pub fn pipeline() -> Pipeline {
                 tracks: true,
                 v1_files: vec![v1_file("--out-ui-metadata", V1_UI_METADATA)],
                 retry: None,
+                literal_args: vec![],
+                workers: 1,
             },
             Step {
                 name: "train",
@@ -438,12 +589,18 @@ pub fn pipeline() -> Pipeline {
                 tracks: true,
                 v1_files: vec![],
                 retry: Some(TRAIN_RETRY),
+                literal_args: vec![],
+                workers: 1,
             },
             Step {
                 name: "test",
                 display: "Test",
                 display_v1: "test",
-                inputs: trained("--last-pt", "--best-pt", "--data-yaml"),
+                inputs: vec![
+                    input("last_pt", "--last-pt", out_of("train", "last_pt")),
+                    input("best_pt", "--best-pt", out_of("train", "best_pt")),
+                    input("data_yaml", "--data-yaml", out_of("train", "out_data_yaml")),
+                ],
                 outputs: vec![artifact_out("test_metrics", "--out-metrics", ArtifactType::Metrics)],
                 after: vec![],
                 conditions: vec![TRAIN],
@@ -451,19 +608,27 @@ pub fn pipeline() -> Pipeline {
                 tracks: true,
                 v1_files: vec![v1_file("--out-v1-metrics", V1_METRICS)],
                 retry: None,
+                literal_args: vec![],
+                workers: 1,
             },
             Step {
                 name: "tune",
                 display: "Tune",
                 display_v1: "tune",
-                inputs: trained("--last-pt", "--best-pt", "--data-yaml"),
-                outputs: vec![],
+                inputs: tune_inputs,
+                outputs: vec![
+                    string_out("best_hyp", "--out-best-hyp"),
+                    string_out("best_pt", "--out-best-pt"),
+                    artifact_out("tune_metrics", "--out-metrics", ArtifactType::Metrics),
+                ],
                 after: vec![],
                 conditions: vec![TRAIN, TUNE],
                 weight: Weight::Heavy,
                 tracks: true,
                 v1_files: vec![],
-                retry: None,
+                retry: Some(TRAIN_RETRY),
+                literal_args: tune.literal_args(),
+                workers: tune.workers,
             },
         ],
     }
@@ -477,13 +642,71 @@ mod tests {
     fn graph_is_consistent() {
         let p = pipeline();
         p.validate().unwrap();
-        assert_eq!(p.condition_groups().len(), 2);
+        assert_eq!(p.groups().len(), 2, "two conditions, no loop with one tune worker");
         assert_eq!(p.step("train").unwrap().upstream(), vec!["verify", "plot"], "the run id is no dependency");
         let train = p.step("train").unwrap();
         let run_dir = train.inputs.iter().find(|i| i.flag == "--run-dir").unwrap();
         assert_eq!(run_dir.source, Source::RunId { prefix: TRAIN_RUNS });
         assert_eq!(train.retry, Some(TRAIN_RETRY));
-        assert!(p.steps.iter().filter(|s| s.name != "train").all(|s| s.retry.is_none()));
+        let retried: Vec<&str> = p.steps.iter().filter(|s| s.retry.is_some()).map(|s| s.name).collect();
+        assert_eq!(retried, ["train", "tune"], "the two steps that resume");
+    }
+
+    #[test]
+    fn tune_reads_train_best_and_verify_cfg_with_its_options() {
+        let opts = TuneOptions { iterations: 7, epochs: Some(3), workers: 1 };
+        let p = pipeline_with(&opts);
+        let tune = p.step("tune").unwrap();
+        let src = |flag: &str| tune.inputs.iter().find(|i| i.flag == flag).map(|i| i.source);
+        assert_eq!(src("--model-path"), Some(Source::Output { step: "train", output: "best_pt" }));
+        assert_eq!(src("--cfg-yaml"), Some(Source::Output { step: "verify", output: "cfg_yaml" }));
+        assert_eq!(src("--data-yaml"), Some(Source::Output { step: "train", output: "out_data_yaml" }));
+        assert_eq!(src("--tune-dir"), Some(Source::RunId { prefix: TUNE_RUNS }));
+        assert_eq!(src("--worker"), None, "one worker: no worker index");
+        assert_eq!(tune.literal_args, [("--iterations", "7".to_string()), ("--set", "epochs=3".to_string())]);
+        let outs: Vec<&str> = tune.outputs.iter().map(|o| o.name).collect();
+        assert_eq!(outs, ["best_hyp", "best_pt", "tune_metrics"]);
+        assert_eq!(pipeline().step("tune").unwrap().literal_args, [("--iterations", "10".to_string())]);
+    }
+
+    #[test]
+    fn workers_put_tune_in_a_loop_numbered_as_kfp_does() {
+        let p = pipeline_with(&TuneOptions { workers: 3, ..TuneOptions::default() });
+        p.validate().unwrap();
+        let tune = p.step("tune").unwrap();
+        assert_eq!(tune.workers, 3);
+        assert!(tune.inputs.iter().any(|i| i.source == Source::Worker && i.flag == "--worker"));
+        let groups = p.groups();
+        assert_eq!(groups.len(), 3);
+        let numbers: Vec<u32> = groups.iter().map(|g| group_number(&groups, g)).collect();
+        // condition-1, condition-2, loop-item-param-3 + for-loop-4 (kfp 2.17 and 1.8.22).
+        assert_eq!(numbers, [1, 2, 4]);
+        assert_eq!(groups[2].last(), Some(&Group::Loop { step: "tune", workers: 3 }));
+        assert!(p.steps.iter().filter(|s| s.name != "tune").all(|s| s.scope().len() == s.conditions.len()));
+    }
+
+    #[test]
+    fn tune_options_are_checked() {
+        let ok = TuneOptions::default();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            TuneOptions { iterations: 0, ..ok },
+            TuneOptions { workers: 0, ..ok },
+            TuneOptions { epochs: Some(0), ..ok },
+            TuneOptions { iterations: 2, workers: 3, ..ok },
+        ] {
+            assert_eq!(bad.validate().unwrap_err().kind, kubeyolo::ErrorKind::Usage, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn validate_catches_a_worker_input_without_workers() {
+        let mut p = pipeline_with(&TuneOptions { workers: 2, ..TuneOptions::default() });
+        p.steps.iter_mut().find(|s| s.name == "tune").unwrap().workers = 1;
+        assert!(p.validate().is_err());
+        let mut p = pipeline();
+        p.steps.iter_mut().find(|s| s.name == "tune").unwrap().workers = 2;
+        assert!(p.validate().is_err(), "two workers without a worker input");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! | [`settings`] | deployment settings: images, PVC, shm, GPUs, requests, MLflow wiring |
 //! | [`v2`] | KFP v2 IR + Kubernetes platform spec (what `kfp` 2.x compiles) |
 //! | [`v1`] | Argo Workflow (what `kfp` 1.8 compiles, the seed's format) |
+//! | [`katib`] | Katib `Experiment` (v1beta1) whose trials run the train step |
+//! | [`k8s`] | pod-spec pieces shared by the Argo and Katib emitters (env, resources, volumes) |
 //! | [`runner`] | run the graph locally: step binaries as processes, or docker containers |
 //! | [`demo`] | synthetic dataset + configs, then a full local run |
 //! | [`yaml`] | deterministic YAML output |
@@ -23,6 +25,8 @@
 
 pub mod demo;
 pub mod graph;
+pub mod k8s;
+pub mod katib;
 pub mod runner;
 pub mod settings;
 pub mod v1;

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubeyolo::{Error, Result};
-use kubeyolo_pipeline::settings::{CompileSettings, CreatePvc, MlflowSettings, PvcSettings, Requests};
+use kubeyolo_pipeline::settings::{CompileSettings, CreatePvc, MlflowSettings, PvcSettings, Requests, Toleration};
 use kubeyolo_pipeline::runner::docker::DockerExecutor;
 use kubeyolo_pipeline::runner::process::ProcessExecutor;
 use kubeyolo_pipeline::runner::{self, Executor};
+use kubeyolo_pipeline::graph::TuneOptions;
+use kubeyolo_pipeline::katib::{self, KatibOptions};
 use kubeyolo_pipeline::{demo, graph, v1, v2};
 
 #[derive(Parser)]
@@ -35,6 +37,32 @@ enum RunnerKind {
     Docker,
 }
 
+/// The tune step's options, shared by `compile` and `run`.
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Tune iterations in total, over all workers: each is a whole training of --tune-epochs
+    /// epochs. 10 by default, not ultralytics' 300: 300 trainings are days of GPU time for one
+    /// pipeline run; 10 give the evolution a first look (Katib: maxTrialCount).
+    #[arg(long, default_value_t = graph::DEFAULT_TUNE_ITERATIONS, value_name = "N")]
+    tune_iterations: u32,
+    /// Epochs per tune iteration (tune's --set epochs=N) [default: the cfg's epochs].
+    #[arg(long, value_name = "N")]
+    tune_epochs: Option<u32>,
+    /// Tune workers at once, sharing one results folder on the volume: KFP ParallelFor (v2) /
+    /// withItems (v1) pods, concurrent processes locally (Katib: parallelTrialCount). Pods on
+    /// different nodes need a volume whose filesystem honours POSIX locks (flock).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    tune_workers: u32,
+}
+
+impl TuneArgs {
+    fn options(&self) -> Result<TuneOptions> {
+        let o = TuneOptions { iterations: self.tune_iterations, epochs: self.tune_epochs, workers: self.tune_workers };
+        o.validate()?;
+        Ok(o)
+    }
+}
+
 /// Options shared by `run` and `demo`.
 #[derive(clap::Args)]
 struct RunCommon {
@@ -55,6 +83,8 @@ struct RunCommon {
     /// Folder of the step binaries (process runner) [default: the folder of this kubeyolo].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    tune: TuneArgs,
 }
 
 /// Run the pipeline locally on a folder standing in for the /data volume.
@@ -66,11 +96,14 @@ Each step's outputs go to files in the run folder and are passed verbatim to the
 output goes to <run-dir>/<step>/log.txt; a summary table is printed at the end and written to \
 <run-dir>/summary.json.\n\n\
 A step whose binary (process) or image (docker) does not exist is reported MISSING, not faked, and the steps \
-needing it are blocked; a failing step shows its own error and blocks its dependants. Exit code: 0 when no \
-step failed, 4 when one failed, 2 when one is missing and --require-all is given.",
+needing it are blocked; a failing step shows its own error and blocks its dependants. With --tune-workers N, \
+tune runs as N concurrent yolo-tune --worker i processes on one results folder \
+(<data-dir>/runs/detect/tune-<run id>), each with its own log in <run-dir>/tune/worker-<i>/; the step is ok \
+when all are. Exit code: 0 when no step failed, 4 when one failed, 2 when one is missing and --require-all is given.",
     after_help = "Examples:\n  \
 kubeyolo run --data-dir ./demo --set model_name=yolov8n.yaml\n  \
 kubeyolo run --data-dir /mnt/data --set cfg=cfg-insight3 --set data=data-insight3 --set bool_tune=true\n  \
+kubeyolo run --data-dir ./demo --set bool_tune=true --tune-workers 2 --tune-iterations 6 --tune-epochs 3\n  \
 kubeyolo run --runner docker --image-prefix kubeyolo --tag dev --data-dir ./demo --set bool_train=false"
 )]
 struct RunArgs {
@@ -139,6 +172,8 @@ enum Format {
     V2,
     /// Argo Workflow as kfp 1.8 compiles it, for Kubeflow Pipelines 1.x.
     V1,
+    /// Katib Experiment (v1beta1) whose trials run yolo-train; submit with kubectl apply -f.
+    Katib,
 }
 
 /// Compile the pipeline to a YAML file to upload in the Kubeflow Pipelines UI.
@@ -149,14 +184,29 @@ enum Format {
 Every step mounts the claim --pvc at /data (where models, cfg and dataset yamls live), a memory-backed \
 emptyDir at /dev/shm, runs with caching off and gets a display name. train trains in \
 /data/runs/detect/<run id> (the KFP run's UUID; v1: the workflow UID) and is retried twice (60 s, then \
-120 s later): a retried pod resumes from its own last checkpoint, a new run starts fresh. train/tune/test get --gpus \
-nvidia.com/gpu and the --heavy-* requests; verify/distribution/plot the --light-* requests. MLflow \
-settings come from a Secret/ConfigMap as environment variables, never as literal credentials.",
+120 s later): a retried pod resumes from its own last checkpoint, a new run starts fresh. tune evolves \
+train's best weights for --tune-iterations iterations in /data/runs/detect/tune-<run id>, with \
+--tune-workers pods at once sharing that folder (one lock file; pods on different nodes need a \
+volume whose filesystem honours POSIX locks), retried and resumed like train. train/tune/test get --gpus \
+nvidia.com/gpu, the CUDA images (<tag>-cuda) when --gpus > 0, the --gpu-node-selector / --gpu-toleration \
+scheduling and the --heavy-* requests; verify/distribution/plot the --light-* requests. The images run as \
+user 65532; --run-as-root sets runAsUser 0 for a volume only root may write. MLflow \
+settings come from a Secret/ConfigMap as environment variables, never as literal credentials.\n\n\
+--format katib writes a Katib Experiment instead: Katib's own search (--katib-algorithm) over ultralytics' \
+tune space (or --tune-space FILE), each trial a Job running yolo-train on the same claim with the values \
+Katib picks (--set lr0=...), --tune-iterations trials, --tune-workers at once, objective: maximize \
+fitness (also recorded: mAP50-95, mAP50, precision, recall; Katib's File collector reads \
+yolo-train --out-metrics-text). Model, cfg and dataset are names under /data: --set model_name=, cfg=, \
+data= (defaults: the pipeline's run parameters). Submit it with `kubectl apply -n <namespace> -f FILE` \
+in a namespace with Katib's metrics-collector injection (Kubeflow profile namespaces have it).",
     after_help = "Examples:\n  \
 kubeyolo compile --format v2 --image-prefix registry.example.com/kubeyolo --tag 0.1.0 --pvc pvc-local-cocodata -o pipeline.yaml\n  \
 kubeyolo compile --format v2 --pvc yolo-data --create-pvc --storage-class local-path --pvc-size 5Gi --gpus 0 -o cpu.yaml\n  \
 kubeyolo compile --format v2 --mlflow-secret mlflow-s3 --mlflow-configmap mlflow-settings -o pipeline.yaml\n  \
-kubeyolo compile --format v1 --pvc pvc-local-cocodata -o pipeline-v1.yaml"
+kubeyolo compile --format v2 --tune-workers 4 --tune-iterations 40 --tune-epochs 10 -o pipeline.yaml\n  \
+kubeyolo compile --format v1 --pvc pvc-local-cocodata -o pipeline-v1.yaml\n  \
+kubeyolo compile --format katib --set cfg=cfg-insight3 --set data=data-insight3 --tune-iterations 30 \\\n      \
+--tune-workers 3 --tune-epochs 10 -o experiment.yaml && kubectl apply -n kubeflow-user -f experiment.yaml"
 )]
 struct CompileArgs {
     /// Output format.
@@ -219,14 +269,71 @@ struct CompileArgs {
     /// MLFLOW_EXPERIMENT_NAME as a plain env var.
     #[arg(long)]
     mlflow_experiment: Option<String>,
+    /// Run every container as root (securityContext runAsUser 0) instead of the images' user
+    /// 65532: for a volume only root may write (e.g. a hostPath PV that is not chowned).
+    #[arg(long)]
+    run_as_root: bool,
+    /// Node label the GPU steps (train/tune/test with --gpus > 0) require, KEY=VALUE (repeatable),
+    /// e.g. nvidia.com/gpu.present=true.
+    #[arg(long = "gpu-node-selector", value_name = "KEY=VALUE")]
+    gpu_node_selector: Vec<String>,
+    /// Taint of GPU nodes the GPU steps tolerate, KEY[=VALUE][:EFFECT] (repeatable),
+    /// e.g. nvidia.com/gpu:NoSchedule.
+    #[arg(long = "gpu-toleration", value_name = "KEY[=VALUE][:EFFECT]")]
+    gpu_toleration: Vec<String>,
+    #[command(flatten)]
+    tune: TuneArgs,
+    /// Katib: the search space, a yaml of `key: [min, max]` or `key: [min, max, gain]` (gains are
+    /// ignored) [default: ultralytics 8.4's tune space, restricted to the keys kubeyolo trains with].
+    #[arg(long, value_name = "FILE")]
+    tune_space: Option<PathBuf>,
+    /// Katib: suggestion algorithm (tpe: copes with ~25 mixed dimensions and parallel trials;
+    /// a Gaussian process scales poorly there, random search wastes a small budget).
+    #[arg(long, default_value = katib::DEFAULT_ALGORITHM, value_parser = katib::ALGORITHMS)]
+    katib_algorithm: String,
+    /// Katib: the Experiment's name.
+    #[arg(long, default_value = "yolov8-tune")]
+    katib_name: String,
+    /// Katib: the Experiment's namespace [default: none written; kubectl apply -n decides].
+    #[arg(long)]
+    katib_namespace: Option<String>,
+    /// Katib: run parameter for the trials (repeatable): model_name, cfg, data.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Output file ("-" = stdout).
     #[arg(short, long, default_value = "pipeline.yaml")]
     output: PathBuf,
 }
 
 impl CompileArgs {
-    fn settings(&self) -> CompileSettings {
-        CompileSettings {
+    /// A Katib-only option given with a pipeline format, if any.
+    fn katib_only_flag(&self) -> Option<(&'static str, &'static str)> {
+        if !self.set.is_empty() {
+            Some(("--set", "the pipeline's run parameters are set in the Kubeflow 'Create run' form"))
+        } else if self.tune_space.is_some() {
+            Some(("--tune-space", "the pipeline's tune step searches ultralytics' default space"))
+        } else if self.katib_namespace.is_some() {
+            Some(("--katib-namespace", "a pipeline runs in the namespace it is started in"))
+        } else {
+            None
+        }
+    }
+
+    fn settings(&self) -> Result<CompileSettings> {
+        let gpu_node_selector = self
+            .gpu_node_selector
+            .iter()
+            .map(|kv| {
+                kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
+                    Error::usage(format!("--gpu-node-selector '{kv}' is not KEY=VALUE")).with_hint("e.g. nvidia.com/gpu.present=true")
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let gpu_tolerations = self.gpu_toleration.iter().map(|t| Toleration::parse(t)).collect::<Result<Vec<_>>>()?;
+        Ok(CompileSettings {
+            run_as_root: self.run_as_root,
+            gpu_node_selector,
+            gpu_tolerations,
             image_prefix: self.image_prefix.clone(),
             tag: self.tag.clone(),
             pvc: PvcSettings {
@@ -248,16 +355,47 @@ impl CompileArgs {
                 tracking_uri: self.mlflow_tracking_uri.clone(),
                 experiment: self.mlflow_experiment.clone(),
             },
-        }
+        })
     }
 }
 
 fn compile(args: CompileArgs) -> Result<()> {
-    let settings = args.settings();
-    let p = graph::pipeline();
+    let settings = args.settings()?;
+    let tune = args.tune.options()?;
+    let p = graph::pipeline_with(&tune);
     let text = match args.format {
-        Format::V2 => v2::emit(&p, &settings)?,
-        Format::V1 => v1::emit(&p, &settings)?,
+        Format::V2 | Format::V1 => {
+            if let Some((flag, hint)) = args.katib_only_flag() {
+                return Err(Error::usage(format!("{flag} applies to --format katib only")).with_hint(hint));
+            }
+            match args.format {
+                Format::V2 => v2::emit(&p, &settings)?,
+                _ => v1::emit(&p, &settings)?,
+            }
+        }
+        Format::Katib => {
+            let params = runner::parse_params(&p, &args.set)?;
+            if let Some(k) = args.set.iter().filter_map(|kv| kv.split_once('=')).map(|(k, _)| k).find(|k| k.starts_with("bool_")) {
+                return Err(Error::usage(format!("--set {k}: a Katib experiment always trains"))
+                    .with_hint("set model_name, cfg or data"));
+            }
+            let space = match &args.tune_space {
+                Some(path) => kubeyolo::tune::space::Space::load(path)?,
+                None => kubeyolo::tune::space::Space::default(),
+            };
+            let o = KatibOptions {
+                name: args.katib_name.clone(),
+                namespace: args.katib_namespace.clone(),
+                algorithm: args.katib_algorithm.clone(),
+                space,
+                model: params["model_name"].clone(),
+                cfg: params["cfg"].clone(),
+                data: params["data"].clone(),
+                tune,
+            };
+            let train = p.step("train").ok_or_else(|| Error::internal("no train step"))?;
+            katib::emit(train, &o, &settings)?
+        }
     };
     if args.output.as_os_str() == "-" {
         print!("{text}");
@@ -274,7 +412,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 fn run_pipeline(data_dir: &Path, exec: &dyn Executor, common: &RunCommon, extra_sets: &[String]) -> Result<()> {
-    let p = graph::pipeline();
+    let p = graph::pipeline_with(&common.tune.options()?);
     let mut sets = extra_sets.to_vec();
     sets.extend(common.set.iter().cloned());
     let params = runner::parse_params(&p, &sets)?;

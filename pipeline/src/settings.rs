@@ -74,7 +74,55 @@ pub struct CompileSettings {
     /// Requests for train/tune/test; `None` = no resources section.
     pub heavy: Option<Requests>,
     pub mlflow: MlflowSettings,
+    /// Run every container as root (`securityContext.runAsUser: 0`) instead of the images'
+    /// non-root user 65532, for volumes that only root may write (a hostPath PV not chowned).
+    pub run_as_root: bool,
+    /// Node labels the GPU steps require (`nodeSelector`), e.g. `nvidia.com/gpu.present=true`.
+    pub gpu_node_selector: Vec<(String, String)>,
+    /// Taints of GPU nodes the GPU steps tolerate.
+    pub gpu_tolerations: Vec<Toleration>,
 }
+
+/// A pod toleration: `key` (operator Exists) or `key=value` (operator Equal), optional effect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Toleration {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: Option<String>,
+}
+
+impl Toleration {
+    /// `KEY[=VALUE][:EFFECT]`, e.g. `nvidia.com/gpu:NoSchedule`, `dedicated=gpu:NoExecute`.
+    pub fn parse(text: &str) -> Result<Toleration> {
+        let (kv, effect) = match text.rsplit_once(':') {
+            Some((kv, e)) => (kv, Some(e.to_string())),
+            None => (text, None),
+        };
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (kv.to_string(), None),
+        };
+        let t = Toleration { key, value, effect };
+        let effect_ok = t.effect.as_deref().map_or(true, |e| ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e));
+        if t.key.is_empty() || t.key.contains(char::is_whitespace) || !effect_ok {
+            return Err(Error::usage(format!("--gpu-toleration '{text}' is not KEY[=VALUE][:EFFECT]"))
+                .with_hint("e.g. nvidia.com/gpu:NoSchedule; EFFECT is NoSchedule, PreferNoSchedule or NoExecute"));
+        }
+        Ok(t)
+    }
+
+    /// `Equal` with a value, `Exists` without (Kubernetes' operators).
+    pub fn operator(&self) -> &'static str {
+        if self.value.is_some() {
+            "Equal"
+        } else {
+            "Exists"
+        }
+    }
+}
+
+/// The tag suffix of the CUDA image flavour (`docker/build.sh --cuda`), used by steps with GPUs.
+pub const CUDA_TAG_SUFFIX: &str = "-cuda";
 
 impl Default for CompileSettings {
     fn default() -> Self {
@@ -87,6 +135,9 @@ impl Default for CompileSettings {
             light: Some(Requests { cpu: "500m".into(), memory: "1Gi".into() }),
             heavy: Some(Requests { cpu: "2".into(), memory: "8Gi".into() }),
             mlflow: MlflowSettings::default(),
+            run_as_root: false,
+            gpu_node_selector: Vec::new(),
+            gpu_tolerations: Vec::new(),
         }
     }
 }
@@ -119,8 +170,19 @@ impl CompileSettings {
         }
     }
 
+    /// `<prefix>/yolo-<step>:<tag>`; a step that gets GPUs runs the CUDA flavour, `<tag>-cuda`.
     pub fn image(&self, step: &Step) -> String {
-        format!("{}/{}:{}", self.image_prefix.trim_end_matches('/'), step.binary(), self.tag)
+        let suffix = if self.gpus_for(step) > 0 { CUDA_TAG_SUFFIX } else { "" };
+        format!("{}/{}:{}{suffix}", self.image_prefix.trim_end_matches('/'), step.binary(), self.tag)
+    }
+
+    /// Node selector and tolerations of `step`: the GPU ones for a step that gets GPUs.
+    pub fn scheduling(&self, step: &Step) -> (&[(String, String)], &[Toleration]) {
+        if self.gpus_for(step) > 0 {
+            (&self.gpu_node_selector, &self.gpu_tolerations)
+        } else {
+            (&[], &[])
+        }
     }
 
     pub fn requests(&self, step: &Step) -> Option<&Requests> {
@@ -184,6 +246,16 @@ impl CompileSettings {
         ] {
             if let Some(n) = name {
                 check_dns1123(flag, n)?;
+            }
+        }
+        if self.gpus == 0 && (!self.gpu_node_selector.is_empty() || !self.gpu_tolerations.is_empty()) {
+            return Err(Error::usage("--gpu-node-selector / --gpu-toleration apply to GPU steps, but --gpus is 0")
+                .with_hint("give --gpus N, or drop the GPU scheduling options"));
+        }
+        for (k, v) in &self.gpu_node_selector {
+            if k.is_empty() || k.contains(char::is_whitespace) || v.contains(char::is_whitespace) {
+                return Err(Error::usage(format!("--gpu-node-selector '{k}={v}' is not a label KEY=VALUE"))
+                    .with_hint("e.g. nvidia.com/gpu.present=true"));
             }
         }
         if let Some(uri) = &self.mlflow.tracking_uri {

@@ -14,6 +14,10 @@
 //!   `runs/detect/{{workflow.uid}}` written into the container args, as kfp 1.8 compiles
 //!   `"runs/detect/" + dsl.RUN_ID_PLACEHOLDER`;
 //! - `set_retry(..., policy="Always", backoff...)` → the template's `retryStrategy`;
+//! - a step with N workers (`Step::workers`, tune) → `dsl.ParallelFor([0..N-1], parallelism=N)`:
+//!   a DAG template `for-loop-K` with `parallelism: N`, called by a task with
+//!   `withItems: [0, ..., N-1]` that passes `{{item}}` as `loop-item-param-(K-1)`, which the
+//!   step reads as its `--worker`; literal arguments (`Step::literal_args`) go into the args;
 //! - `file_outputs` → `outputs.parameters[].valueFrom.path` + `outputs.artifacts` at
 //!   `/tmp/outputs/<name>`; the step binaries get `--out-<name> /tmp/outputs/<name>` so they
 //!   write there (the seed's Python components wrote those files themselves).
@@ -23,8 +27,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::graph::{ArtifactType, Condition, OutputKind, ParamType, Pipeline, Source, Step, V1_METRICS, V1_UI_METADATA};
-use crate::settings::{CompileSettings, MLFLOW_CONFIGMAP_KEYS};
+use crate::graph::{group_number, ArtifactType, Group, OutputKind, ParamType, Pipeline, Source, Step, V1_METRICS, V1_UI_METADATA};
+use crate::k8s;
+use crate::settings::CompileSettings;
 use kubeyolo::{Error, Result};
 
 /// The kfp release whose output format this emulates (labels read by the v1 backend).
@@ -62,25 +67,27 @@ pub fn build(p: &Pipeline, s: &CompileSettings) -> Result<Value> {
     let mut op: String = s.pvc.name.replace('.', "-").chars().take(63).collect();
     op = op.trim_end_matches('-').to_string();
     let pvc = Pvc { op, create: s.pvc.create.is_some() };
-    let groups = p.condition_groups();
+    let groups = p.groups();
     let mut reserved: Vec<String> = p.steps.iter().map(|st| st.name.to_string()).collect();
     reserved.push(p.name.to_string());
     if pvc.create && reserved.contains(&pvc.op) {
         return Err(Error::usage(format!("--pvc '{}' collides with a step name in the v1 workflow", s.pvc.name))
             .with_hint("choose another claim name"));
     }
+    let g = Groups { p, groups: &groups, pvc: &pvc };
 
     let mut templates: Vec<(String, Value)> = Vec::new();
-    for (i, g) in groups.iter().enumerate() {
-        let name = group_name(&groups, g, i);
-        let inputs: Vec<Value> = group_channels(p, g, &pvc).into_iter().map(|c| json!({ "name": c })).collect();
-        templates.push((
-            name.clone(),
-            json!({ "name": name, "inputs": { "parameters": inputs }, "dag": { "tasks": dag_tasks(p, g, &groups, &pvc) } }),
-        ));
+    for chain in &groups {
+        let name = g.name(chain);
+        let inputs: Vec<Value> = g.channels(chain).into_iter().map(|c| json!({ "name": c })).collect();
+        let mut t = json!({ "name": name, "inputs": { "parameters": inputs }, "dag": { "tasks": g.dag_tasks(chain) } });
+        if let Some(Group::Loop { workers, .. }) = chain.last() {
+            t["parallelism"] = json!(workers);
+        }
+        templates.push((name, t));
     }
     for step in &p.steps {
-        templates.push((step.name.to_string(), step_template(p, step, s, &pvc)));
+        templates.push((step.name.to_string(), step_template(&g, step, s)));
     }
     if let Some(c) = &s.pvc.create {
         let mut manifest = format!(
@@ -108,7 +115,7 @@ pub fn build(p: &Pipeline, s: &CompileSettings) -> Result<Value> {
         json!({
             "name": p.name,
             "inputs": { "parameters": root_inputs.iter().map(|n| json!({ "name": n })).collect::<Vec<_>>() },
-            "dag": { "tasks": dag_tasks(p, &[], &groups, &pvc) },
+            "dag": { "tasks": g.dag_tasks(&[]) },
         }),
     ));
     templates.sort_by(|a, b| a.0.cmp(&b.0));
@@ -166,147 +173,184 @@ fn labels() -> Value {
     })
 }
 
-/// `condition-<name>-<N>`, N counting groups in definition order from 1.
-fn group_name(groups: &[Vec<Condition>], g: &[Condition], _i: usize) -> String {
-    let i = groups.iter().position(|x| x == g).unwrap_or(0);
-    format!("condition-{}-{}", g[g.len() - 1].name, i + 1)
+/// The pipeline's groups (conditions, loops) and the claim: what naming a parameter, a group
+/// template or a task needs.
+struct Groups<'a> {
+    p: &'a Pipeline,
+    groups: &'a [Vec<Group>],
+    pvc: &'a Pvc,
 }
 
-fn conditions_of(p: &Pipeline, step: &str) -> Vec<Condition> {
-    p.step(step).map(|s| s.conditions.clone()).unwrap_or_default()
-}
-
-/// v1 parameter name of a step input: the pipeline parameter, or `<producer>-<output>`; `None`
-/// for the run id, which is no parameter (Argo fills `{{workflow.uid}}` in the template).
-fn channel(p: &Pipeline, src: Source) -> Option<String> {
-    match src {
-        Source::Param(name) => Some(name.to_string()),
-        Source::Output { step, output } => {
-            let o = p.step(step).and_then(|s| s.output(output)).map(|o| o.v1_name()).unwrap_or(output);
-            Some(format!("{step}-{o}"))
+impl Groups<'_> {
+    /// `condition-<name>-<N>` or `for-loop-<N>`, N from the KFP group counter.
+    fn name(&self, chain: &[Group]) -> String {
+        let n = group_number(self.groups, chain);
+        match chain[chain.len() - 1] {
+            Group::If(c) => format!("condition-{}-{n}", c.name),
+            Group::Loop { .. } => format!("for-loop-{n}"),
         }
-        Source::RunId { .. } => None,
     }
-}
 
-/// Inputs of a condition template: values its inner tasks take from outside it, the parameters
-/// of nested conditions (evaluated inside), and the claim name. Sorted, unique.
-fn group_channels(p: &Pipeline, g: &[Condition], pvc: &Pvc) -> Vec<String> {
-    let mut out = Vec::new();
-    for step in p.steps.iter().filter(|st| st.conditions.starts_with(g)) {
-        for i in &step.inputs {
-            let outside = match i.source {
-                Source::Param(_) => true,
-                Source::Output { step: prod, .. } => !conditions_of(p, prod).starts_with(g),
-                Source::RunId { .. } => false,
-            };
-            if let (true, Some(chan)) = (outside, channel(p, i.source)) {
-                out.push(chan);
+    /// `loop-item-param-<N-1>` of the loop group `chain`.
+    fn loop_item(&self, chain: &[Group]) -> String {
+        format!("loop-item-param-{}", group_number(self.groups, chain) - 1)
+    }
+
+    /// v1 parameter name of an input of `step`: the pipeline parameter, `<producer>-<output>`,
+    /// or the item of the step's loop; `None` for the run id, which is no parameter (Argo
+    /// fills `{{workflow.uid}}` in the template).
+    fn channel(&self, step: &Step, src: Source) -> Option<String> {
+        match src {
+            Source::Param(name) => Some(name.to_string()),
+            Source::Output { step, output } => {
+                let o = self.p.step(step).and_then(|s| s.output(output)).map(|o| o.v1_name()).unwrap_or(output);
+                Some(format!("{step}-{o}"))
+            }
+            Source::RunId { .. } => None,
+            Source::Worker => Some(self.loop_item(&step.scope())),
+        }
+    }
+
+    /// Inputs of a group template: values its inner tasks take from outside it, the
+    /// parameters of nested conditions (evaluated inside), a loop's item, and the claim name.
+    /// Sorted, unique.
+    fn channels(&self, g: &[Group]) -> Vec<String> {
+        let mut out = Vec::new();
+        for step in self.p.steps.iter().filter(|st| st.scope().starts_with(g)) {
+            for i in &step.inputs {
+                let outside = match i.source {
+                    Source::Param(_) => true,
+                    Source::Output { step: prod, .. } => !self.p.scope_of(prod).starts_with(g),
+                    Source::RunId { .. } => false,
+                    // The loop's item is an input of the loop template (set from `{{item}}`
+                    // by its caller), not of the groups around it.
+                    Source::Worker => matches!(g.last(), Some(Group::Loop { .. })),
+                };
+                if let (true, Some(chan)) = (outside, self.channel(step, i.source)) {
+                    out.push(chan);
+                }
+            }
+            for group in &step.scope()[g.len()..] {
+                if let Group::If(c) = group {
+                    out.push(c.param.to_string());
+                }
             }
         }
-        for c in &step.conditions[g.len()..] {
-            out.push(c.param.to_string());
+        if self.pvc.create {
+            out.push(self.pvc.param());
         }
+        out.sort();
+        out.dedup();
+        out
     }
-    if pvc.create {
-        out.push(pvc.param());
-    }
-    out.sort();
-    out.dedup();
-    out
-}
 
-/// Value of parameter `chan` for a task in the DAG of group `chain`.
-fn channel_value(p: &Pipeline, chain: &[Condition], src: Option<Source>, chan: &str, pvc: &Pvc) -> String {
-    if let Some(Source::Output { step, .. }) = src {
-        if conditions_of(p, step) == chain {
-            return format!("{{{{tasks.{step}.outputs.parameters.{chan}}}}}");
-        }
-    }
-    if chan == pvc.param() && pvc.create && chain.is_empty() {
-        return format!("{{{{tasks.{}.outputs.parameters.{chan}}}}}", pvc.op);
-    }
-    format!("{{{{inputs.parameters.{chan}}}}}")
-}
-
-fn dag_tasks(p: &Pipeline, chain: &[Condition], groups: &[Vec<Condition>], pvc: &Pvc) -> Value {
-    let mut tasks: Vec<(String, Value)> = Vec::new();
-    let local_deps = |deps: &mut Vec<String>, upstream: Vec<&'static str>| {
-        for d in upstream {
-            if conditions_of(p, d) == chain && !deps.contains(&d.to_string()) {
-                deps.push(d.to_string());
+    /// Value of parameter `chan` for a task in the DAG of group `chain`: a sibling's output, the
+    /// claim from the VolumeOp (root), or the enclosing template's input.
+    fn value(&self, chain: &[Group], src: Option<Source>, chan: &str) -> String {
+        if let Some(Source::Output { step, .. }) = src {
+            if self.p.scope_of(step) == chain {
+                return format!("{{{{tasks.{step}.outputs.parameters.{chan}}}}}");
             }
         }
-    };
-    let finish = |mut t: Map<String, Value>, mut deps: Vec<String>, mut args: Vec<(String, String)>| {
-        if pvc.create && chain.is_empty() {
-            deps.push(pvc.op.clone());
+        if chan == self.pvc.param() && self.pvc.create && chain.is_empty() {
+            return format!("{{{{tasks.{}.outputs.parameters.{chan}}}}}", self.pvc.op);
         }
-        deps.sort();
-        deps.dedup();
-        if !deps.is_empty() {
-            t.insert("dependencies".into(), json!(deps));
-        }
-        args.sort();
-        args.dedup();
-        if !args.is_empty() {
-            let params: Vec<Value> = args.into_iter().map(|(n, v)| json!({ "name": n, "value": v })).collect();
-            t.insert("arguments".into(), json!({ "parameters": params }));
-        }
-        Value::Object(t)
-    };
-
-    for step in p.steps.iter().filter(|st| st.conditions == chain) {
-        let mut args = Vec::new();
-        for i in &step.inputs {
-            let Some(chan) = channel(p, i.source) else { continue };
-            let v = channel_value(p, chain, Some(i.source), &chan, pvc);
-            args.push((chan, v));
-        }
-        if pvc.create {
-            args.push((pvc.param(), channel_value(p, chain, None, &pvc.param(), pvc)));
-        }
-        let mut deps = Vec::new();
-        local_deps(&mut deps, step.upstream());
-        let mut t = Map::new();
-        t.insert("name".into(), json!(step.name));
-        t.insert("template".into(), json!(step.name));
-        tasks.push((step.name.to_string(), finish(t, deps, args)));
+        format!("{{{{inputs.parameters.{chan}}}}}")
     }
-    for g in groups.iter().filter(|g| g.len() == chain.len() + 1 && g.starts_with(chain)) {
-        let name = group_name(groups, g, 0);
-        let cond = g[g.len() - 1];
-        let mut args = Vec::new();
-        for chan in group_channels(p, g, pvc) {
-            // Find the source of this channel to know whether a sibling task produces it.
-            let src = p
-                .steps
-                .iter()
-                .flat_map(|st| st.inputs.iter())
-                .map(|i| i.source)
-                .find(|src| channel(p, *src).as_deref() == Some(chan.as_str()));
-            let v = channel_value(p, chain, src, &chan, pvc);
-            args.push((chan, v));
-        }
-        let mut deps = Vec::new();
-        for step in p.steps.iter().filter(|st| st.conditions.starts_with(g)) {
+
+    fn dag_tasks(&self, chain: &[Group]) -> Value {
+        let (p, pvc) = (self.p, self.pvc);
+        let mut tasks: Vec<(String, Value)> = Vec::new();
+        let local_deps = |deps: &mut Vec<String>, upstream: Vec<&'static str>| {
+            for d in upstream {
+                if p.scope_of(d) == chain && !deps.contains(&d.to_string()) {
+                    deps.push(d.to_string());
+                }
+            }
+        };
+        let finish = |mut t: Map<String, Value>, mut deps: Vec<String>, mut args: Vec<(String, String)>| {
+            if pvc.create && chain.is_empty() {
+                deps.push(pvc.op.clone());
+            }
+            deps.sort();
+            deps.dedup();
+            if !deps.is_empty() {
+                t.insert("dependencies".into(), json!(deps));
+            }
+            args.sort();
+            args.dedup();
+            if !args.is_empty() {
+                let params: Vec<Value> = args.into_iter().map(|(n, v)| json!({ "name": n, "value": v })).collect();
+                t.insert("arguments".into(), json!({ "parameters": params }));
+            }
+            Value::Object(t)
+        };
+
+        for step in p.steps.iter().filter(|st| st.scope() == chain) {
+            let mut args = Vec::new();
+            for i in &step.inputs {
+                let Some(chan) = self.channel(step, i.source) else { continue };
+                let v = self.value(chain, Some(i.source), &chan);
+                args.push((chan, v));
+            }
+            if pvc.create {
+                args.push((pvc.param(), self.value(chain, None, &pvc.param())));
+            }
+            let mut deps = Vec::new();
             local_deps(&mut deps, step.upstream());
+            let mut t = Map::new();
+            t.insert("name".into(), json!(step.name));
+            t.insert("template".into(), json!(step.name));
+            tasks.push((step.name.to_string(), finish(t, deps, args)));
         }
-        let mut t = Map::new();
-        t.insert("name".into(), json!(name));
-        t.insert("template".into(), json!(name));
-        t.insert("when".into(), json!(format!("\"{{{{inputs.parameters.{}}}}}\" == \"True\"", cond.param)));
-        tasks.push((name.clone(), finish(t, deps, args)));
+        for g in self.groups.iter().filter(|g| g.len() == chain.len() + 1 && g.starts_with(chain)) {
+            let name = self.name(g);
+            let mut args = Vec::new();
+            for chan in self.channels(g) {
+                if let Group::Loop { .. } = g[g.len() - 1] {
+                    if chan == self.loop_item(g) {
+                        args.push((chan, "{{item}}".to_string()));
+                        continue;
+                    }
+                }
+                // Find the source of this channel to know whether a sibling task produces it.
+                let src = p
+                    .steps
+                    .iter()
+                    .flat_map(|st| st.inputs.iter().map(move |i| (st, i.source)))
+                    .find(|(st, src)| self.channel(st, *src).as_deref() == Some(chan.as_str()))
+                    .map(|(_, src)| src);
+                let v = self.value(chain, src, &chan);
+                args.push((chan, v));
+            }
+            let mut deps = Vec::new();
+            for step in p.steps.iter().filter(|st| st.scope().starts_with(g)) {
+                local_deps(&mut deps, step.upstream());
+            }
+            let mut t = Map::new();
+            t.insert("name".into(), json!(name));
+            t.insert("template".into(), json!(name));
+            match g[g.len() - 1] {
+                Group::If(cond) => {
+                    t.insert("when".into(), json!(format!("\"{{{{inputs.parameters.{}}}}}\" == \"True\"", cond.param)));
+                }
+                Group::Loop { workers, .. } => {
+                    t.insert("withItems".into(), json!((0..workers).collect::<Vec<u32>>()));
+                }
+            }
+            tasks.push((name.clone(), finish(t, deps, args)));
+        }
+        if pvc.create && chain.is_empty() {
+            tasks.push((pvc.op.clone(), json!({ "name": pvc.op, "template": pvc.op })));
+        }
+        tasks.sort_by(|a, b| a.0.cmp(&b.0));
+        Value::Array(tasks.into_iter().map(|(_, t)| t).collect())
     }
-    if pvc.create && chain.is_empty() {
-        tasks.push((pvc.op.clone(), json!({ "name": pvc.op, "template": pvc.op })));
-    }
-    tasks.sort_by(|a, b| a.0.cmp(&b.0));
-    Value::Array(tasks.into_iter().map(|(_, t)| t).collect())
 }
 
-fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> Value {
-    let mut inputs: Vec<String> = step.inputs.iter().filter_map(|i| channel(p, i.source)).collect();
+fn step_template(g: &Groups, step: &Step, s: &CompileSettings) -> Value {
+    let pvc = g.pvc;
+    let mut inputs: Vec<String> = step.inputs.iter().filter_map(|i| g.channel(step, i.source)).collect();
     if pvc.create {
         inputs.push(pvc.param());
     }
@@ -316,10 +360,14 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
     let mut args = Vec::new();
     for i in &step.inputs {
         args.push(i.flag.to_string());
-        args.push(match (i.source, channel(p, i.source)) {
+        args.push(match (i.source, g.channel(step, i.source)) {
             (Source::RunId { prefix }, _) => format!("{prefix}{WORKFLOW_UID}"),
             (_, chan) => format!("{{{{inputs.parameters.{}}}}}", chan.unwrap_or_default()),
         });
+    }
+    for (flag, value) in &step.literal_args {
+        args.push(flag.to_string());
+        args.push(value.clone());
     }
     let mut out_params = Vec::new();
     let mut out_artifacts = Vec::new();
@@ -328,7 +376,10 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
         args.push(o.flag.to_string());
         args.push(path.clone());
         let name = format!("{}-{}", step.name, o.v1_name());
-        if o.kind == OutputKind::Parameter {
+        // kfp 1.8 declares an output parameter only when a task consumes it (the file is an
+        // artifact either way): tune's outputs, read by no step, are artifacts only.
+        let consumed = g.p.steps.iter().flat_map(|st| &st.inputs).any(|i| i.source == Source::Output { step: step.name, output: o.name });
+        if o.kind == OutputKind::Parameter && consumed {
             out_params.push(json!({ "name": name, "valueFrom": { "path": path } }));
         }
         out_artifacts.push(json!({ "name": name, "path": path }));
@@ -358,46 +409,23 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
     out_params.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
     out_artifacts.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
 
-    let vol = pvc.op.clone();
-    let mut mounts = vec![json!({ "mountPath": "/data", "name": vol })];
     let claim = if pvc.create { format!("{{{{inputs.parameters.{}}}}}", pvc.param()) } else { s.pvc.name.clone() };
-    let mut volumes = vec![json!({ "name": vol, "persistentVolumeClaim": { "claimName": claim } })];
-    if let Some(size) = &s.shm_size {
-        mounts.push(json!({ "mountPath": "/dev/shm", "name": "dshm" }));
-        volumes.insert(0, json!({ "emptyDir": { "medium": "Memory", "sizeLimit": size }, "name": "dshm" }));
-    }
+    let (mounts, volumes) = k8s::data_volumes(s, &pvc.op, &claim);
 
     let mut container = Map::new();
     container.insert("args".into(), json!(args));
     container.insert("command".into(), json!([step.binary()]));
     container.insert("image".into(), json!(s.image(step)));
     container.insert("volumeMounts".into(), json!(mounts));
-    let mut env: Vec<Value> = s.plain_env(step).into_iter().map(|(k, v)| json!({ "name": k, "value": v })).collect();
-    if step.tracks {
-        for (secret, keys) in s.mlflow.secrets() {
-            for k in keys {
-                env.push(json!({ "name": k, "valueFrom": { "secretKeyRef": { "key": k, "name": secret } } }));
-            }
-        }
-        if let Some(cm) = &s.mlflow.configmap {
-            for k in MLFLOW_CONFIGMAP_KEYS {
-                env.push(json!({ "name": k, "valueFrom": { "configMapKeyRef": { "key": k, "name": cm } } }));
-            }
-        }
-    }
+    let env = k8s::env(s, step);
     if !env.is_empty() {
         container.insert("env".into(), Value::Array(env));
     }
-    let mut resources = Map::new();
-    if let Some(r) = s.requests(step) {
-        resources.insert("requests".into(), json!({ "cpu": r.cpu, "memory": r.memory }));
+    if let Some(r) = k8s::resources(s, step) {
+        container.insert("resources".into(), r);
     }
-    let gpus = s.gpus_for(step);
-    if gpus > 0 {
-        resources.insert("limits".into(), json!({ "nvidia.com/gpu": gpus.to_string() }));
-    }
-    if !resources.is_empty() {
-        container.insert("resources".into(), Value::Object(resources));
+    if let Some(sc) = k8s::security_context(s) {
+        container.insert("securityContext".into(), sc);
     }
 
     let mut outputs = Map::new();
@@ -425,6 +453,13 @@ fn step_template(p: &Pipeline, step: &Step, s: &CompileSettings, pvc: &Pvc) -> V
         }),
     );
     t.insert("volumes".into(), json!(volumes));
+    let (selector, tolerations) = k8s::scheduling(s, step);
+    if let Some(sel) = selector {
+        t.insert("nodeSelector".into(), sel);
+    }
+    if let Some(tol) = tolerations {
+        t.insert("tolerations".into(), tol);
+    }
     if let Some(r) = step.retry {
         // kfp 1.8 `set_retry(n, policy="Always", backoff_duration, backoff_factor,
         // backoff_max_duration)`. Always: a pod that is deleted or evicted ends as an Argo

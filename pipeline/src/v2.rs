@@ -19,11 +19,18 @@
 //!   input placeholders inside arguments;
 //! - retries (`Step::retry`) are the task's `retryPolicy` (`set_retry`); backends older than
 //!   the v2 retry support ignore it (kubeflow/pipelines#9950), the run still works;
-//! - volumes, shared memory and secrets live in the platform spec, keyed by executor label.
+//! - a step with N workers (`Step::workers`, tune) sits in a DAG component `comp-for-loop-K`
+//!   whose task carries `parameterIterator` (`items.raw: '[0, 1, ...]'`, the item entering as
+//!   `pipelinechannel--loop-item-param-(K-1)`, an integer) and `iteratorPolicy.parallelismLimit`
+//!   — `dsl.ParallelFor(items=[0..N-1], parallelism=N)`; the step's `worker` input (an
+//!   integer) reads the item; literal arguments (`Step::literal_args`) are plain strings in
+//!   `args`, as in an SDK container component;
+//! - volumes, shared memory, secrets, the security context (`--run-as-root`) and the GPU
+//!   steps' node selector and tolerations live in the platform spec, keyed by executor label.
 
 use serde_json::{json, Map, Value};
 
-use crate::graph::{Condition, OutputKind, ParamType, Pipeline, Source, Step};
+use crate::graph::{group_number, Group, OutputKind, ParamType, Pipeline, Source, Step};
 use crate::settings::{self, CompileSettings, MLFLOW_CONFIGMAP_KEYS};
 use kubeyolo::Result;
 
@@ -51,7 +58,7 @@ pub fn emit(p: &Pipeline, s: &CompileSettings) -> Result<String> {
 
 /// The two documents as JSON values (PipelineSpec, PlatformSpec).
 pub fn build(p: &Pipeline, s: &CompileSettings) -> Result<(Value, Value)> {
-    let groups = p.condition_groups();
+    let groups = p.groups();
     let create = s.pvc.create.is_some();
     let mut components = Map::new();
     let mut executors = Map::new();
@@ -62,14 +69,17 @@ pub fn build(p: &Pipeline, s: &CompileSettings) -> Result<(Value, Value)> {
         executors.insert(format!("exec-{}", step.name), json!({ "container": container(step, s) }));
         platform_execs.insert(format!("exec-{}", step.name), platform_config(step, s));
     }
-    for (i, chain) in groups.iter().enumerate() {
-        let channels = group_channels(p, chain, create);
+    for chain in &groups {
         let mut params = Map::new();
-        for ch in &channels {
+        for ch in group_channels(p, chain, create) {
             params.insert(ch.name(), json!({ "parameterType": ch.ty(p) }));
         }
+        let n = group_number(&groups, chain);
+        if let Some(Group::Loop { .. }) = chain.last() {
+            params.insert(Channel::LoopItem(n - 1).name(), json!({ "parameterType": "NUMBER_INTEGER" }));
+        }
         components.insert(
-            format!("comp-condition-{}", i + 1),
+            group_component(chain, n),
             json!({ "dag": { "tasks": dag_tasks(p, s, chain, &groups) }, "inputDefinitions": { "parameters": params } }),
         );
     }
@@ -135,6 +145,10 @@ fn leaf_component(p: &Pipeline, step: &Step) -> Value {
         let ty = match i.source {
             Source::Param(name) => p.param(name).map(|x| x.ty).unwrap_or(ParamType::String),
             Source::Output { .. } | Source::RunId { .. } => ParamType::String,
+            Source::Worker => {
+                inputs.insert(i.name.to_string(), json!({ "parameterType": "NUMBER_INTEGER" }));
+                continue;
+            }
         };
         inputs.insert(i.name.to_string(), json!({ "parameterType": param_type(ty) }));
     }
@@ -183,6 +197,10 @@ fn container(step: &Step, s: &CompileSettings) -> Value {
             Source::RunId { prefix } => format!("{prefix}{value}"),
             _ => value,
         }));
+    }
+    for (flag, value) in &step.literal_args {
+        args.push(json!(flag));
+        args.push(json!(value));
     }
     for o in &step.outputs {
         args.push(json!(o.flag));
@@ -240,7 +258,7 @@ fn platform_config(step: &Step, s: &CompileSettings) -> Value {
             "mountPath": "/data",
             "pvcNameParameter": { "runtimeValue": { "constant": s.pvc.name } },
         })
-    } else if step.conditions.is_empty() {
+    } else if step.scope().is_empty() {
         let out = json!({ "outputParameterKey": "name", "producerTask": CREATEPVC });
         json!({ "mountPath": "/data", "pvcNameParameter": { "taskOutputParameter": out }, "taskOutputParameter": out })
     } else {
@@ -248,6 +266,18 @@ fn platform_config(step: &Step, s: &CompileSettings) -> Value {
         json!({ "componentInputParameter": ch, "mountPath": "/data", "pvcNameParameter": { "componentInputParameter": ch } })
     };
     cfg.insert("pvcMount".into(), json!([mount]));
+    // kfp-kubernetes set_security_context / add_node_selector / add_toleration; the int64
+    // runAsUser is a string in protojson.
+    if s.run_as_root {
+        cfg.insert("securityContext".into(), json!({ "runAsUser": "0" }));
+    }
+    let (selector, tolerations) = crate::k8s::scheduling(s, step);
+    if let Some(labels) = selector {
+        cfg.insert("nodeSelector".into(), json!({ "labels": labels }));
+    }
+    if let Some(t) = tolerations {
+        cfg.insert("tolerations".into(), t);
+    }
     if step.tracks {
         let secrets: Vec<Value> = s
             .mlflow
@@ -288,6 +318,8 @@ fn platform_config(step: &Step, s: &CompileSettings) -> Value {
 enum Channel {
     Param(&'static str),
     Output(&'static str, &'static str),
+    /// The item of loop group number `n + 1` (`loop-item-param-<n>`).
+    LoopItem(u32),
 }
 
 impl Channel {
@@ -295,35 +327,39 @@ impl Channel {
         match self {
             Channel::Param(p) => format!("pipelinechannel--{p}"),
             Channel::Output(step, out) => format!("pipelinechannel--{step}-{out}"),
+            Channel::LoopItem(n) => format!("pipelinechannel--loop-item-param-{n}"),
         }
     }
     fn ty(&self, p: &Pipeline) -> &'static str {
         match self {
             Channel::Param(name) => param_type(p.param(name).map(|x| x.ty).unwrap_or(ParamType::String)),
             Channel::Output(..) => "STRING",
+            Channel::LoopItem(_) => "NUMBER_INTEGER",
         }
     }
 }
 
-fn conditions_of(p: &Pipeline, step: &str) -> Vec<Condition> {
-    if step == CREATEPVC {
-        return Vec::new();
+/// `comp-condition-<n>` / `comp-for-loop-<n>`; the task that runs it drops the `comp-`.
+fn group_component(chain: &[Group], n: u32) -> String {
+    match chain.last() {
+        Some(Group::Loop { .. }) => format!("comp-for-loop-{n}"),
+        _ => format!("comp-condition-{n}"),
     }
-    p.step(step).map(|s| s.conditions.clone()).unwrap_or_default()
 }
 
 /// Channels group `chain` needs: inputs of inner tasks that come from outside the group, and
 /// the condition parameters of every inner task (sorted and unique).
-fn group_channels(p: &Pipeline, chain: &[Condition], create: bool) -> Vec<Channel> {
+fn group_channels(p: &Pipeline, chain: &[Group], create: bool) -> Vec<Channel> {
     let mut chans = Vec::new();
-    for step in p.steps.iter().filter(|st| st.conditions.starts_with(chain)) {
+    for step in p.steps.iter().filter(|st| st.scope().starts_with(chain)) {
         for i in &step.inputs {
             match i.source {
                 Source::Param(name) => chans.push(Channel::Param(name)),
-                // Resolved by the driver of the task itself: no value enters the group.
-                Source::RunId { .. } => {}
+                // Resolved by the driver of the task itself: no value enters the group. The
+                // loop item enters the loop through its iterator, not as a task input.
+                Source::RunId { .. } | Source::Worker => {}
                 Source::Output { step: prod, output } => {
-                    if !conditions_of(p, prod).starts_with(chain) {
+                    if !p.scope_of(prod).starts_with(chain) {
                         chans.push(Channel::Output(prod, output));
                     }
                 }
@@ -343,10 +379,10 @@ fn group_channels(p: &Pipeline, chain: &[Condition], create: bool) -> Vec<Channe
 
 /// How a task in the DAG of group `chain` reads `chan`: from a sibling task's output, from a
 /// pipeline parameter (root) or from the enclosing group's inputs.
-fn channel_ref(p: &Pipeline, chain: &[Condition], chan: &Channel) -> Value {
+fn channel_ref(p: &Pipeline, chain: &[Group], chan: &Channel) -> Value {
     match chan {
         Channel::Param(name) if chain.is_empty() => json!({ "componentInputParameter": name }),
-        Channel::Output(prod, out) if conditions_of(p, prod) == chain => {
+        Channel::Output(prod, out) if p.scope_of(prod) == chain => {
             json!({ "taskOutputParameter": { "outputParameterKey": out, "producerTask": prod } })
         }
         _ => json!({ "componentInputParameter": chan.name() }),
@@ -354,19 +390,19 @@ fn channel_ref(p: &Pipeline, chain: &[Condition], chan: &Channel) -> Value {
 }
 
 /// Tasks of the DAG of group `chain` (root = empty chain): its own steps, its direct sub-groups.
-fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[Vec<Condition>]) -> Value {
+fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Group], groups: &[Vec<Group>]) -> Value {
     let create = s.pvc.create.is_some();
     let mut tasks = Map::new();
     // A dependency on `dep` from inside this DAG: kept if `dep` is a task of this DAG.
     let local_deps = |deps: &mut Vec<String>, upstream: Vec<&'static str>| {
         for d in upstream {
-            if conditions_of(p, d) == chain && !deps.contains(&d.to_string()) {
+            if p.scope_of(d) == chain && !deps.contains(&d.to_string()) {
                 deps.push(d.to_string());
             }
         }
     };
 
-    for step in p.steps.iter().filter(|st| st.conditions == chain) {
+    for step in p.steps.iter().filter(|st| st.scope() == chain) {
         let mut params = Map::new();
         for i in &step.inputs {
             let chan = match i.source {
@@ -376,6 +412,8 @@ fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[V
                     params.insert(i.name.to_string(), json!({ "runtimeValue": { "constant": PIPELINE_JOB_UUID } }));
                     continue;
                 }
+                // The step's own loop is the innermost group: this DAG's item input.
+                Source::Worker => Channel::LoopItem(group_number(groups, chain) - 1),
             };
             params.insert(i.name.to_string(), channel_ref(p, chain, &chan));
         }
@@ -410,17 +448,14 @@ fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[V
         tasks.insert(step.name.to_string(), Value::Object(t));
     }
 
-    for (i, g) in groups.iter().enumerate() {
-        if g.len() != chain.len() + 1 || !g.starts_with(chain) {
-            continue;
-        }
-        let cond = g[g.len() - 1];
+    for g in groups.iter().filter(|g| g.len() == chain.len() + 1 && g.starts_with(chain)) {
+        let n = group_number(groups, g);
         let mut params = Map::new();
         for chan in group_channels(p, g, create) {
             params.insert(chan.name(), channel_ref(p, chain, &chan));
         }
         let mut deps = Vec::new();
-        for step in p.steps.iter().filter(|st| st.conditions.starts_with(g)) {
+        for step in p.steps.iter().filter(|st| st.scope().starts_with(g)) {
             local_deps(&mut deps, step.upstream());
         }
         if create && chain.is_empty() {
@@ -428,18 +463,34 @@ fn dag_tasks(p: &Pipeline, s: &CompileSettings, chain: &[Condition], groups: &[V
         }
         deps.sort();
         deps.dedup();
+        let component = group_component(g, n);
         let mut t = Map::new();
-        t.insert("componentRef".into(), json!({ "name": format!("comp-condition-{}", i + 1) }));
+        t.insert("componentRef".into(), json!({ "name": component }));
         if !deps.is_empty() {
             t.insert("dependentTasks".into(), json!(deps));
         }
         t.insert("inputs".into(), json!({ "parameters": params }));
-        t.insert("taskInfo".into(), json!({ "name": cond.name }));
-        t.insert(
-            "triggerPolicy".into(),
-            json!({ "condition": format!("inputs.parameter_values['{}'] == true", Channel::Param(cond.param).name()) }),
-        );
-        tasks.insert(format!("condition-{}", i + 1), Value::Object(t));
+        let task = component.trim_start_matches("comp-").to_string();
+        match g[g.len() - 1] {
+            Group::If(cond) => {
+                t.insert("taskInfo".into(), json!({ "name": cond.name }));
+                t.insert(
+                    "triggerPolicy".into(),
+                    json!({ "condition": format!("inputs.parameter_values['{}'] == true", Channel::Param(cond.param).name()) }),
+                );
+            }
+            Group::Loop { workers, .. } => {
+                // `dsl.ParallelFor(items=[0, ..., N-1], parallelism=N)`: raw is the items' JSON.
+                let items: Vec<String> = (0..workers).map(|w| w.to_string()).collect();
+                t.insert("iteratorPolicy".into(), json!({ "parallelismLimit": workers }));
+                t.insert(
+                    "parameterIterator".into(),
+                    json!({ "itemInput": Channel::LoopItem(n - 1).name(), "items": { "raw": format!("[{}]", items.join(", ")) } }),
+                );
+                t.insert("taskInfo".into(), json!({ "name": task }));
+            }
+        }
+        tasks.insert(task, Value::Object(t));
     }
 
     if create && chain.is_empty() {

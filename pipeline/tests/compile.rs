@@ -7,28 +7,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+mod common;
+use common::{repo, text};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-/// The kfp venv's python, or None (after printing why) when the test should be skipped.
 fn kfp_python(test: &str) -> Option<PathBuf> {
-    let py = std::env::var_os("KUBEYOLO_KFP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venvs/kfp/bin/python"));
-    if py.exists() {
-        return Some(py);
-    }
-    let msg = format!("{test}: no kfp python at {} (run scripts/venv.sh kfp or set KUBEYOLO_KFP_PYTHON)", py.display());
-    if std::env::var("KUBEYOLO_REQUIRE_SERVICES").as_deref() == Ok("1") {
-        panic!("{msg}");
-    }
-    println!("skipped: {msg}");
-    None
+    common::venv_python("KUBEYOLO_KFP_PYTHON", "kfp", test)
 }
 
 fn compile(args: &[&str], out: &Path) -> Output {
@@ -46,9 +33,6 @@ fn check(py: &Path, file: &Path, extra: &[&str]) -> Output {
     Command::new(py).arg(repo().join("scripts/check_kfp.py")).arg(file).args(extra).output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 const REFERENCE: &[&str] =
     &["--format", "v2", "--image-prefix", "REGISTRY", "--tag", "TAG", "--pvc", "pvc-local-cocodata", "--gpus", "0", "--no-requests"];
@@ -148,9 +132,12 @@ fn v2_train_run_dir_is_keyed_by_the_run_and_retried() {
         assert_eq!(retry["backoffDuration"].as_str(), Some("60s"));
         assert_eq!(retry["backoffFactor"].as_f64(), Some(2.0));
         assert_eq!(retry["backoffMaxDuration"].as_str(), Some("3600s"));
-        // Only train is keyed and retried; no other step gets the run id.
-        assert_eq!(yaml.matches("pipeline_job_uuid").count(), 1, "{yaml}");
-        assert_eq!(yaml.matches("retryPolicy").count(), 1, "{yaml}");
+        // Only train and tune (the steps that resume) are keyed and retried.
+        assert_eq!(yaml.matches("pipeline_job_uuid").count(), 2, "{yaml}");
+        assert_eq!(yaml.matches("retryPolicy").count(), 2, "{yaml}");
+        let tune = &spec["components"]["comp-condition-2"]["dag"]["tasks"]["tune"];
+        assert_eq!(tune["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"].as_str(), Some("{{$.pipeline_job_uuid}}"));
+        assert_eq!(tune["retryPolicy"], task["retryPolicy"], "tune retries like train");
     }
     let Some(py) = kfp_python("v2_run_id") else { return };
     for args in [&[][..], &["--create-pvc"][..]] {
@@ -159,6 +146,113 @@ fn v2_train_run_dir_is_keyed_by_the_run_and_retried() {
         let c = check(&py, &out, &[]);
         assert!(c.status.success(), "check_kfp failed ({args:?}):\n{}", text(&c));
     }
+}
+
+/// `--tune-workers N` (N > 1) puts tune in a `ParallelFor` over 0..N-1 with parallelism N, as
+/// the kfp SDK compiles it (the `--sdk-equivalent` build is the oracle, with and without
+/// CreatePVC); the iteration budget and epochs are literal arguments; one worker keeps the
+/// YAML free of any loop.
+#[test]
+fn v2_tune_workers_compile_to_a_parallel_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.yaml");
+    let o = compile(&["--tune-workers", "3", "--tune-iterations", "12", "--tune-epochs", "2"], &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    let spec: serde_yaml::Value =
+        serde::Deserialize::deserialize(serde_yaml::Deserializer::from_str(&yaml).next().unwrap()).unwrap();
+    let looped = &spec["components"]["comp-condition-2"]["dag"]["tasks"]["for-loop-4"];
+    assert_eq!(looped["parameterIterator"]["items"]["raw"].as_str(), Some("[0, 1, 2]"), "{looped:?}");
+    assert_eq!(looped["iteratorPolicy"]["parallelismLimit"].as_u64(), Some(3));
+    let worker = &spec["components"]["comp-for-loop-4"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]["worker"];
+    assert_eq!(worker["componentInputParameter"].as_str(), Some("pipelinechannel--loop-item-param-3"));
+    let args: Vec<&str> = spec["deploymentSpec"]["executors"]["exec-tune"]["container"]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let after = |f: &str| args[args.iter().position(|a| *a == f).unwrap_or_else(|| panic!("{f} in {args:?}")) + 1];
+    assert_eq!(after("--worker"), "{{$.inputs.parameters['worker']}}");
+    assert_eq!(after("--iterations"), "12");
+    assert_eq!(after("--set"), "epochs=2");
+    assert_eq!(after("--tune-dir"), "runs/detect/tune-{{$.inputs.parameters['run_id']}}");
+
+    let o = compile(&["--tune-workers", "1"], &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    assert!(!yaml.contains("for-loop") && !yaml.contains("--worker"), "one worker, no loop:\n{yaml}");
+
+    let Some(py) = kfp_python("v2_tune_workers") else { return };
+    for (args, settings) in [
+        (
+            &["--tune-workers", "3", "--tune-iterations", "12", "--tune-epochs", "2"][..],
+            r#"{"image_prefix":"kubeyolo","tag":"latest","pvc":{"name":"pvc-local-cocodata"},"shm_size":"1Gi",
+               "gpus":1,"light":{"cpu":"500m","memory":"1Gi"},"heavy":{"cpu":"2","memory":"8Gi"},
+               "tune":{"iterations":12,"epochs":2,"workers":3}}"#,
+        ),
+        (
+            &["--tune-workers", "2", "--create-pvc", "--gpus", "0", "--no-requests", "--mlflow-secret", "mlflow-s3"][..],
+            r#"{"image_prefix":"kubeyolo","tag":"latest",
+               "pvc":{"name":"pvc-local-cocodata","create":{"storage_class":"","size":"5Gi","access_mode":"ReadWriteOnce"}},
+               "shm_size":"1Gi","gpus":0,"mlflow":{"secret":"mlflow-s3"},"tune":{"workers":2}}"#,
+        ),
+    ] {
+        let o = compile(args, &out);
+        assert!(o.status.success(), "{}", text(&o));
+        let c = check(&py, &out, &["--sdk-equivalent", settings]);
+        assert!(c.status.success(), "check_kfp failed ({args:?}):\n{}", text(&c));
+        // The SDK's equivalent must itself differ from the one-worker build (the oracle can fail).
+        let one = r#"{"image_prefix":"kubeyolo","tag":"latest","pvc":{"name":"pvc-local-cocodata"},"shm_size":"1Gi",
+               "gpus":1,"light":{"cpu":"500m","memory":"1Gi"},"heavy":{"cpu":"2","memory":"8Gi"}}"#;
+        let c = check(&py, &out, &["--sdk-equivalent", one]);
+        assert!(!c.status.success(), "a looped pipeline passed as the one-worker build ({args:?})");
+    }
+}
+
+/// Issue 16: with GPUs, train/test/tune run the CUDA image flavour (`<tag>-cuda`) and get the
+/// GPU node selector and tolerations; `--run-as-root` gives every step `runAsUser: 0` (the
+/// images run as 65532 otherwise). The kfp SDK's equivalent build (set_security_context,
+/// add_node_selector, add_toleration) is the oracle.
+#[test]
+fn v2_gpu_steps_use_cuda_images_and_gpu_scheduling() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.yaml");
+    let args = [
+        "--gpus", "1", "--run-as-root", "--gpu-node-selector", "nvidia.com/gpu.present=true",
+        "--gpu-toleration", "nvidia.com/gpu:NoSchedule", "--gpu-toleration", "dedicated=gpu:NoExecute",
+    ];
+    let o = compile(&args, &out);
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    let mut docs = serde_yaml::Deserializer::from_str(&yaml);
+    let spec: serde_yaml::Value = serde::Deserialize::deserialize(docs.next().unwrap()).unwrap();
+    let platform: serde_yaml::Value = serde::Deserialize::deserialize(docs.next().unwrap()).unwrap();
+    let image = |step: &str| spec["deploymentSpec"]["executors"][format!("exec-{step}")]["container"]["image"].as_str().unwrap().to_string();
+    for step in ["train", "test", "tune"] {
+        assert_eq!(image(step), format!("kubeyolo/yolo-{step}:latest-cuda"));
+    }
+    assert_eq!(image("verify"), "kubeyolo/yolo-verify:latest", "light steps stay on the CPU images");
+    let execs = &platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"];
+    assert_eq!(execs["exec-train"]["nodeSelector"]["labels"]["nvidia.com/gpu.present"].as_str(), Some("true"));
+    assert_eq!(execs["exec-train"]["tolerations"].as_sequence().map(Vec::len), Some(2));
+    assert!(execs["exec-plot"]["nodeSelector"].is_null() && execs["exec-plot"]["tolerations"].is_null());
+    for step in ["verify", "train"] {
+        assert_eq!(execs[format!("exec-{step}")]["securityContext"]["runAsUser"].as_str(), Some("0"), "{step}");
+    }
+    let o = compile(&["--gpus", "0"], &out);
+    assert!(o.status.success());
+    assert!(!std::fs::read_to_string(&out).unwrap().contains("-cuda"), "no GPU, no CUDA image");
+
+    let Some(py) = kfp_python("v2_gpu") else { return };
+    let o = compile(&args, &out);
+    assert!(o.status.success());
+    let settings = r#"{"image_prefix":"kubeyolo","tag":"latest","pvc":{"name":"pvc-local-cocodata"},"shm_size":"1Gi",
+        "gpus":1,"light":{"cpu":"500m","memory":"1Gi"},"heavy":{"cpu":"2","memory":"8Gi"},"run_as_root":true,
+        "gpu_node_selector":[["nvidia.com/gpu.present","true"]],
+        "gpu_tolerations":[{"key":"nvidia.com/gpu","effect":"NoSchedule"},{"key":"dedicated","value":"gpu","effect":"NoExecute"}]}"#;
+    let c = check(&py, &out, &["--sdk-equivalent", settings]);
+    assert!(c.status.success(), "check_kfp failed:\n{}", text(&c));
 }
 
 /// The checker must be able to fail: hand-broken variants of a good file are rejected.
@@ -204,6 +298,12 @@ fn compile_rejects_bad_settings_with_usage_exit_code() {
         &["--shm-size", "1.5Gi"][..],
         &["--heavy-memory", "8GB"][..],
         &["--mlflow-tracking-uri", "http://user:pw@mlflow:5000"][..],
+        &["--tune-workers", "0"][..],
+        &["--tune-workers", "4", "--tune-iterations", "3"][..],
+        &["--tune-epochs", "0"][..],
+        &["--gpus", "0", "--gpu-toleration", "nvidia.com/gpu:NoSchedule"][..],
+        &["--gpu-toleration", "nvidia.com/gpu:Sometimes"][..],
+        &["--gpu-node-selector", "novalue"][..],
     ] {
         let o = compile(args, &out);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
@@ -217,7 +317,7 @@ fn compile_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
     for f in [&a, &b] {
-        let o = compile(&["--mlflow-secret", "s", "--create-pvc"], f);
+        let o = compile(&["--mlflow-secret", "s", "--create-pvc", "--tune-workers", "3"], f);
         assert!(o.status.success(), "{}", text(&o));
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());

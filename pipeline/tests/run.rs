@@ -109,7 +109,12 @@ fn runs_the_graph_with_parameters_conditions_and_verbatim_outputs() {
     let (out, st, _) = run(bin.path(), data.path(), &["bool_tune=true"], &[]);
     assert!(out.status.success());
     assert_eq!(status(&st, "tune"), "ok");
-    assert_eq!(flag(&args_of(bin.path(), "tune"), "--last-pt"), "/data/train out:--out-last-pt");
+    let tune = args_of(bin.path(), "tune");
+    assert_eq!(flag(&tune, "--model-path"), "/data/train out:--out-best-pt", "tune starts from train's best");
+    assert_eq!(flag(&tune, "--cfg-yaml"), "/data/verify out:--out-cfg-yaml");
+    assert_eq!(flag(&tune, "--tune-dir"), "runs/detect/tune-run");
+    assert_eq!(flag(&tune, "--iterations"), "10");
+    assert!(!tune.contains(&"--worker".to_string()), "one worker: no --worker");
 
     // bool_train=false skips the whole group, including the nested tune.
     let (out, st, _) = run(bin.path(), data.path(), &["bool_train=false", "bool_tune=true"], &[]);
@@ -270,4 +275,96 @@ fn demo_trains_and_tests_for_real() {
     let tail = &stdout[stdout.find("test metrics (test_metrics):").unwrap_or_else(|| panic!("no test metrics printed:\n{stdout}"))..];
     assert!(tail.contains("mAP50-95") && tail.contains("precision"), "{tail}");
     assert!(st["train"]["metrics"]["train_metrics"]["epochs"].as_f64() == Some(1.0), "{}", st["train"]);
+}
+
+/// A stand-in yolo-tune for the runner's worker mechanics: records its arguments per worker,
+/// marks itself started, and waits (up to 10 s) until all `$TUNE_WORKERS` workers have
+/// started — it can only succeed when the runner runs them at the same time. `$FAIL_WORKER`
+/// makes that worker fail after the barrier. Each worker writes its outputs with its index.
+fn tune_stub(dir: &Path) {
+    let script = r#"#!/bin/sh
+d=$(dirname "$0"); w=""; prev=""
+for a in "$@"; do [ "$prev" = "--worker" ] && w=$a; prev=$a; done
+printf '%s\n' "$@" > "$d/tune-$w.args"
+touch "$d/started-$w"
+i=0
+while [ "$(ls "$d" | grep -c '^started-')" -lt "$TUNE_WORKERS" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ "$(ls "$d" | grep -c '^started-')" -ge "$TUNE_WORKERS" ] || { echo "error: worker $w ran alone" >&2; exit 7; }
+[ "$FAIL_WORKER" = "$w" ] && { echo "error: worker $w broke on purpose" >&2; exit 5; }
+[ "$w" = 0 ] && sleep 0.5
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out-metrics) mkdir -p "$(dirname "$2")"; printf '{"fitness": 0.%s}' "$w" > "$2"; shift 2;;
+    --out-*) mkdir -p "$(dirname "$2")"; printf '%s' "worker $w $1" > "$2"; shift 2;;
+    *) shift;;
+  esac
+done
+"#;
+    let p = dir.join("yolo-tune");
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `kubeyolo run --tune-workers 3`: three tune processes at once (the stub's barrier fails
+/// any worker that runs alone), each with its own `--worker i`, outputs, log and executor
+/// output; the step is ok when all are, its outputs are the last finisher's, and the summary
+/// records each worker's interval (they overlap). One failing worker fails the step.
+#[test]
+fn tune_workers_run_concurrently_and_all_must_succeed() {
+    let bin = stubs(&["verify", "distribution", "plot", "train", "test"]);
+    tune_stub(bin.path());
+    let data = tempfile::tempdir().unwrap();
+    let run_dir = data.path().join("run");
+    let go = |env: &[(&str, &str)]| {
+        for e in std::fs::read_dir(bin.path()).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().starts_with("started-") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubeyolo"));
+        cmd.args(["run", "-q", "--set", "bool_tune=true", "--tune-workers", "3", "--tune-iterations", "6", "--tune-epochs", "2"]);
+        cmd.arg("--data-dir").arg(data.path()).arg("--bin-dir").arg(bin.path()).arg("--run-dir").arg(&run_dir);
+        cmd.env("TUNE_WORKERS", "3");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        let tune = summary["steps"].as_array().unwrap().iter().find(|s| s["step"] == "tune").unwrap().clone();
+        (out, tune)
+    };
+
+    let (out, tune) = go(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tune["status"], "ok", "{tune}");
+    let workers = tune["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 3, "{tune}");
+    for (i, w) in workers.iter().enumerate() {
+        assert_eq!(w["worker"].as_u64(), Some(i as u64));
+        assert_eq!(w["status"], "ok");
+        let args: Vec<String> =
+            std::fs::read_to_string(bin.path().join(format!("tune-{i}.args"))).unwrap().lines().map(String::from).collect();
+        assert_eq!(flag(&args, "--worker"), i.to_string());
+        assert_eq!(flag(&args, "--tune-dir"), "runs/detect/tune-run", "all workers share the results folder");
+        assert_eq!(flag(&args, "--iterations"), "6", "the total budget, not a share");
+        assert_eq!(flag(&args, "--set"), "epochs=2");
+        assert!(flag(&args, "--out-best-hyp").contains(&format!("worker-{i}")), "own outputs: {args:?}");
+        assert!(Path::new(w["log"].as_str().unwrap()).is_file());
+    }
+    // Overlap: every worker started before any ended.
+    let latest_start = workers.iter().map(|w| w["started"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let earliest_end = workers.iter().map(|w| w["ended"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+    assert!(latest_start < earliest_end, "workers did not overlap: {workers:?}");
+    // Worker 0 sleeps longest: the step's outputs and metrics are its.
+    assert_eq!(tune["outputs"]["best_hyp"], "worker 0 --out-best-hyp", "{tune}");
+    assert_eq!(tune["metrics"]["tune_metrics"]["fitness"].as_f64(), Some(0.0), "{tune}");
+
+    let (out, tune) = go(&[("FAIL_WORKER", "1")]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tune["status"], "failed");
+    let detail = tune["detail"].as_str().unwrap();
+    assert!(detail.contains("worker 1") && detail.contains("exit code 5") && !detail.contains("worker 0"), "{detail}");
+    assert_eq!(tune["workers"][0]["status"], "ok");
 }

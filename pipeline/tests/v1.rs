@@ -218,6 +218,8 @@ fn argo_rules(wf: &Value) {
                             names(&prod_t["outputs"]["parameters"]).contains(&out.to_string()),
                             "{name}/{tn}: {producer} has no output {out}"
                         );
+                    } else if ph == "item" {
+                        assert!(!seq(&task["withItems"]).is_empty(), "{name}/{tn}: {{{{item}}}} outside a withItems loop");
                     } else {
                         panic!("{name}/{tn}: unexpected placeholder {ph}");
                     }
@@ -274,8 +276,13 @@ fn v1_train_run_dir_is_keyed_by_the_workflow_uid_and_retried() {
         assert_eq!(s(&r["backoff"]["duration"]), "60s");
         assert!(r["backoff"]["factor"].is_u64(), "Argo's factor is an IntOrString: {:?}", r["backoff"]["factor"]);
         assert_eq!(s(&r["backoff"]["maxDuration"]), "3600s");
+        // Tune resumes too: its results folder is keyed by the run, and it retries like train.
+        let tune: Vec<String> = seq(&ts["tune"]["container"]["args"]).iter().map(s).collect();
+        let i = tune.iter().position(|a| a == "--tune-dir").expect("tune gets --tune-dir");
+        assert_eq!(tune[i + 1], "runs/detect/tune-{{workflow.uid}}");
+        assert_eq!(ts["tune"]["retryStrategy"], ts["train"]["retryStrategy"]);
         for (name, t) in &ts {
-            if name != "train" {
+            if name != "train" && name != "tune" {
                 assert!(t["retryStrategy"].is_null(), "{name} retries");
                 assert!(!serde_yaml::to_string(t).unwrap().contains("workflow.uid"), "{name} uses the run id");
             }
@@ -290,4 +297,51 @@ fn v1_existing_claim_is_mounted_by_name() {
     assert!(!ts.contains_key("my-claim"), "no VolumeOp without --create-pvc");
     let vols = serde_yaml::to_string(&ts["train"]["volumes"]).unwrap();
     assert!(vols.contains("claimName: my-claim") && !vols.contains("dshm"), "{vols}");
+}
+
+/// `--tune-workers 3` is what kfp 1.8 compiles `dsl.ParallelFor([0, 1, 2], parallelism=3)` to
+/// (checked in a scratch kfp 1.8.22 compile): a `for-loop-4` DAG template with `parallelism: 3`
+/// called with `withItems: [0, 1, 2]`, the item passed as `loop-item-param-3` down to tune's
+/// `--worker`; the iteration budget and epochs are literal arguments.
+#[test]
+fn v1_tune_workers_are_a_with_items_loop() {
+    let wf = compile(&["--tune-workers", "3", "--tune-iterations", "9", "--tune-epochs", "4", "--create-pvc"]);
+    argo_rules(&wf);
+    let ts = templates(&wf);
+    let looped = &ts["for-loop-4"];
+    assert_eq!(looped["parallelism"].as_u64(), Some(3));
+    let inputs = names(&looped["inputs"]["parameters"]);
+    assert!(inputs.contains(&"loop-item-param-3".to_string()), "{inputs:?}");
+    let caller = seq(&ts["condition-tune-enabled-2"]["dag"]["tasks"]).into_iter().find(|t| s(&t["name"]) == "for-loop-4").unwrap();
+    let items: Vec<u64> = seq(&caller["withItems"]).iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(items, [0, 1, 2]);
+    let item = seq(&caller["arguments"]["parameters"]).into_iter().find(|a| s(&a["name"]) == "loop-item-param-3").unwrap();
+    assert_eq!(s(&item["value"]), "{{item}}");
+    let args: Vec<String> = seq(&ts["tune"]["container"]["args"]).iter().map(s).collect();
+    let after = |f: &str| args[args.iter().position(|a| a == f).unwrap_or_else(|| panic!("{f} in {args:?}")) + 1].clone();
+    assert_eq!(after("--worker"), "{{inputs.parameters.loop-item-param-3}}");
+    assert_eq!(after("--iterations"), "9");
+    assert_eq!(after("--set"), "epochs=4");
+    // One worker: no loop at all.
+    let ts = templates(&compile(&[]));
+    assert!(!ts.keys().any(|k| k.starts_with("for-loop")), "{:?}", ts.keys().collect::<Vec<_>>());
+}
+
+/// Issue 16 in the Argo workflow: CUDA images, GPU node selector and tolerations on the GPU
+/// steps' templates, `securityContext.runAsUser: 0` with `--run-as-root`.
+#[test]
+fn v1_gpu_steps_use_cuda_images_and_gpu_scheduling() {
+    let wf = compile(&["--gpus", "1", "--run-as-root", "--gpu-node-selector", "gpu=yes", "--gpu-toleration", "nvidia.com/gpu:NoSchedule"]);
+    argo_rules(&wf);
+    let ts = templates(&wf);
+    assert_eq!(s(&ts["train"]["container"]["image"]), "kubeyolo/yolo-train:latest-cuda");
+    assert_eq!(s(&ts["verify"]["container"]["image"]), "kubeyolo/yolo-verify:latest");
+    assert_eq!(s(&ts["test"]["nodeSelector"]["gpu"]), "yes");
+    let tol = &seq(&ts["tune"]["tolerations"])[0];
+    assert_eq!((s(&tol["key"]), s(&tol["operator"]), s(&tol["effect"])), ("nvidia.com/gpu".into(), "Exists".into(), "NoSchedule".into()));
+    assert!(ts["plot"]["nodeSelector"].is_null() && ts["plot"]["tolerations"].is_null());
+    for step in ["verify", "train"] {
+        assert_eq!(ts[step]["container"]["securityContext"]["runAsUser"].as_u64(), Some(0), "{step}");
+    }
+    assert!(templates(&compile(&[]))["train"]["container"]["securityContext"].is_null(), "non-root by default");
 }

@@ -4,7 +4,8 @@
 //! Paths in arguments are mapped from the host to the container (`<data>` → `/data`, a run
 //! folder outside `<data>` → `/kfp-run`), so values passed between steps are container paths
 //! (`/data/...`) exactly as on the cluster. The image must exist locally (`docker/build.sh`);
-//! otherwise the step is **missing** — nothing is pulled. MLflow/AWS variables of the calling
+//! otherwise the step is **missing** — nothing is pulled. Containers run as the invoking user
+//! (`--user $(id -u):$(id -g)`), not as the images' default user. MLflow/AWS variables of the calling
 //! environment are passed through by name (`-e NAME`), so no credential lands on a command line.
 
 use std::path::{Path, PathBuf};
@@ -54,10 +55,12 @@ fn join(base: &str, rest: &Path) -> String {
     }
 }
 
-/// `uid:gid` owning `dir`, so files the containers write stay the user's.
-fn owner(dir: &Path) -> Option<String> {
+/// `uid:gid` of the invoking user (`id -u`:`id -g`: the owner of `/proc/self`), else of the
+/// owner of `dir`: the containers (non-root images, user 65532 by default) run as the user, so
+/// they can write the data folder and what they write stays the user's.
+fn invoking_user(dir: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).ok().map(|m| format!("{}:{}", m.uid(), m.gid()))
+    std::fs::metadata("/proc/self").or_else(|_| std::fs::metadata(dir)).ok().map(|m| format!("{}:{}", m.uid(), m.gid()))
 }
 
 impl Executor for DockerExecutor {
@@ -79,14 +82,14 @@ impl Executor for DockerExecutor {
         }
     }
 
-    fn command(&self, step: &Step, args: &[String], ctx: &RunContext) -> Command {
+    fn command(&self, step: &Step, args: &[String], ctx: &RunContext, executor_output: &Path) -> Command {
         let mut cmd = Command::new("docker");
         cmd.args(["run", "--rm", "--shm-size", &self.shm_size]);
         cmd.arg("-v").arg(format!("{}:/data", ctx.data_dir.display()));
         if !ctx.run_dir.starts_with(&ctx.data_dir) {
             cmd.arg("-v").arg(format!("{}:{RUN_MOUNT}", ctx.run_dir.display()));
         }
-        if let Some(u) = owner(&ctx.data_dir) {
+        if let Some(u) = invoking_user(&ctx.data_dir) {
             cmd.args(["--user", &u]);
         }
         for (k, _) in std::env::vars() {
@@ -99,7 +102,7 @@ impl Executor for DockerExecutor {
         }
         cmd.args(["-e", &format!("{}=/data", kubeyolo::root::ENV_DATA_ROOT)]);
         // The step's executor output lands in its run folder, as with the process runner.
-        let exec_out = self.map(&ctx.executor_output(step).to_string_lossy(), ctx);
+        let exec_out = self.map(&executor_output.to_string_lossy(), ctx);
         cmd.args(["-e", &format!("{}={exec_out}", kubeyolo::kfp::EXECUTOR_OUTPUT_ENV)]);
         cmd.args(&self.extra);
         cmd.args(["--entrypoint", &step.binary(), &self.image(step)]);

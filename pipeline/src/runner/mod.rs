@@ -20,6 +20,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod task;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -31,7 +32,8 @@ use std::time::{Duration, Instant};
 use kubeyolo::{Error, Result};
 use serde::Serialize;
 
-use crate::graph::{ArtifactType, OutputKind, ParamType, Pipeline, Source, Step};
+use crate::graph::{ParamType, Pipeline, Source, Step};
+use task::Prepared;
 
 /// How one step is executed.
 pub trait Executor {
@@ -39,8 +41,9 @@ pub trait Executor {
     fn name(&self) -> &'static str;
     /// `Err(reason)` when the step cannot run here because its binary/image does not exist.
     fn available(&self, step: &Step) -> std::result::Result<(), String>;
-    /// The command that runs `step` with `args` (host paths; the executor maps them).
-    fn command(&self, step: &Step, args: &[String], ctx: &RunContext) -> Command;
+    /// The command that runs `step` with `args` (host paths; the executor maps them), writing
+    /// its KFP executor output to `executor_output`.
+    fn command(&self, step: &Step, args: &[String], ctx: &RunContext, executor_output: &Path) -> Command;
 }
 
 /// Folders of one run.
@@ -61,12 +64,6 @@ impl RunContext {
     pub fn new(data_dir: PathBuf, run_dir: PathBuf) -> RunContext {
         let run_id = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(run_id);
         RunContext { data_dir, run_dir, run_id }
-    }
-
-    /// Where `step` writes its KFP executor output (`output_metadata.json` on the cluster):
-    /// one file per step and run, never the shared `/tmp/kfp_outputs` of the host.
-    pub fn executor_output(&self, step: &Step) -> PathBuf {
-        self.run_dir.join(step.name).join("executor_output.json")
     }
 }
 
@@ -117,7 +114,11 @@ pub struct StepResult {
     /// The numbers of the step's `system.Metrics` artifacts (artifact name → metric → value),
     /// as the Kubeflow UI's "Scalar Metrics" table would show them.
     pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The step's log; for a step with workers, its folder (each worker has its own log).
     pub log: Option<PathBuf>,
+    /// Per worker (steps with [`Step::workers`] > 1): status, start and end, log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<task::WorkerResult>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,12 +239,10 @@ pub fn run_id() -> String {
     format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Host path of an output of `step`: parameters under `outputs/`, artifacts under `artifacts/`.
+/// Host path of an output of a plain (one-task) `step`: parameters under `outputs/`,
+/// artifacts under `artifacts/` ([`task::Task::output_path`] for a worker's).
 pub fn output_path(run_dir: &Path, step: &Step, name: &str) -> PathBuf {
-    match step.output(name).map(|o| o.kind) {
-        Some(OutputKind::Artifact(t)) => run_dir.join(step.name).join("artifacts").join(format!("{name}.{}", t.file_ext())),
-        _ => run_dir.join(step.name).join("outputs").join(name),
-    }
+    task::tasks(step, run_dir)[0].output_path(name)
 }
 
 /// Options of one local run.
@@ -272,6 +271,7 @@ pub fn run(p: &Pipeline, exec: &dyn Executor, ctx: &RunContext, opts: &RunOption
             artifacts: BTreeMap::new(),
             metrics: BTreeMap::new(),
             log: None,
+            workers: Vec::new(),
         };
         res.status = 'decide: {
             // Condition groups, outermost first: the first false one decides.
@@ -322,9 +322,8 @@ fn run_step(
     done: &[StepResult],
     res: &mut StepResult,
 ) -> Result<()> {
-    let mut args = Vec::new();
-    for i in &step.inputs {
-        let value = match i.source {
+    let value_of = |src: Source| -> Result<String> {
+        Ok(match src {
             Source::Param(name) => opts.params.get(name).cloned().unwrap_or_default(),
             Source::Output { step: prod, output } => done
                 .iter()
@@ -332,85 +331,97 @@ fn run_step(
                 .and_then(|r| r.outputs.get(output).cloned())
                 .ok_or_else(|| Error::internal(format!("{}: output {prod}.{output} not available", step.name)))?,
             Source::RunId { prefix } => format!("{prefix}{}", ctx.run_id),
-        };
-        args.push(i.flag.to_string());
-        args.push(value);
-    }
-    let step_dir = ctx.run_dir.join(step.name);
-    for o in &step.outputs {
-        let path = output_path(&ctx.run_dir, step, o.name);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, "create output folder", e))?;
-        }
-        // A stale file from an earlier attempt must not pass for this run's output.
-        let _ = std::fs::remove_file(&path);
-        args.push(o.flag.to_string());
-        args.push(path.to_string_lossy().into_owned());
-    }
-    std::fs::create_dir_all(&step_dir).map_err(|e| Error::io_at(&step_dir, "create step folder", e))?;
-    let _ = std::fs::remove_file(ctx.executor_output(step));
-    let log_path = step_dir.join("log.txt");
-    res.log = Some(log_path.clone());
-
-    let mut cmd = exec.command(step, &args, ctx);
-    eprintln!("── {} ({}): {}", step.name, step.display, render_command(&cmd));
-    let started = Instant::now();
-    let status = run_logged(&mut cmd, &log_path, if opts.echo { Some(step.name) } else { None });
-    res.seconds = started.elapsed().as_secs_f64();
-    let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    res.status = match status {
-        Err(e) => Status::Failed(format!("could not start: {e}")),
-        Ok(st) if !st.success() => {
-            let code = st.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| killed_by(&st));
-            Status::Failed(format!("{code}: {}", own_error(&log_text)))
-        }
-        Ok(_) => {
-            // Like the KFP launcher: a declared string output that was not written fails the step.
-            let mut missing = Vec::new();
-            for o in &step.outputs {
-                let path = output_path(&ctx.run_dir, step, o.name);
-                match o.kind {
-                    OutputKind::Parameter => match std::fs::read_to_string(&path) {
-                        Ok(v) => {
-                            res.outputs.insert(o.name.to_string(), v);
-                        }
-                        Err(_) => missing.push(o.name),
-                    },
-                    OutputKind::Artifact(t) => {
-                        if path.exists() {
-                            if t == ArtifactType::Metrics {
-                                if let Some(m) = read_metrics(&path) {
-                                    res.metrics.insert(o.name.to_string(), m);
-                                }
-                            }
-                            res.artifacts.insert(o.name.to_string(), path);
-                        }
-                    }
-                }
-            }
-            if missing.is_empty() {
-                Status::Ok
-            } else {
-                Status::Failed(format!("exited 0 but did not write output(s) {}", missing.join(", ")))
-            }
-        }
+            Source::Worker => unreachable!("the task fills in its worker index"),
+        })
     };
-    match &res.status {
-        Status::Ok => eprintln!("   {} ok in {:.1}s", step.name, res.seconds),
-        Status::Failed(why) => {
-            eprintln!("   {} FAILED after {:.1}s: {}", step.name, res.seconds, why.lines().next().unwrap_or(""));
+    let mut prepared = Vec::new();
+    for t in task::tasks(step, &ctx.run_dir) {
+        let args = t.args(value_of)?;
+        let cmd = exec.command(step, &args, ctx, &t.executor_output());
+        eprintln!("── {} ({}): {}", t.label(), step.display, render_command(&cmd));
+        prepared.push(Prepared { task: t, cmd });
+    }
+    if step.workers > 1 {
+        eprintln!("   {} workers run at once", step.workers);
+    }
+
+    let started = Instant::now();
+    let finished = run_concurrently(prepared, opts.echo);
+    res.seconds = started.elapsed().as_secs_f64();
+
+    let mut failures = Vec::new();
+    let mut last: Option<(f64, task::TaskOutputs)> = None;
+    for (t, outcome, (t0, t1)) in &finished {
+        let log_text = std::fs::read_to_string(t.log_path()).unwrap_or_default();
+        let status = match outcome {
+            Err(e) => Status::Failed(format!("could not start: {e}")),
+            Ok(st) if !st.success() => {
+                let code = st.code().map(|c| format!("exit code {c}")).unwrap_or_else(|| killed_by(st));
+                Status::Failed(format!("{code}: {}", own_error(&log_text)))
+            }
+            Ok(_) => match t.collect() {
+                Ok(got) => {
+                    if last.as_ref().map_or(true, |(end, _)| *t1 >= *end) {
+                        last = Some((*t1, got));
+                    }
+                    Status::Ok
+                }
+                Err(why) => Status::Failed(why),
+            },
+        };
+        if let Status::Failed(why) = &status {
+            failures.push(match t.worker {
+                Some(w) => format!("worker {w}: {why}"),
+                None => why.clone(),
+            });
             if !opts.echo {
                 let lines: Vec<&str> = log_text.lines().collect();
                 let from = lines.len().saturating_sub(opts.tail_lines);
-                eprintln!("   last {} lines of {}:", lines.len() - from, log_path.display());
+                eprintln!("   last {} lines of {}:", lines.len() - from, t.log_path().display());
                 for l in &lines[from..] {
                     eprintln!("   | {l}");
                 }
             }
         }
+        if let Some(w) = t.worker {
+            res.workers.push(task::WorkerResult { worker: w, status, started: *t0, ended: *t1, log: t.log_path() });
+        }
+    }
+    res.log = Some(match step.workers {
+        n if n > 1 => ctx.run_dir.join(step.name),
+        _ => ctx.run_dir.join(step.name).join("log.txt"),
+    });
+    res.status = if failures.is_empty() { Status::Ok } else { Status::Failed(failures.join("; ")) };
+    if let (Status::Ok, Some((_, got))) = (&res.status, last) {
+        res.outputs = got.outputs;
+        res.artifacts = got.artifacts;
+        res.metrics = got.metrics;
+    }
+    match &res.status {
+        Status::Ok => eprintln!("   {} ok in {:.1}s", step.name, res.seconds),
+        Status::Failed(why) => eprintln!("   {} FAILED after {:.1}s: {}", step.name, res.seconds, why.lines().next().unwrap_or("")),
         _ => {}
     }
     Ok(())
+}
+
+/// Start every prepared task at once and wait for all of them: (task, exit status, (start,
+/// end) as Unix seconds), in task order.
+fn run_concurrently(prepared: Vec<Prepared>, echo: bool) -> Vec<(task::Task, std::io::Result<std::process::ExitStatus>, (f64, f64))> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = prepared
+            .into_iter()
+            .map(|Prepared { task, mut cmd }| {
+                scope.spawn(move || {
+                    let label = task.label();
+                    let t0 = task::unix_now();
+                    let status = run_logged(&mut cmd, &task.log_path(), if echo { Some(label.as_str()) } else { None });
+                    (task, status, (t0, task::unix_now()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a task thread panicked")).collect()
+    })
 }
 
 /// "killed by signal 9 (SIGKILL)": which signal, because SIGKILL (the OOM killer, a timeout)

@@ -1,12 +1,12 @@
 //! Process runner: each step is its binary `yolo-<step>`, run as a subprocess with
 //! `--data-root <folder>` (the folder standing in for `/data`) and its own KFP executor output
-//! file ([`RunContext::executor_output`]) instead of the host's shared `/tmp/kfp_outputs`.
+//! file ([`super::task::Task::executor_output`]) instead of the host's shared `/tmp/kfp_outputs`.
 //!
 //! The binaries are looked up in one folder, by default the one holding the running `kubeyolo`
 //! executable (`target/<profile>/` in a cargo checkout, where `cargo build --workspace` puts
 //! every step binary). A binary that is not there makes the step **missing**.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Executor, RunContext};
@@ -45,11 +45,11 @@ impl Executor for ProcessExecutor {
         }
     }
 
-    fn command(&self, step: &Step, args: &[String], ctx: &RunContext) -> Command {
+    fn command(&self, step: &Step, args: &[String], ctx: &RunContext, executor_output: &Path) -> Command {
         let mut cmd = Command::new(self.binary(step));
         cmd.args(args).arg("--data-root").arg(&ctx.data_dir);
         cmd.env(kubeyolo::root::ENV_DATA_ROOT, &ctx.data_dir);
-        cmd.env(kubeyolo::kfp::EXECUTOR_OUTPUT_ENV, ctx.executor_output(step));
+        cmd.env(kubeyolo::kfp::EXECUTOR_OUTPUT_ENV, executor_output);
         cmd
     }
 }

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use kubeyolo::config::hyp::Hyp;
-use kubeyolo::error::{run_main, Error, Result};
+use kubeyolo::error::{run_main, Result};
 use kubeyolo::kfp;
 use kubeyolo::root::DataRoot;
 use kubeyolo::track::step::run_tracked;
@@ -108,6 +107,11 @@ struct Args {
     #[arg(long = "out-metrics", value_name = "PATH")]
     out_metrics: Option<PathBuf>,
 
+    /// Text file of `name=value` lines (fitness, mAP50-95, mAP50, precision, recall of the final
+    /// validation of best), for Katib's File metrics collector, e.g. `/var/log/katib/metrics.txt`.
+    #[arg(long = "out-metrics-text", value_name = "PATH")]
+    out_metrics_text: Option<PathBuf>,
+
     /// Name of the metrics output in the KFP component (the executor-output key).
     #[arg(long = "metrics-name", default_value = "train_metrics", value_name = "NAME")]
     metrics_name: String,
@@ -122,33 +126,10 @@ fn main() {
     run_main(|| real_main(args))
 }
 
-/// The cfg: a file under the data root, or ultralytics' built-in defaults for `default`.
-fn load_cfg(root: &DataRoot, name: &str) -> Result<Hyp> {
-    if matches!(name, "default" | "default.yaml") && root.resolve_cfg(name).is_err() {
-        return Ok(Hyp::default());
-    }
-    let path = root.resolve_cfg(name)?;
-    let loaded = Hyp::load_all(&path).map_err(|errs| {
-        for e in &errs[1..] {
-            eprintln!("error: {e}");
-        }
-        errs.into_iter().next().expect("load_all returns at least one error")
-    })?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(loaded.hyp)
-}
-
 fn real_main(args: Args) -> Result<()> {
     let root = DataRoot::from_flag(args.data_root.as_deref());
-    let mut hyp = load_cfg(&root, &args.cfg_yaml)?;
-    for kv in &args.set {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| Error::usage(format!("--set {kv}: expected KEY=VALUE")).with_hint("e.g. --set epochs=3"))?;
-        hyp.set(k.trim(), v.trim())?;
-    }
+    let mut hyp = root.load_cfg(&args.cfg_yaml)?;
+    hyp.apply_overrides(&args.set)?;
     let model = root.resolve_model(&args.model_path)?;
     let data_yaml = root.resolve_data(&args.data_yaml)?;
     let under_root = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.path.join(p) };
@@ -185,8 +166,24 @@ fn real_main(args: Args) -> Result<()> {
         if let Some(p) = &args.out_metrics {
             kfp::write_metrics_artifact(p, &args.metrics_name, &pairs)?;
         }
+        if let Some(p) = &args.out_metrics_text {
+            write_metrics_text(p, out.final_val.as_ref().map(|v| &v.metrics))?;
+        }
         kfp::write_v1_metrics(&out.save_dir.join("mlpipeline-metrics.json"), &pairs)?;
         println!("best: {best}\nlast: {last}");
         Ok(())
     })
+}
+
+/// `--out-metrics-text`: the final validation as `name=value` lines, fitness first (Katib's
+/// objective), written atomically. Without a final validation nothing is written: Katib then
+/// records the objective as unavailable and the trial fails, rather than scoring a guess.
+fn write_metrics_text(path: &Path, metrics: Option<&kubeyolo::eval::metrics::DetMetrics>) -> Result<()> {
+    let Some(m) = metrics else {
+        eprintln!("warning: no final validation, so {} is not written", path.display());
+        return Ok(());
+    };
+    let lines = [("fitness", m.fitness), ("mAP50-95", m.map50_95), ("mAP50", m.map50), ("precision", m.precision), ("recall", m.recall)];
+    let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    kubeyolo::files::write_atomic(path, text.as_bytes())
 }
