@@ -16,6 +16,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// Copy `from` to `to` atomically (weights: best from last, the tuner's best iteration).
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).map_err(|e| Error::io_at(from, "read", e))?;
+    write_atomic(to, &bytes)
+}
+
 /// Write to `path` atomically through a writer callback (for streaming large outputs).
 /// If `fill` fails, the temporary file is removed and `path` is left untouched.
 pub fn write_atomic_with(

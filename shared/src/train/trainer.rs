@@ -850,10 +850,10 @@ impl Trainer {
             _ => false,
         };
         if is_best {
-            copy_atomic(&last, &self.best_path())?;
+            crate::files::copy_atomic(&last, &self.best_path())?;
         }
         if self.hyp.save_period > 0 && (epoch as i64) % self.hyp.save_period == 0 {
-            copy_atomic(&last, &self.weights_dir().join(format!("epoch{epoch}.safetensors")))?;
+            crate::files::copy_atomic(&last, &self.weights_dir().join(format!("epoch{epoch}.safetensors")))?;
         }
         Ok(())
     }
@@ -970,23 +970,19 @@ fn resolve_save_dir(req: &TrainRequest, hyp: &Hyp) -> Result<PathBuf> {
     }
     let project = under(Path::new(hyp.project.as_deref().unwrap_or("runs/detect")));
     let name = hyp.name.clone().unwrap_or_else(|| "train".into());
-    let base = project.join(&name);
-    if hyp.exist_ok || hyp.resume || !base.exists() {
-        return Ok(base);
-    }
-    for n in 2.. {
-        let p = project.join(format!("{name}{n}"));
-        if !p.exists() {
-            return Ok(p);
-        }
-    }
-    unreachable!("an unused run folder name always exists")
+    Ok(increment_dir(&project, &name, hyp.exist_ok || hyp.resume))
 }
 
-fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    let bytes = std::fs::read(from).map_err(|e| Error::io_at(from, "read checkpoint", e))?;
-    crate::files::write_atomic(to, &bytes)
+/// ultralytics' `get_save_dir`: `project/name`, or the first free `project/name2`, `name3`, ...
+/// unless `reuse` (exist_ok / resume).
+pub fn increment_dir(project: &Path, name: &str, reuse: bool) -> PathBuf {
+    let base = project.join(name);
+    if reuse || !base.exists() {
+        return base;
+    }
+    (2..).map(|n| project.join(format!("{name}{n}"))).find(|p| !p.exists()).expect("an unused folder name always exists")
 }
+
 
 /// The final validation's plots, named as ultralytics names them in the run folder.
 fn write_val_plots(res: &ValResult, dir: &Path) -> Result<()> {

@@ -22,15 +22,15 @@ use std::time::{Duration, Instant};
 
 use super::mutate::{iteration_rng, mutate, History, Trial};
 use super::space::Space;
-use super::store::{py_float, Claim, Record, Store, RESULTS_FILE};
+use super::store::{py_float, Claim, Record, Store};
 use crate::config::hyp::Hyp;
 use crate::error::{Error, ErrorKind, Result};
-use crate::files::write_atomic;
+use crate::files::{copy_atomic, write_atomic};
 use crate::plot::tune::{plot_tune_results, TuneRow};
 use crate::root::ModelSource;
 use crate::track::records::Status;
 use crate::track::Tracker;
-use crate::train::trainer::{train, TrainOutcome, TrainRequest};
+use crate::train::trainer::{increment_dir, train, TrainOutcome, TrainRequest};
 
 /// What to tune.
 #[derive(Debug, Clone)]
@@ -256,8 +256,7 @@ fn refresh_outputs(req: &TuneRequest, dir: &Path, all: &[Record], t0: Instant) -
             for name in ["best.safetensors", "last.safetensors"] {
                 let from = run.join("weights").join(name);
                 if from.is_file() {
-                    let bytes = std::fs::read(&from).map_err(|e| Error::io_at(&from, "read weights", e))?;
-                    write_atomic(&weights_dir.join(name), &bytes)?;
+                    copy_atomic(&from, &weights_dir.join(name))?;
                 }
             }
             let w = weights_dir.join("best.safetensors");
@@ -436,11 +435,7 @@ fn resolve_tune_dir(req: &TuneRequest) -> Result<PathBuf> {
     }
     let project = under(&req.data_root, req.hyp.project.as_deref().unwrap_or("runs/detect"));
     let name = req.hyp.name.clone().unwrap_or_else(|| "tune".into());
-    let base = project.join(&name);
-    if req.hyp.resume || !base.join(RESULTS_FILE).exists() && !base.exists() {
-        return Ok(base);
-    }
-    Ok((2..).map(|n| project.join(format!("{name}{n}"))).find(|p| !p.exists()).expect("a free folder name exists"))
+    Ok(increment_dir(&project, &name, req.hyp.resume))
 }
 
 #[cfg(test)]
