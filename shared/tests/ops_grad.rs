@@ -414,7 +414,7 @@ fn fused_conv_block_matches_composed_ops() {
         (1, 6, (5, 5), 4, 3, 1, false),
         (16, 5, (8, 6), 7, 3, 2, false),
         (4, 12, (4, 4), 6, 1, 1, false),
-        // Stride-1 "same" convs run as shifted GEMMs (`nn::shifted`): odd, non-square, k 5.
+        // Stride-1 "same" convs run as shifted GEMMs (`nn::cpu::shifted`): odd, non-square, k 5.
         (3, 5, (7, 9), 6, 3, 1, true),
         (2, 3, (8, 6), 4, 5, 1, true),
     ] {

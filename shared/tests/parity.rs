@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use kubeyolo::data::image::{letterbox, load_rgb, Letterbox};
+use kubeyolo::nn::fused::EvalNet;
 use kubeyolo::nn::predict::{predict_path, PredictConfig};
 use kubeyolo::nn::weights::{load_model, LoadedModel};
 
@@ -78,19 +79,24 @@ fn check_raw(name: &str, lm: &LoadedModel) -> usize {
         let arrays: std::collections::HashMap<String, Tensor> = Tensor::read_npz(&npz).unwrap().into_iter().collect();
         let input = &arrays["input"]; // (H, W, 3) u8 RGB
         let x = (input.permute((2, 0, 1)).unwrap().unsqueeze(0).unwrap().to_dtype(DType::F32).unwrap() / 255.0).unwrap();
+        // Both eval paths: candle's unfolded forward and the folded CPU network (`nn::fused`).
         let out = lm.model.forward_eval(&x).unwrap();
-        let dec = &out.decoded;
-        let theirs_dec = &arrays["decoded"];
-        let nc = dec.dim(1).unwrap() - 4;
-        for (what, ours, theirs, tol) in [
-            ("raw box logits", out.raw.boxes().unwrap(), arrays["boxes"].clone(), TOL_BOX_LOGIT),
-            ("raw class logits", out.raw.scores().unwrap(), arrays["scores"].clone(), TOL_CLS_LOGIT),
-            ("decoded boxes", dec.narrow(1, 0, 4).unwrap(), theirs_dec.narrow(1, 0, 4).unwrap(), TOL_BOX_PX),
-            ("class probabilities", dec.narrow(1, 4, nc).unwrap(), theirs_dec.narrow(1, 4, nc).unwrap(), TOL_PROB),
-        ] {
-            let e = max_abs(&ours, &theirs);
-            eprintln!("{name} {img} {what}: max abs difference {e:.2e}");
-            assert!(e <= tol, "{name} {img} {what}: max |ours - ultralytics| {e:e} > {tol:e}");
+        let (fused_dec, fused_raw) = EvalNet::new(&lm.model, &Device::Cpu).unwrap().forward(&x, true).unwrap();
+        assert!(EvalNet::new(&lm.model, &Device::Cpu).unwrap().is_fused());
+        let fused_raw = fused_raw.unwrap();
+        for (path, dec, raw) in [("unfused", &out.decoded, &out.raw), ("fused", &fused_dec, &fused_raw)] {
+            let theirs_dec = &arrays["decoded"];
+            let nc = dec.dim(1).unwrap() - 4;
+            for (what, ours, theirs, tol) in [
+                ("raw box logits", raw.boxes().unwrap(), arrays["boxes"].clone(), TOL_BOX_LOGIT),
+                ("raw class logits", raw.scores().unwrap(), arrays["scores"].clone(), TOL_CLS_LOGIT),
+                ("decoded boxes", dec.narrow(1, 0, 4).unwrap(), theirs_dec.narrow(1, 0, 4).unwrap(), TOL_BOX_PX),
+                ("class probabilities", dec.narrow(1, 4, nc).unwrap(), theirs_dec.narrow(1, 4, nc).unwrap(), TOL_PROB),
+            ] {
+                let e = max_abs(&ours, &theirs);
+                eprintln!("{name} {img} {path} {what}: max abs difference {e:.2e}");
+                assert!(e <= tol, "{name} {img} {path} {what}: max |ours - ultralytics| {e:e} > {tol:e}");
+            }
         }
         // Our decoding + letterbox of the file vs the input ultralytics fed the network.
         let rgb = load_rgb(&fixtures().join(format!("{img}.{ext}"))).unwrap();
@@ -114,7 +120,7 @@ fn check_detections(name: &str, lm: &LoadedModel) {
     let images = exp["models"][name]["images"].as_object().unwrap();
     let cfg = PredictConfig { imgsz: 320, conf: 0.25, iou: 0.7, ..Default::default() };
     for (file, want) in images {
-        let r = predict_path(&lm.model, &lm.names, &fixtures().join(file), &cfg, &Device::Cpu).unwrap();
+        let r = predict_path(&EvalNet::new(&lm.model, &Device::Cpu).unwrap(), &lm.names, &fixtures().join(file), &cfg, &Device::Cpu).unwrap();
         let want_xyxy = want["xyxy"].as_array().unwrap();
         let want_conf = want["conf"].as_array().unwrap();
         let want_cls = want["cls"].as_array().unwrap();

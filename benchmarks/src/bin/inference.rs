@@ -12,6 +12,7 @@ use std::process::Command;
 
 use candle_core::Device;
 use clap::Parser;
+use kubeyolo::nn::fused::EvalNet;
 use kubeyolo::nn::predict::{predict_image, PredictConfig};
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,9 @@ struct Args {
     /// Also print kubeyolo's per-layer eval times at each size.
     #[arg(long)]
     profile: bool,
+    /// Time candle's unfolded eval forward instead of the folded CPU network (`nn::fused`).
+    #[arg(long)]
+    unfused: bool,
 }
 
 fn num_threads() -> usize {
@@ -84,7 +88,9 @@ fn main() {
         }
     };
 
+    kubeyolo::nn::cpu::tune_cpu_runtime(Some(a.threads));
     let lm = kubeyolo::nn::weights::load_model(&weights, &Device::Cpu).expect("load weights");
+    let net = if a.unfused { EvalNet::unfused(&lm.model) } else { EvalNet::new(&lm.model, &Device::Cpu).expect("fold") };
     println!("model: {} ({}), image 640x480, CPU threads: candle {}, torch {}", lm.model.summary(640).line(), weights.display(), num_threads(), torch["threads"]);
     println!("ultralytics {} / torch {}", torch["ultralytics"].as_str().unwrap_or("?"), torch["torch"].as_str().unwrap_or("?"));
     println!("| imgsz | kubeyolo pre / infer / post = total ms | ultralytics pre / infer / post = total ms | kubeyolo / ultralytics |");
@@ -92,11 +98,11 @@ fn main() {
     for &s in &a.imgsz {
         let cfg = PredictConfig { imgsz: s, ..Default::default() };
         for _ in 0..a.warmup {
-            predict_image(&lm.model, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
+            predict_image(&net, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
         }
         let mut parts = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..a.runs {
-            let r = predict_image(&lm.model, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
+            let r = predict_image(&net, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
             for (p, v) in parts.iter_mut().zip(r.speed_ms) {
                 p.push(v);
             }
@@ -104,7 +110,7 @@ fn main() {
         let k: Vec<f64> = parts.into_iter().map(median).collect();
         if a.profile {
             let x = candle_core::Tensor::zeros((1, 3, s, s), candle_core::DType::F32, &Device::Cpu).expect("input");
-            for (i, t, ms) in lm.model.profile_eval(&x).expect("profile") {
+            for (i, t, ms) in net.profile(&x).expect("profile") {
                 eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms");
             }
         }

@@ -272,6 +272,8 @@ impl ValSet {
         let nc = self.names.len();
         let mut confusion = ConfusionMatrix::with_thresholds(nc, cfg.confusion_conf, cfg.confusion_iou);
         let mut coco = CocoEval::new(nc);
+        // Folded once for the whole pass (the trainer validates a fresh EMA each epoch).
+        let net = crate::nn::fused::EvalNet::new(model, device)?;
         let (mut t_pre, mut t_inf, mut t_post) = (0.0f64, 0.0f64, 0.0f64);
         for (ix, shape) in &self.batches {
             let t0 = Instant::now();
@@ -286,8 +288,8 @@ impl ValSet {
             let imgs: Vec<&RgbImage> = prepared.iter().map(|p| &p.img).collect();
             let x = to_tensor(&imgs, device)?;
             let t1 = Instant::now();
-            let out = model.forward_eval(&x)?;
-            let dets = non_max_suppression(&out.decoded, &nms_cfg)?; // includes the device → host copy
+            let (decoded, raw) = net.forward(&x, on_batch.is_some())?;
+            let dets = non_max_suppression(&decoded, &nms_cfg)?; // includes the device → host copy
             let mut targets = on_batch.as_ref().map(|_| Targets::default());
             let t2 = Instant::now();
             for (k, &i) in ix.iter().enumerate() {
@@ -347,7 +349,9 @@ impl ValSet {
                 }
             }
             if let (Some(hook), Some(t)) = (on_batch.as_mut(), targets.as_ref()) {
-                hook(&out.raw, t)?;
+                if let Some(raw) = raw.as_ref() {
+                    hook(raw, t)?;
+                }
             }
             let t3 = Instant::now();
             t_pre += (t1 - t0).as_secs_f64();

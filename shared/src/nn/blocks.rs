@@ -70,9 +70,9 @@ impl Conv {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = if train {
             if ops::cpu_f32(x) && ops::cpu_f32(&self.weight) {
-                // One fused autograd node on CPU (see `nn::conv_bn` for why).
-                let block = super::conv_bn::ConvBnBlock { spec: self.spec(), stride: self.s, pad: self.p, eps: self.bn.eps() };
-                return super::fused_op::run(block, x, &self.fused_params()?, &[&self.bn]);
+                // One fused autograd node on CPU (see `nn::cpu::conv_bn` for why).
+                let block = super::cpu::conv_bn::ConvBnBlock { spec: self.spec(), stride: self.s, pad: self.p, eps: self.bn.eps() };
+                return super::cpu::fused_op::run(block, x, &self.fused_params()?, &[&self.bn]);
             }
             let y = ops::conv2d(x, &self.weight, None, self.s, self.p)?;
             return ops::batch_norm_train(&y, &self.bn, self.act);
@@ -89,8 +89,8 @@ impl Conv {
     }
 
     /// The shape a fused CPU op needs.
-    fn spec(&self) -> super::conv_bn::ConvSpec {
-        super::conv_bn::ConvSpec { cin: self.c1, cout: self.c2, k: self.k, act: self.act }
+    fn spec(&self) -> super::cpu::conv_bn::ConvSpec {
+        super::cpu::conv_bn::ConvSpec { cin: self.c1, cout: self.c2, k: self.k, act: self.act }
     }
 
     /// Its parameters in a fused op's order: the flattened weight, BatchNorm γ, β.
@@ -198,7 +198,7 @@ impl C2f {
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train && ops::cpu_f32(x) && ops::cpu_f32(&self.cv1.weight) {
-            // One fused autograd node on CPU (see `nn::c2f` for why).
+            // One fused autograd node on CPU (see `nn::cpu::c2f` for why).
             return self.forward_train_cpu(x);
         }
         self.forward_composed(x, train)
@@ -223,7 +223,7 @@ impl C2f {
 
     fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
         let convs = self.convs();
-        let spec = super::c2f::C2fSpec {
+        let spec = super::cpu::c2f::C2fSpec {
             c: self.c,
             n: self.m.len(),
             add: self.m.first().is_some_and(|b| b.add),
@@ -235,7 +235,7 @@ impl C2f {
             parts.extend(cv.fused_params()?);
         }
         let bns: Vec<&BatchNorm> = convs.iter().map(|cv| &cv.bn).collect();
-        super::fused_op::run(spec, x, &parts, &bns)
+        super::cpu::fused_op::run(spec, x, &parts, &bns)
     }
 
     pub fn macs(&self, hw: Hw) -> (f64, Hw) {
@@ -408,7 +408,7 @@ impl DetectBranch {
     }
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train && ops::cpu_f32(x) && ops::cpu_f32(&self.c0.weight) && self.c0.s == 1 && self.c1.s == 1 {
-            // One fused autograd node on CPU (see `nn::detect_branch` for why).
+            // One fused autograd node on CPU (see `nn::cpu::detect_branch` for why).
             return self.forward_train_cpu(x);
         }
         self.forward_composed(x, train)
@@ -421,12 +421,12 @@ impl DetectBranch {
     }
 
     fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
-        let spec = super::detect_branch::BranchSpec { c0: self.c0.spec(), c1: self.c1.spec(), out: self.c2.c2, eps: self.c0.bn.eps() };
+        let spec = super::cpu::detect_branch::BranchSpec { c0: self.c0.spec(), c1: self.c1.spec(), out: self.c2.c2, eps: self.c0.bn.eps() };
         let mut parts = Vec::with_capacity(8);
         parts.extend(self.c0.fused_params()?);
         parts.extend(self.c1.fused_params()?);
         parts.extend([self.c2.weight.flatten_all()?, self.c2.bias.clone()]);
-        super::fused_op::run(spec, x, &parts, &[&self.c0.bn, &self.c1.bn])
+        super::cpu::fused_op::run(spec, x, &parts, &[&self.c0.bn, &self.c1.bn])
     }
 
     fn macs(&self, hw: Hw) -> f64 {

@@ -638,6 +638,11 @@ impl YoloModel {
         s
     }
 
+    /// Per layer, whether a later layer (other than the next) reads its output.
+    pub(crate) fn save_flags(&self) -> &[bool] {
+        &self.save
+    }
+
     /// Largest stride (32 for YOLOv8): input sizes must be multiples of it.
     pub fn max_stride(&self) -> usize {
         self.strides.iter().cloned().fold(32.0, f64::max) as usize

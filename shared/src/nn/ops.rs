@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Result, Tensor, D};
 /// dilation 1, the same `stride` and zero `padding` on both axes, optional `bias` of shape (O,).
 ///
 /// Output (N, O, (H + 2p − kh)/s + 1, (W + 2p − kw)/s + 1). Gradients flow to `x`, `w` and `bias`.
-/// On CPU with f32 this runs kubeyolo's im2col + GEMM kernels ([`super::conv`]); elsewhere it
+/// On CPU with f32 this runs kubeyolo's im2col + GEMM kernels ([`super::cpu::conv`]); elsewhere it
 /// is candle's `conv2d`. YOLOv8's `Conv` blocks pass `bias: None` (a BatchNorm follows); the
 /// Detect head's last 1×1 convs pass their bias.
 pub fn conv2d(
@@ -31,12 +31,12 @@ pub fn conv2d(
 ) -> Result<Tensor> {
     let y = if cpu_f32(x) && w.dtype() == DType::F32 && matches!(w.device(), Device::Cpu) {
         let w = w.contiguous()?;
-        x.contiguous()?.apply_op2(&w, super::conv::ConvFwd { stride, pad: padding })?
+        x.contiguous()?.apply_op2(&w, super::cpu::conv::ConvFwd { stride, pad: padding })?
     } else {
         x.conv2d(w, padding, stride, 1, 1)?
     };
     match bias {
-        Some(b) if cpu_f32(&y) && cpu_f32(b) => y.apply_op2(&b.contiguous()?, super::channel_ops::ChannelBias),
+        Some(b) if cpu_f32(&y) && cpu_f32(b) => y.apply_op2(&b.contiguous()?, super::cpu::channel_ops::ChannelBias),
         Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
         None => Ok(y),
     }
@@ -46,11 +46,11 @@ pub fn conv2d(
 /// `silu` is true: ultralytics `Conv`'s `act(bn(conv(x)))` in train mode. Normalizes with the
 /// batch statistics and updates `bn`'s running mean / variance with its momentum, exactly like
 /// `bn.forward_train(x)` (then `.silu()`), which is what runs on non-CPU devices. On CPU (f32)
-/// it is one fused kernel ([`super::batchnorm`]) with a hand-written backward: candle's version
+/// it is one fused kernel ([`super::cpu::batchnorm`]) with a hand-written backward: candle's version
 /// is ~10 ops forward and more backward, each a full pass over the activation.
 pub fn batch_norm_train(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) -> Result<Tensor> {
     if cpu_f32(x) && bn.weight_and_bias().is_some_and(|(g, _)| g.dtype() == DType::F32) {
-        return super::batchnorm::bn_train_cpu(x, bn, silu);
+        return super::cpu::batchnorm::bn_train_cpu(x, bn, silu);
     }
     let y = bn.forward_train(x)?;
     if silu {
@@ -66,8 +66,8 @@ pub fn batch_norm_train(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) -> Re
 /// accumulates correctly — candle's `upsample_nearest2d` backward overwrites the gradient.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     if cpu_f32(x) {
-        // Same result; the backward is a direct 2×2 block sum (see `nn::channel_ops`).
-        return x.contiguous()?.apply_op1(super::channel_ops::Upsample2x);
+        // Same result; the backward is a direct 2×2 block sum (see `nn::cpu::channel_ops`).
+        return x.contiguous()?.apply_op1(super::cpu::channel_ops::Upsample2x);
     }
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, c, h, 1, w, 1))?
@@ -91,7 +91,7 @@ pub fn max_pool_same(x: &Tensor, k: usize) -> Result<Tensor> {
     }
     if cpu_f32(x) {
         let argmax = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        return x.contiguous()?.apply_op1(super::channel_ops::MaxPoolSame { k, argmax });
+        return x.contiguous()?.apply_op1(super::cpu::channel_ops::MaxPoolSame { k, argmax });
     }
     let (n, c, h, w) = x.dims4()?;
     // Along H.

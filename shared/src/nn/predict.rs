@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use image::RgbImage;
 
-use super::model::YoloModel;
+use super::fused::EvalNet;
 use crate::data::image::{letterbox, load_rgb, scale_boxes, to_tensor, Letterbox};
 use crate::error::{Error, Result};
 use crate::eval::nms::{non_max_suppression, NmsConfig};
@@ -62,15 +62,15 @@ pub struct ImageResult {
 }
 
 /// Run the model (eval mode) on one decoded RGB image.
-pub fn predict_image(model: &YoloModel, names: &[String], img: &RgbImage, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
+pub fn predict_image(net: &EvalNet, names: &[String], img: &RgbImage, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
     let t0 = std::time::Instant::now();
-    let stride = model.max_stride();
+    let stride = net.model.max_stride();
     let lb = Letterbox { new_shape: (cfg.imgsz, cfg.imgsz), auto: cfg.rect, scaleup: true, center: true, stride };
     let (boxed, info) = letterbox(img, &lb);
     let x = to_tensor(&[&boxed], device)?;
     let t1 = std::time::Instant::now();
-    let out = model.forward_eval(&x)?;
-    let decoded = out.decoded.to_device(&Device::Cpu)?;
+    let (decoded, _) = net.forward(&x, false)?;
+    let decoded = decoded.to_device(&Device::Cpu)?;
     let t2 = std::time::Instant::now();
     let nms = NmsConfig { conf: cfg.conf, iou: cfg.iou, classes: cfg.classes.clone(), agnostic: cfg.agnostic_nms, max_det: cfg.max_det, ..Default::default() };
     let dets = non_max_suppression(&decoded, &nms)?.pop().unwrap_or_default();
@@ -87,9 +87,9 @@ pub fn predict_image(model: &YoloModel, names: &[String], img: &RgbImage, cfg: &
 }
 
 /// Read and predict one image file.
-pub fn predict_path(model: &YoloModel, names: &[String], path: &Path, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
+pub fn predict_path(net: &EvalNet, names: &[String], path: &Path, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
     let img = load_rgb(path)?;
-    let mut r = predict_image(model, names, &img, cfg, device)?;
+    let mut r = predict_image(net, names, &img, cfg, device)?;
     r.path = Some(path.to_path_buf());
     Ok(r)
 }

@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::assigner::{AnchorGrid, GtBox, Positive, TaskAlignedAssigner};
 use crate::data::Targets;
 use crate::nn::blocks::HeadOutput;
-use crate::nn::fastmath::{exp as fexp, multiversioned};
+use crate::nn::cpu::fastmath::{exp as fexp, multiversioned};
 use crate::{Error, Result};
 
 /// Loss gains (ultralytics' `box`, `cls`, `dfl` hyper-parameters).
@@ -261,7 +261,7 @@ impl DetectionLoss {
         for (l, lv) in v.grid.levels.iter().enumerate() {
             let hw = lv.h * lv.w;
             let x = v.scores[l];
-            let mut gbuf = if grads { crate::nn::fastmath::uninit_f32(x.len()) } else { Vec::new() };
+            let mut gbuf = if grads { crate::nn::cpu::fastmath::uninit_f32(x.len()) } else { Vec::new() };
             let rows: Vec<(f64, bool)> = if grads {
                 x.par_chunks(hw)
                     .zip(gbuf.par_chunks_mut(hw))

@@ -111,6 +111,8 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    // CPU inference: no mmap churn for big buffers, one thread pool (see nn::cpu).
+    kubeyolo::nn::cpu::tune_cpu_runtime(None);
     let root = DataRoot::from_flag(args.data_root.as_deref());
     let selected = kubeyolo::device::select(&args.device)?;
     for w in &selected.warnings {
@@ -149,10 +151,12 @@ fn run(args: Args) -> Result<()> {
         rect: !args.square,
     };
     let images = collect_images(source)?;
+    // BatchNorm folded into the convs once, not per image.
+    let net = kubeyolo::nn::fused::EvalNet::new(&lm.model, &selected.device)?;
     let mut all = Vec::with_capacity(images.len());
     let mut total = 0;
     for path in &images {
-        let r = predict_path(&lm.model, &lm.names, path, &cfg, &selected.device)?;
+        let r = predict_path(&net, &lm.names, path, &cfg, &selected.device)?;
         let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         let txt = r.yolo_txt(args.save_conf);
         if !txt.is_empty() {

@@ -15,7 +15,7 @@
 
 use image::RgbImage;
 
-use crate::nn::fastmath::multiversioned;
+use crate::nn::cpu::fastmath::multiversioned;
 
 multiversioned!(fn hsv_rows = hsv_rows_gen / hsv_rows_avx2(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) -> ());
 

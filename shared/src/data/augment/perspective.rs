@@ -17,7 +17,7 @@ use rand::Rng;
 
 use super::{uniform, AugmentConfig, Sample};
 use crate::data::image::PAD_VALUE;
-use crate::nn::fastmath::multiversioned;
+use crate::nn::cpu::fastmath::multiversioned;
 
 /// The random draws of one `RandomPerspective` call, in ultralytics' order.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -16,9 +16,10 @@
 use candle_core::{bail, Result, Shape};
 
 use super::conv::Geom;
-use super::conv_bn::{add_views, Buf, ConvSpec, DxTarget, Saved, Unit, UnitGrads, View};
+use super::buffers::{add_views, Buf, View};
+use super::conv_bn::{ConvSpec, DxTarget, Unit, UnitGrads};
 use super::fastmath::uninit_f32;
-use super::fused_op::{write_in_order, FusedBlock};
+use super::fused_op::{write_in_order, FusedBlock, Saved};
 
 /// The block's shape: hidden width `c`, `n` Bottlenecks, residual adds, and its Convs in
 /// parameter order (cv1, m0.cv1, m0.cv2, …, cv2).

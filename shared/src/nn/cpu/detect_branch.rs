@@ -14,9 +14,10 @@ use rayon::prelude::*;
 
 use super::conv::{plan, sgemm, sum_partials, transposed, Geom};
 use super::channel_ops::channel_sums;
-use super::conv_bn::{per_group, Buf, ConvSpec, DxTarget, Saved, Unit, View};
+use super::buffers::{Buf, View};
+use super::conv_bn::{per_group, ConvSpec, DxTarget, Unit};
 use super::fastmath::uninit_f32;
-use super::fused_op::{write_in_order, FusedBlock};
+use super::fused_op::{write_in_order, FusedBlock, Saved};
 
 /// The branch's shape: its two Convs and the final conv's output channels.
 #[derive(Debug, Clone)]

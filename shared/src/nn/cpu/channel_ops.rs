@@ -12,7 +12,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::conv::slice;
-use super::conv_bn::lock;
+use super::buffers::lock;
 use super::fastmath::uninit_f32;
 
 /// Σ over images and pixels of `g` (N, C, H, W) per channel.
@@ -84,16 +84,7 @@ impl CustomOp1 for Upsample2x {
         let x = slice(s, l, "input")?;
         // Every element is written: each output row pair from one input row.
         let mut y = uninit_f32(x.len() * 4);
-        y.par_chunks_mut(4 * h * w).zip(x.par_chunks(h * w)).for_each(|(yp, xp)| {
-            for (yr, xr) in yp.chunks_exact_mut(4 * w).zip(xp.chunks_exact(w)) {
-                let (top, bottom) = yr.split_at_mut(2 * w);
-                for (o, v) in top.chunks_exact_mut(2).zip(xr) {
-                    o[0] = *v;
-                    o[1] = *v;
-                }
-                bottom.copy_from_slice(top);
-            }
-        });
+        y.par_chunks_mut(4 * h * w).zip(x.par_chunks(h * w)).for_each(|(yp, xp)| upsample2x_plane(xp, yp, w));
         Ok((CpuStorage::F32(y), Shape::from((n, c, 2 * h, 2 * w))))
     }
 
@@ -150,30 +141,13 @@ impl CustomOp1 for MaxPoolSame {
             bail!("kubeyolo max pool: kernel {} must be odd", self.k);
         }
         let x = slice(s, l, "input")?;
-        let p = (self.k / 2) as isize;
         // Every element of both buffers is written: one plane per task.
         let mut y = uninit_f32(x.len());
         let mut arg = vec![0u32; x.len()];
-        y.par_chunks_mut(h * w).zip(arg.par_chunks_mut(h * w)).zip(x.par_chunks(h * w)).for_each(|((yp, ap), xp)| {
-            for i in 0..h as isize {
-                for j in 0..w as isize {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
-                    let mut first = true;
-                    for yy in (i - p).max(0)..(i + p + 1).min(h as isize) {
-                        for xx in (j - p).max(0)..(j + p + 1).min(w as isize) {
-                            let q = yy as usize * w + xx as usize;
-                            let v = xp[q];
-                            if first || v > best || v.is_nan() {
-                                (best, at, first) = (v, q, false);
-                            }
-                        }
-                    }
-                    let o = i as usize * w + j as usize;
-                    yp[o] = best;
-                    ap[o] = at as u32;
-                }
-            }
-        });
+        y.par_chunks_mut(h * w)
+            .zip(arg.par_chunks_mut(h * w))
+            .zip(x.par_chunks(h * w))
+            .for_each(|((yp, ap), xp)| max_pool_plane(xp, yp, Some(ap), (h, w), self.k));
         *lock(&self.argmax)? = arg;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -185,6 +159,44 @@ impl CustomOp1 for MaxPoolSame {
         }
         let (_, _, h, w) = x.dims4()?;
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&MaxPoolScatter { arg, hw: h * w })?))
+    }
+}
+
+/// One plane (H, W) of [`MaxPoolSame`]: `yp` ← the max over each `k`×`k` window (−∞ padding;
+/// NaN wins, as in PyTorch), `ap` ← the plane offset of that maximum when given.
+pub(crate) fn max_pool_plane(xp: &[f32], yp: &mut [f32], mut ap: Option<&mut [u32]>, (h, w): (usize, usize), k: usize) {
+    let p = (k / 2) as isize;
+    for i in 0..h as isize {
+        for j in 0..w as isize {
+            let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+            let mut first = true;
+            for yy in (i - p).max(0)..(i + p + 1).min(h as isize) {
+                for xx in (j - p).max(0)..(j + p + 1).min(w as isize) {
+                    let q = yy as usize * w + xx as usize;
+                    let v = xp[q];
+                    if first || v > best || v.is_nan() {
+                        (best, at, first) = (v, q, false);
+                    }
+                }
+            }
+            let o = i as usize * w + j as usize;
+            yp[o] = best;
+            if let Some(ap) = ap.as_deref_mut() {
+                ap[o] = at as u32;
+            }
+        }
+    }
+}
+
+/// One plane of [`Upsample2x`]: `yp` (2H, 2W) ← nearest-neighbour 2× of `xp` (H, W).
+pub(crate) fn upsample2x_plane(xp: &[f32], yp: &mut [f32], w: usize) {
+    for (yr, xr) in yp.chunks_exact_mut(4 * w).zip(xp.chunks_exact(w)) {
+        let (top, bottom) = yr.split_at_mut(2 * w);
+        for (o, v) in top.chunks_exact_mut(2).zip(xr) {
+            o[0] = *v;
+            o[1] = *v;
+        }
+        bottom.copy_from_slice(top);
     }
 }
 

@@ -1,3 +1,16 @@
+//! kubeyolo's CPU kernels, beside the network that runs on them (`nn::blocks`, `nn::fused`).
+//!
+//! - GEMM convolution: [`conv`] (im2col/col2im + `gemm`, candle ops for autograd), [`shifted`]
+//!   (stride-1 "same" convs as accumulating GEMMs on shifted views of one padded copy);
+//! - training blocks as single autograd nodes: [`conv_bn`] (Conv + BatchNorm + SiLU), [`c2f`],
+//!   [`detect_branch`], all run by [`fused_op`]; [`batchnorm`] (train BatchNorm + SiLU);
+//! - inference: [`infer`] (folded Conv with bias, SiLU and residual in the GEMM's output pass);
+//! - small pieces: [`channel_ops`] (bias, 2× upsample, SPPF max pool), [`buffers`] (views into
+//!   shared batch buffers), [`fastmath`] (vectorizable exp/sigmoid, AVX2 multiversioning).
+//!
+//! Every kernel takes f32 slices on the CPU; other devices take candle's stock ops (`nn::ops`).
+//!
+//! ## Runtime settings
 //! Process-wide CPU runtime settings that make candle training fast on few cores. Call
 //! [`tune_cpu_runtime`] once at the start of `main` of any binary that trains or predicts on CPU,
 //! before the first tensor op.
@@ -14,6 +27,18 @@
 //!   both pools on the same cores, waits and spins between every small op cost more than the
 //!   parallelism brings. `CANDLE_NUM_THREADS=1` makes candle's element-wise ops run inline; the
 //!   heavy ops (conv, BatchNorm) stay parallel on rayon.
+
+pub mod fastmath;
+pub(crate) mod buffers;
+pub mod conv;
+pub(crate) mod shifted;
+pub mod batchnorm;
+pub(crate) mod fused_op;
+pub(crate) mod conv_bn;
+pub(crate) mod c2f;
+pub(crate) mod detect_branch;
+pub(crate) mod channel_ops;
+pub(crate) mod infer;
 
 /// Applies the settings above; `threads` sizes rayon's global pool (default: all CPUs, or
 /// `RAYON_NUM_THREADS`). A user's explicit `CANDLE_NUM_THREADS` is respected. Idempotent; a

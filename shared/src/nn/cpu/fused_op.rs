@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::conv::slice;
-use super::conv_bn::{lock, Saved};
+use super::buffers::lock;
 use super::fastmath::uninit_f32;
 
 /// A training block computed on CPU f32 slices, NCHW, with flat parameters.
@@ -121,4 +121,14 @@ pub(crate) fn write_in_order<'a>(out: &mut [f32], parts: impl IntoIterator<Item 
         off += p.len();
     }
     debug_assert_eq!(off, out.len(), "parameter gradients do not fill their buffer");
+}
+
+/// What a forward keeps for its backward.
+#[derive(Debug, Default)]
+pub(crate) struct Saved {
+    /// Conv output before BatchNorm, contiguous (N, O, OH, OW).
+    pub z: Vec<f32>,
+    /// Batch mean and biased variance per output channel.
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
 }

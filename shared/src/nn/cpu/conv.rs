@@ -235,34 +235,53 @@ pub(crate) fn sgemm_ld(
     let (lr, lc) = if lhs_t { (k, m) } else { (m, k) };
     let (rr, rc) = if rhs_t { (n, k) } else { (k, n) };
     assert!(lhs.len() >= last(lr, lc, lhs_ld) && rhs.len() >= last(rr, rc, rhs_ld), "sgemm: operand too short");
+    // SAFETY: the asserts above keep every element these strides address inside its slice.
+    unsafe { sgemm_raw(m, n, k, (dst.as_mut_ptr(), dst_ld), accumulate, (lhs, lhs_ld, lhs_t), (rhs, rhs_ld, rhs_t), par) }
+}
+
+/// [`sgemm_ld`] writing through a raw destination pointer, for parallel tasks that each write
+/// their own tile of one output matrix (their row ranges interleave, so no task can hold a
+/// `&mut` slice covering its rows without overlapping another's).
+///
+/// # Safety
+/// `dst + r·dst_ld + c` must be valid and written by no one else for every r < m, c < n, and
+/// the operands must hold every element their strides address.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, dst_ld): (*mut f32, usize),
+    accumulate: bool,
+    (lhs, lhs_ld, lhs_t): (&[f32], usize, bool),
+    (rhs, rhs_ld, rhs_t): (&[f32], usize, bool),
+    par: gemm::Parallelism,
+) {
     // Row-major A (m×k): row stride ld, column stride 1. Stored transposed (k×m): row stride 1,
     // column stride ld.
     let (lhs_cs, lhs_rs) = if lhs_t { (lhs_ld as isize, 1) } else { (1, lhs_ld as isize) };
     let (rhs_cs, rhs_rs) = if rhs_t { (rhs_ld as isize, 1) } else { (1, rhs_ld as isize) };
-    // SAFETY: the asserts above keep every element these strides address inside its slice.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_ld as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_ld as isize,
+        accumulate,
+        lhs.as_ptr(),
+        lhs_cs,
+        lhs_rs,
+        rhs.as_ptr(),
+        rhs_cs,
+        rhs_rs,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    )
 }
 
 pub(crate) fn threads() -> usize {

@@ -14,6 +14,8 @@
 //! with `off_t = ki·Wp + kj`. Each padded channel plane carries `k − 1` extra zeros so every
 //! shifted view stays inside its own plane (views of neighbouring channels never alias).
 
+use std::sync::Arc;
+
 use super::conv::{sgemm_ld, Geom};
 use super::fastmath::copy_short;
 
@@ -24,8 +26,9 @@ pub(crate) struct Shifted {
     wp: usize,
     plane: usize,
     pw: usize,
-    /// Weights per tap: `wk[t]` is W_t (O, C), t = ki·k + kj.
-    wk: Vec<f32>,
+    /// Weights per tap: `wk[t]` is W_t (O, C), t = ki·k + kj (shared: the eval path re-lays
+    /// the weights out once and builds a `Shifted` per input size).
+    wk: Arc<Vec<f32>>,
 }
 
 impl Shifted {
@@ -37,18 +40,37 @@ impl Shifted {
 
     /// `w` is (O, C, k, k).
     pub fn new(g: &Geom, w: &[f32]) -> Self {
-        let (k, c, o) = (g.kh, g.c, g.o);
+        Self::with_taps(g, Arc::new(taps(g.o, g.c, g.kh, w)))
+    }
+
+    /// With weights already in tap order ([`taps`]).
+    pub fn with_taps(g: &Geom, wk: Arc<Vec<f32>>) -> Self {
         let wp = g.w + 2 * g.pad;
-        let plane = (g.h + 2 * g.pad) * wp + k - 1;
-        let mut wk = vec![0f32; k * k * o * c];
-        for oo in 0..o {
-            for cc in 0..c {
-                for t in 0..k * k {
-                    wk[(t * o + oo) * c + cc] = w[(oo * c + cc) * k * k + t];
-                }
-            }
-        }
+        let plane = (g.h + 2 * g.pad) * wp + g.kh - 1;
+        debug_assert_eq!(wk.len(), g.kh * g.kw * g.o * g.c);
         Shifted { g: *g, wp, plane, pw: g.oh * wp, wk }
+    }
+
+    /// Floats of the zero-padded input copy ([`Self::pad`]).
+    pub fn padded_len(&self) -> usize {
+        self.g.c * self.plane
+    }
+
+    /// Padded row length W + 2p: an output row `oy` occupies wide columns `oy·Wp ..`.
+    pub fn wide_row(&self) -> usize {
+        self.wp
+    }
+
+    /// Output channels `os`, output rows `oys` of the wide grid into `zw` (`os.len()` rows of
+    /// `oys.len()·Wp` floats; the last 2p columns of each output row are garbage), from the
+    /// padded input `xp` ([`Self::pad`]).
+    pub fn forward_tile(&self, xp: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+        let (c, cols) = (self.g.c, oys.len() * self.wp);
+        for t in 0..self.g.kh * self.g.kw {
+            let off = self.tap_offset(t) + oys.start * self.wp;
+            let w = &self.w_tap(t)[os.start * c..];
+            sgemm_ld(os.len(), cols, c, (&mut zw[..], cols), t > 0, (w, c, false), (&xp[off..], self.plane, false), par);
+        }
     }
 
     fn tap_offset(&self, t: usize) -> usize {
@@ -66,16 +88,26 @@ impl Shifted {
     }
 
     /// `xp` ← image `xi` (C, H, W) with zero padding, planes of `plane` floats.
-    fn pad(&self, xi: &[f32], xp: &mut [f32]) {
-        let (g, p) = (&self.g, self.g.pad);
-        xp.fill(0.0);
-        for c in 0..g.c {
-            for y in 0..g.h {
-                let src = &xi[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
-                let at = c * self.plane + (y + p) * self.wp + p;
-                copy_short(&mut xp[at..at + g.w], src);
-            }
+    pub fn pad(&self, xi: &[f32], xp: &mut [f32]) {
+        let hw = self.g.h * self.g.w;
+        for (xc, xpc) in xi.chunks_exact(hw).zip(xp.chunks_exact_mut(self.plane)) {
+            self.pad_plane(xc, xpc);
         }
+    }
+
+    /// One channel of [`Self::pad`]: `xpc` (`plane` floats) ← plane `xc` (H, W) zero-padded.
+    pub fn pad_plane(&self, xc: &[f32], xpc: &mut [f32]) {
+        let (g, p) = (&self.g, self.g.pad);
+        xpc.fill(0.0);
+        for (y, src) in xc.chunks_exact(g.w).enumerate() {
+            let at = (y + p) * self.wp + p;
+            copy_short(&mut xpc[at..at + g.w], src);
+        }
+    }
+
+    /// Floats per padded channel plane.
+    pub fn plane_len(&self) -> usize {
+        self.plane
     }
 
     /// Forward of one image: `zi` (O, OH·OW) ← conv(xi).
@@ -149,4 +181,17 @@ impl Shifted {
         }
         dw
     }
+}
+
+/// Conv weights (O, C, k, k) re-laid out per kernel tap: `[t][o][c]`, t = ki·k + kj.
+pub(crate) fn taps(o: usize, c: usize, k: usize, w: &[f32]) -> Vec<f32> {
+    let mut wk = vec![0f32; k * k * o * c];
+    for oo in 0..o {
+        for cc in 0..c {
+            for t in 0..k * k {
+                wk[(t * o + oo) * c + cc] = w[(oo * c + cc) * k * k + t];
+            }
+        }
+    }
+    wk
 }

@@ -115,7 +115,7 @@ macro_rules! multiversioned {
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($a: $t),*) -> $r {
             #[cfg(target_arch = "x86_64")]
-            if $crate::nn::fastmath::avx2() {
+            if $crate::nn::cpu::fastmath::avx2() {
                 // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
                 return unsafe { $avx($($a),*) };
             }

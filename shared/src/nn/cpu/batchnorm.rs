@@ -19,7 +19,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::conv::slice;
-use super::conv_bn::{Buf, View};
+use super::buffers::{Buf, View};
 use super::fastmath::{multiversioned, sigmoid, uninit_f32};
 
 /// Per-channel batch statistics of the last forward, shared between the op (for its backward)
