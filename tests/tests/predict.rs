@@ -92,3 +92,57 @@ fn summary_and_errors() {
     let o = run("yolo-predict", root.path(), &["--model", "nothere.pt", "--summary"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }
+
+/// The detections (class, confidence, box) of predictions.json, per image file name.
+fn detections(out: &Path) -> std::collections::BTreeMap<String, Vec<(u64, f64, [f64; 4])>> {
+    let preds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("predictions.json")).unwrap()).unwrap();
+    preds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let name = Path::new(p["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().to_string();
+            let d = p["detections"].as_array().unwrap().iter().map(|d| {
+                let b = &d["box"];
+                let f = |k: &str| b[k].as_f64().unwrap();
+                (d["class"].as_u64().unwrap(), d["confidence"].as_f64().unwrap(), [f("x1"), f("y1"), f("x2"), f("y2")])
+            });
+            (name, d.collect())
+        })
+        .collect()
+}
+
+/// A `.txt` list predicted in batches of 2 (images of one shape keep the rectangle letterbox)
+/// gives the detections of a glob predicted one by one; a video is refused with a usage error.
+#[test]
+fn batches_lists_and_globs() {
+    let src = tempfile::tempdir().unwrap();
+    for f in ["a.png", "b.png", "c.png"] {
+        std::fs::copy(parity().join("img_pad.png"), src.path().join(f)).unwrap();
+    }
+    std::fs::write(src.path().join("list.txt"), "a.png\nb.png\nc.png\n").unwrap();
+    let pt = parity().join("parity_n4_fp16.pt");
+    let predict = |source: &str, batch: &str, out: &Path| {
+        let o = run("yolo-predict", out, &["--model", pt.to_str().unwrap(), "--source", source, "--imgsz", "320", "--batch", batch, "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        detections(out)
+    };
+    let (o1, o2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = predict(&format!("{}/*.png", src.path().display()), "1", o1.path());
+    let two = predict(src.path().join("list.txt").to_str().unwrap(), "2", o2.path());
+    assert_eq!(one.keys().collect::<Vec<_>>(), ["a.png", "b.png", "c.png"]);
+    assert_eq!(one.keys().collect::<Vec<_>>(), two.keys().collect::<Vec<_>>());
+    for (name, d1) in &one {
+        let d2 = &two[name];
+        assert!(!d1.is_empty() && d1.len() == d2.len(), "{name}: {} vs {} detections", d1.len(), d2.len());
+        for (a, b) in d1.iter().zip(d2) {
+            // Same input to the network: the batch-parallel path differs only in summation order.
+            assert!(a.0 == b.0 && (a.1 - b.1).abs() < 1e-4 && (0..4).all(|k| (a.2[k] - b.2[k]).abs() < 1e-3), "{name}: {a:?} vs {b:?}");
+        }
+    }
+    let video = src.path().join("clip.mp4");
+    std::fs::write(&video, b"not decoded").unwrap();
+    let o = run("yolo-predict", src.path(), &["--model", pt.to_str().unwrap(), "--source", video.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ffmpeg"), "{}", text(&o));
+}

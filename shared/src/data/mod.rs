@@ -6,6 +6,7 @@ pub mod image;
 pub mod labels;
 pub mod loader;
 pub mod scan;
+pub mod source;
 pub mod synth;
 pub mod targets;
 

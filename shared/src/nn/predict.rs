@@ -5,7 +5,9 @@
 //!
 //! Preprocessing follows the predictor: `LetterBox(imgsz, auto=rect)` (minimum stride-multiple
 //! rectangle by default, like `predict(rect=True)`), RGB, /255; one image per forward pass
-//! (ultralytics' predict batch 1), so detections do not depend on batching.
+//! by default (ultralytics' predict batch 1), or `batch` images per pass
+//! ([`predict_images`]), padded to `imgsz` squares unless they all share a shape, as ultralytics
+//! does. Sources (files, folders, globs, lists) are resolved by `data::source`.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ use image::RgbImage;
 
 use super::fused::EvalNet;
 use crate::data::image::{letterbox, load_rgb, scale_boxes, to_tensor, Letterbox};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::nms::{non_max_suppression, NmsConfig};
 
 /// Prediction settings (ultralytics predict argument names and defaults).
@@ -63,27 +65,45 @@ pub struct ImageResult {
 
 /// Run the model (eval mode) on one decoded RGB image.
 pub fn predict_image(net: &EvalNet, names: &[String], img: &RgbImage, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
+    Ok(predict_images(net, names, &[img], cfg, device)?.pop().unwrap_or_else(|| unreachable!("one result per image")))
+}
+
+/// Run the model on a batch of decoded images in one forward pass (ultralytics' predict with
+/// `batch > 1`): the minimum-rectangle letterbox when every image has the same shape and
+/// `cfg.rect`, otherwise `imgsz` squares (as ultralytics' `pre_transform` decides). The
+/// per-image `speed_ms` is the batch's time divided by its size.
+pub fn predict_images(net: &EvalNet, names: &[String], imgs: &[&RgbImage], cfg: &PredictConfig, device: &Device) -> Result<Vec<ImageResult>> {
+    if imgs.is_empty() {
+        return Ok(Vec::new());
+    }
     let t0 = std::time::Instant::now();
-    let stride = net.model.max_stride();
-    let lb = Letterbox { new_shape: (cfg.imgsz, cfg.imgsz), auto: cfg.rect, scaleup: true, center: true, stride };
-    let (boxed, info) = letterbox(img, &lb);
-    let x = to_tensor(&[&boxed], device)?;
+    let same_shape = imgs.iter().all(|im| im.dimensions() == imgs[0].dimensions());
+    let lb = Letterbox { new_shape: (cfg.imgsz, cfg.imgsz), auto: cfg.rect && same_shape, scaleup: true, center: true, stride: net.model.max_stride() };
+    let boxed: Vec<_> = imgs.iter().map(|im| letterbox(im, &lb)).collect();
+    let x = to_tensor(&boxed.iter().map(|b| &b.0).collect::<Vec<_>>(), device)?;
     let t1 = std::time::Instant::now();
     let (decoded, _) = net.forward(&x, false)?;
     let decoded = decoded.to_device(&Device::Cpu)?;
     let t2 = std::time::Instant::now();
     let nms = NmsConfig { conf: cfg.conf, iou: cfg.iou, classes: cfg.classes.clone(), agnostic: cfg.agnostic_nms, max_det: cfg.max_det, ..Default::default() };
-    let dets = non_max_suppression(&decoded, &nms)?.pop().unwrap_or_default();
-    let mut boxes: Vec<[f32; 4]> = dets.iter().map(|d| d.xyxy).collect();
-    scale_boxes(info.shape, &mut boxes, info.orig_shape, None);
-    let detections = dets
-        .iter()
-        .zip(boxes)
-        .map(|(d, b)| BoxDetection { xyxy: b, conf: d.conf, cls: d.cls, name: names.get(d.cls).cloned().unwrap_or_else(|| d.cls.to_string()) })
-        .collect();
+    let all = non_max_suppression(&decoded, &nms)?;
+    let mut results = Vec::with_capacity(imgs.len());
+    for (dets, (_, info)) in all.into_iter().zip(&boxed) {
+        let mut boxes: Vec<[f32; 4]> = dets.iter().map(|d| d.xyxy).collect();
+        scale_boxes(info.shape, &mut boxes, info.orig_shape, None);
+        let detections = dets
+            .iter()
+            .zip(boxes)
+            .map(|(d, b)| BoxDetection { xyxy: b, conf: d.conf, cls: d.cls, name: names.get(d.cls).cloned().unwrap_or_else(|| d.cls.to_string()) })
+            .collect();
+        results.push(ImageResult { path: None, orig_shape: info.orig_shape, input_shape: info.shape, detections, speed_ms: [0.0; 3] });
+    }
     let t3 = std::time::Instant::now();
-    let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e3;
-    Ok(ImageResult { path: None, orig_shape: info.orig_shape, input_shape: info.shape, detections, speed_ms: [ms(t0, t1), ms(t1, t2), ms(t2, t3)] })
+    let per = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e3 / imgs.len() as f64;
+    for r in &mut results {
+        r.speed_ms = [per(t0, t1), per(t1, t2), per(t2, t3)];
+    }
+    Ok(results)
 }
 
 /// Read and predict one image file.
@@ -92,29 +112,6 @@ pub fn predict_path(net: &EvalNet, names: &[String], path: &Path, cfg: &PredictC
     let mut r = predict_image(net, names, &img, cfg, device)?;
     r.path = Some(path.to_path_buf());
     Ok(r)
-}
-
-/// Image files under `source` (a file, or a folder walked recursively), sorted.
-pub fn collect_images(source: &Path) -> Result<Vec<PathBuf>> {
-    const EXTS: &[&str] = &["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"];
-    let is_img = |p: &Path| p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTS.contains(&e.to_ascii_lowercase().as_str()));
-    if source.is_file() {
-        return Ok(vec![source.to_path_buf()]);
-    }
-    if !source.is_dir() {
-        return Err(Error::data(format!("source {} does not exist", source.display())).with_hint("pass an image file or a folder of images"));
-    }
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(source)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && is_img(e.path()))
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    if v.is_empty() {
-        return Err(Error::data(format!("no images (jpg, png, bmp, webp, tiff) under {}", source.display())));
-    }
-    Ok(v)
 }
 
 /// Python's `%g` (6 significant digits, no trailing zeros), as ultralytics' txt files use.

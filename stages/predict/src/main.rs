@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use kubeyolo::data::source::collect_images;
 use kubeyolo::error::{Error, Result};
-use kubeyolo::nn::predict::{annotate, collect_images, predict_path, PredictConfig};
+use kubeyolo::nn::predict::{annotate, predict_images, PredictConfig};
 use kubeyolo::root::DataRoot;
 
 const AFTER_HELP: &str = "\
@@ -46,9 +47,17 @@ struct Args {
     #[arg(long, default_value = "yolov8n.pt")]
     model: String,
 
-    /// Image file or folder (searched recursively for jpg, png, bmp, webp, tiff). Example: --source /data/images
+    /// Images: a file, a folder (searched recursively for jpg, png, bmp, webp, tiff), a quoted
+    /// glob, or a .txt list of image paths (one per line, relative to the list). Videos and
+    /// streams are not supported (extract frames first). Example: --source '/data/images/*.jpg'
     #[arg(long)]
-    source: Option<PathBuf>,
+    source: Option<String>,
+
+    /// Images per forward pass. With more than one, images of different sizes are padded to
+    /// --imgsz squares (as ultralytics does), so results can differ slightly from --batch 1.
+    /// Example: --batch 8
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 
     /// Output folder (created). Example: --out /data/runs/predict
     #[arg(long, default_value = "runs/predict")]
@@ -153,35 +162,40 @@ fn run(args: Args) -> Result<()> {
     let images = collect_images(source)?;
     // BatchNorm folded into the convs once, not per image.
     let net = kubeyolo::nn::fused::EvalNet::new(&lm.model, &selected.device)?;
+    if args.batch == 0 {
+        return Err(Error::usage("--batch must be at least 1"));
+    }
     let mut all = Vec::with_capacity(images.len());
     let mut total = 0;
-    for path in &images {
-        let r = predict_path(&net, &lm.names, path, &cfg, &selected.device)?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        let txt = r.yolo_txt(args.save_conf);
-        if !txt.is_empty() {
-            kubeyolo::files::write_atomic(&args.out.join("labels").join(format!("{stem}.txt")), txt.as_bytes())?;
+    for chunk in images.chunks(args.batch) {
+        let decoded = chunk.iter().map(|p| kubeyolo::data::image::load_rgb(p)).collect::<Result<Vec<_>>>()?;
+        let results = predict_images(&net, &lm.names, &decoded.iter().collect::<Vec<_>>(), &cfg, &selected.device)?;
+        for ((path, img), r) in chunk.iter().zip(&decoded).zip(results) {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let txt = r.yolo_txt(args.save_conf);
+            if !txt.is_empty() {
+                kubeyolo::files::write_atomic(&args.out.join("labels").join(format!("{stem}.txt")), txt.as_bytes())?;
+            }
+            if args.save_img {
+                save_image(&annotate(img, &r), &args.out.join(path.file_name().unwrap_or_default()))?;
+            }
+            eprintln!(
+                "{}: {}x{} {} detections, {:.1}ms",
+                path.display(),
+                r.input_shape.0,
+                r.input_shape.1,
+                r.detections.len(),
+                r.speed_ms.iter().sum::<f64>()
+            );
+            total += r.detections.len();
+            all.push(serde_json::json!({
+                "image": path.display().to_string(),
+                "orig_shape": [r.orig_shape.0, r.orig_shape.1],
+                "input_shape": [r.input_shape.0, r.input_shape.1],
+                "speed_ms": {"preprocess": r.speed_ms[0], "inference": r.speed_ms[1], "postprocess": r.speed_ms[2]},
+                "detections": r.summary_json(),
+            }));
         }
-        if args.save_img {
-            let img = kubeyolo::data::image::load_rgb(path)?;
-            save_image(&annotate(&img, &r), &args.out.join(path.file_name().unwrap_or_default()))?;
-        }
-        eprintln!(
-            "{}: {}x{} {} detections, {:.1}ms",
-            path.display(),
-            r.input_shape.0,
-            r.input_shape.1,
-            r.detections.len(),
-            r.speed_ms.iter().sum::<f64>()
-        );
-        total += r.detections.len();
-        all.push(serde_json::json!({
-            "image": path.display().to_string(),
-            "orig_shape": [r.orig_shape.0, r.orig_shape.1],
-            "input_shape": [r.input_shape.0, r.input_shape.1],
-            "speed_ms": {"preprocess": r.speed_ms[0], "inference": r.speed_ms[1], "postprocess": r.speed_ms[2]},
-            "detections": r.summary_json(),
-        }));
     }
     kubeyolo::files::write_json_atomic(&args.out.join("predictions.json"), &all)?;
     println!("{} images, {} detections; results in {}", images.len(), total, args.out.display());
