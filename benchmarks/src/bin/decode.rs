@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
+use kubeyolo_bench::median;
 use kubeyolo::data::image::load_rgb;
 
 #[derive(Parser, Debug)]
@@ -26,10 +27,6 @@ struct Args {
     runs: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn time_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -37,7 +34,7 @@ fn time_ms(runs: usize, mut f: impl FnMut()) -> f64 {
         let t = Instant::now();
         f();
         t.elapsed().as_secs_f64() * 1000.0
-    }).collect())
+    }))
 }
 
 fn main() {

@@ -12,6 +12,7 @@ use std::process::Command;
 
 use candle_core::Device;
 use clap::Parser;
+use kubeyolo_bench::{gemm_gflops, gemm_peak, median};
 use kubeyolo::nn::fused::EvalNet;
 use kubeyolo::nn::predict::{predict_image, PredictConfig};
 
@@ -49,10 +50,6 @@ fn num_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     let a = Args::parse();
@@ -92,6 +89,13 @@ fn main() {
     let lm = kubeyolo::nn::weights::load_model(&weights, &Device::Cpu).expect("load weights");
     let net = if a.unfused { EvalNet::unfused(&lm.model) } else { EvalNet::new(&lm.model, &Device::Cpu).expect("fold") };
     println!("model: {} ({}), image 640x480, CPU threads: candle {}, torch {}", lm.model.summary(640).line(), weights.display(), num_threads(), torch["threads"]);
+    println!(
+        "sgemm ceiling, {} threads (gemm crate): 2048³ {:.1} GFLOP/s; 64×6400×576 (a 3×3 conv at 80×80) {:.1}; 64×6400×64 (one shifted tap) {:.1}",
+        a.threads,
+        gemm_peak(a.threads),
+        gemm_gflops(64, 6400, 576, a.threads),
+        gemm_gflops(64, 6400, 64, a.threads)
+    );
     println!("ultralytics {} / torch {}", torch["ultralytics"].as_str().unwrap_or("?"), torch["torch"].as_str().unwrap_or("?"));
     println!("| imgsz | kubeyolo pre / infer / post = total ms | ultralytics pre / infer / post = total ms | kubeyolo / ultralytics |");
     println!("|---|---|---|---|");
@@ -110,9 +114,16 @@ fn main() {
         let k: Vec<f64> = parts.into_iter().map(median).collect();
         if a.profile {
             let x = candle_core::Tensor::zeros((1, 3, s, s), candle_core::DType::F32, &Device::Cpu).expect("input");
-            for (i, t, ms) in net.profile(&x).expect("profile") {
+            // Medians over --runs passes, per layer.
+            let passes: Vec<Vec<(usize, String, f64)>> = (0..a.runs).map(|_| net.profile(&x).expect("profile")).collect();
+            let mut total = 0.0;
+            for (k, (i, t, _)) in passes[0].iter().enumerate() {
+                let ms = median(passes.iter().map(|p| p[k].2));
+                total += ms;
                 eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms");
             }
+            let gflop = lm.model.summary(s).gflops;
+            eprintln!("  {s}: sum of layer medians {total:.2} ms for {gflop:.2} GFLOP ({s}x{s}): {:.1} GFLOP/s", gflop / total * 1e3);
         }
         let kt: f64 = k.iter().sum();
         let t = &torch["sizes"][s.to_string()];

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use clap::Parser;
+use kubeyolo_bench::median;
 use kubeyolo::data::Targets;
 use kubeyolo::nn::blocks::HeadOutput;
 use kubeyolo::train::loss::{DetectionLoss, LossGains};
@@ -51,17 +52,6 @@ struct Args {
     no_torch: bool,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
 
 /// Deterministic uniform numbers in [0, 1).
 struct Lcg(u64);

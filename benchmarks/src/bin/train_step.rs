@@ -17,6 +17,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clap::Parser;
+use kubeyolo_bench::{gemm_peak, median};
 use kubeyolo::config::model_yaml::ModelYaml;
 use kubeyolo::nn::model::YoloModel;
 use kubeyolo::train::optim::{Optimizer, OptimizerKind};
@@ -71,40 +72,7 @@ struct Args {
     phases: bool,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
 
-/// Best-of-3 GFLOP/s of a 2048³ f32 GEMM with the gemm crate on `threads` threads.
-fn gemm_peak(threads: usize) -> f64 {
-    let n = 2048;
-    let a = vec![1.0f32; n * n];
-    let b = vec![0.5f32; n * n];
-    let mut c = vec![0f32; n * n];
-    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    let mut best = f64::INFINITY;
-    for _ in 0..4 {
-        let t = Instant::now();
-        // SAFETY: a, b, c are n×n row-major and outlive the call.
-        unsafe {
-            gemm::gemm(
-                n, n, n, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0,
-                false, false, false, par,
-            )
-        };
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (n as f64).powi(3) / best / 1e9
-}
 
 struct Step {
     total: f64,

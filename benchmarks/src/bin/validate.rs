@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use kubeyolo_bench::median;
 use clap::{Parser, Subcommand};
 use kubeyolo::config::dataset::Dataset;
 use kubeyolo::data::synth::{self, SynthSpec};
@@ -80,10 +81,6 @@ pub fn spec(seed: u64, imgsz: u32, nc: usize, images: [usize; 3], rect: bool) ->
     SynthSpec { images_per_split: images, imgsz, nc, max_objects: 4, background_fraction: 0.1, rect, seed, jpeg: false, yaml_name: "data-synth.yaml".into() }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> kubeyolo::Result<()> {
     let args = Args::parse();

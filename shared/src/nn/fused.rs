@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
 use super::blocks::{Bottleneck, Conv, Detect, DetectBranch, HeadOutput, Hw};
-use super::cpu::channel_ops::{max_pool_plane, upsample2x_plane};
+use super::cpu::channel_ops::{max_pool_plane_fast, upsample2x_plane};
 use super::cpu::conv::threads;
 use super::cpu::fastmath::{exp, sigmoid, uninit_f32};
 use super::cpu::infer::{FoldedConv, Par, Rows};
@@ -152,7 +152,7 @@ impl Op {
                 cv1.run(&x.data, x.hw, &mut buf.data[..cp], None, par);
                 for i in 0..*n {
                     let (done, rest) = buf.data.split_at_mut((i + 1) * cp);
-                    per_plane(&mut rest[..cp], &done[i * cp..], (x.plane(), x.plane()), par, |y, xp| max_pool_plane(xp, y, None, x.hw, *k));
+                    per_plane(&mut rest[..cp], &done[i * cp..], (x.plane(), x.plane()), par, |y, xp| max_pool_plane_fast(xp, y, &mut uninit_f32(xp.len()), x.hw, *k));
                 }
                 let mut y = Act::new(cv2.o, x.hw);
                 cv2.run(&buf.data, x.hw, &mut y.data, add.then_some(&x.data[..]), par);
@@ -164,7 +164,7 @@ impl Op {
                 cv1.run(&x.data, x.hw, &mut buf.data[..cp], None, par);
                 for (i, &k) in ks.iter().enumerate() {
                     let (first, rest) = buf.data.split_at_mut(cp);
-                    per_plane(&mut rest[i * cp..(i + 1) * cp], first, (x.plane(), x.plane()), par, |y, xp| max_pool_plane(xp, y, None, x.hw, k));
+                    per_plane(&mut rest[i * cp..(i + 1) * cp], first, (x.plane(), x.plane()), par, |y, xp| max_pool_plane_fast(xp, y, &mut uninit_f32(xp.len()), x.hw, k));
                 }
                 Self::conv(cv2, &buf, par)
             }
@@ -194,29 +194,38 @@ impl Op {
 }
 
 /// The Detect head: per level a box branch (4·reg_max outputs) and a class branch (nc).
+/// Both branches' first 3×3 convs read the same input, so they run as one conv with the two
+/// weight sets stacked (`first`: box channels, then class channels): one GEMM with more rows
+/// instead of two, and its output's two channel slices feed the branches' second convs.
 struct FDetect {
-    cv2: Vec<[FoldedConv; 3]>,
-    cv3: Vec<[FoldedConv; 3]>,
+    first: Vec<FoldedConv>,
+    /// Per level: box branch (second conv, 1×1 conv), class branch (same).
+    rest: Vec<[[FoldedConv; 2]; 2]>,
     nc: usize,
     reg_max: usize,
     strides: Vec<f64>,
 }
 
-fn fold_branch(b: &DetectBranch) -> Result<[FoldedConv; 3]> {
-    let w = b.c2.weight.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let bias = b.c2.bias.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
-    Ok([fold(&b.c0)?, fold(&b.c1)?, FoldedConv::new((b.c2.c1, b.c2.c2, 1), (1, 0), false, w, bias)])
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
+fn last_conv(b: &DetectBranch) -> Result<FoldedConv> {
+    Ok(FoldedConv::new((b.c2.c1, b.c2.c2, 1), (1, 0), false, host(&b.c2.weight)?, host(&b.c2.bias)?))
 }
 
 impl FDetect {
     fn new(d: &Detect) -> Result<Self> {
-        Ok(FDetect {
-            cv2: d.cv2.iter().map(fold_branch).collect::<Result<_>>()?,
-            cv3: d.cv3.iter().map(fold_branch).collect::<Result<_>>()?,
-            nc: d.nc,
-            reg_max: d.reg_max,
-            strides: d.strides.clone(),
-        })
+        let mut first = Vec::new();
+        let mut rest = Vec::new();
+        for (bx, cl) in d.cv2.iter().zip(&d.cv3) {
+            let (wa, ba) = bx.c0.fused()?;
+            let (wb, bb) = cl.c0.fused()?;
+            let (w, bias) = ([host(&wa)?, host(&wb)?].concat(), [host(&ba)?, host(&bb)?].concat());
+            first.push(FoldedConv::new((bx.c0.c1, bx.c0.c2 + cl.c0.c2, bx.c0.k), (bx.c0.s, bx.c0.p), true, w, bias));
+            rest.push([[fold(&bx.c1)?, last_conv(bx)?], [fold(&cl.c1)?, last_conv(cl)?]]);
+        }
+        Ok(FDetect { first, rest, nc: d.nc, reg_max: d.reg_max, strides: d.strides.clone() })
     }
 
     fn outputs(&self) -> usize {
@@ -230,10 +239,13 @@ impl FDetect {
         let mut raw = uninit_f32(self.outputs() * a);
         let mut off = 0;
         for (i, x) in xs.iter().enumerate() {
-            for (branch, row0) in [(&self.cv2[i], 0), (&self.cv3[i], 4 * self.reg_max)] {
-                let t0 = Op::conv(&branch[0], x, par);
-                let t1 = Op::conv(&branch[1], &t0, par);
-                branch[2].run_rows(&t1.data, t1.hw, Rows::of(&mut raw[row0 * a + off..], a), None, par);
+            let both = Op::conv(&self.first[i], x, par);
+            let split = self.rest[i][0][0].c * x.plane();
+            for (k, (input, row0)) in [(&both.data[..split], 0), (&both.data[split..], 4 * self.reg_max)].into_iter().enumerate() {
+                let [second, last] = &self.rest[i][k];
+                let mut t = Act::new(second.o, x.hw);
+                second.run(input, x.hw, &mut t.data, None, par);
+                last.run_rows(&t.data, t.hw, Rows::of(&mut raw[row0 * a + off..], a), None, par);
             }
             off += x.plane();
         }
@@ -242,15 +254,15 @@ impl FDetect {
 
     /// ultralytics' eval decoding of one image's raw output: DFL expectation, `dist2bbox`
     /// (xywh) × stride, sigmoid class scores → (4 + nc, A).
-    fn decode(&self, raw: &[f32], shapes: &[Hw]) -> Vec<f32> {
+    fn decode(&self, raw: &[f32], shapes: &[Hw], par: Par) -> Vec<f32> {
         let a: usize = shapes.iter().map(|s| s.0 * s.1).sum();
         let r = self.reg_max;
         // Distances per side (l, t, r, b), in grid cells.
         let mut dist = vec![0f32; 4 * a];
-        for (side, d) in dist.chunks_exact_mut(a).enumerate() {
+        let side_dist = |side: usize, d: &mut [f32]| {
             if r == 1 {
                 d.copy_from_slice(&raw[side * a..(side + 1) * a]);
-                continue;
+                return;
             }
             let bins = &raw[side * r * a..(side + 1) * r * a];
             let mut mx = bins[..a].to_vec();
@@ -266,6 +278,11 @@ impl FDetect {
                 }
             }
             d.iter_mut().zip(&den).for_each(|(dd, s)| *dd /= s);
+        };
+        if par == Par::Tiles {
+            dist.par_chunks_exact_mut(a).enumerate().for_each(|(side, d)| side_dist(side, d));
+        } else {
+            dist.chunks_exact_mut(a).enumerate().for_each(|(side, d)| side_dist(side, d));
         }
         let mut out = uninit_f32((4 + self.nc) * a);
         let (boxes, probs) = out.split_at_mut(4 * a);
@@ -285,7 +302,7 @@ impl FDetect {
                 }
             }
         }
-        probs.iter_mut().zip(&raw[4 * r * a..]).for_each(|(p, &z)| *p = sigmoid(z));
+        per_plane(probs, &raw[4 * r * a..], (a, a), par, |p, z| p.iter_mut().zip(z).for_each(|(p, &z)| *p = sigmoid(z)));
         out
     }
 }
@@ -370,7 +387,7 @@ impl FusedModel {
         let len = 3 * h * w;
         let one = |i: usize, par: Par| {
             let (raw, shapes) = self.run_image(&xv[i * len..(i + 1) * len], (h, w), par, None);
-            let dec = self.detect.decode(&raw, &shapes);
+            let dec = self.detect.decode(&raw, &shapes, par);
             (raw, dec, shapes)
         };
         let per: Vec<(Vec<f32>, Vec<f32>, Vec<Hw>)> = if b >= threads() && threads() > 1 {
@@ -398,7 +415,7 @@ impl FusedModel {
         let mut times = Vec::new();
         let (raw, shapes) = self.run_image(&xv[..3 * h * w], (h, w), Par::Tiles, Some(&mut times));
         let t = std::time::Instant::now();
-        self.detect.decode(&raw, &shapes);
+        self.detect.decode(&raw, &shapes, Par::Tiles);
         times.push((self.layers.len(), "decode (DFL, anchors, sigmoid)".into(), t.elapsed().as_secs_f64() * 1e3));
         Ok(times)
     }

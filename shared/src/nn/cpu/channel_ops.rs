@@ -188,6 +188,28 @@ pub(crate) fn max_pool_plane(xp: &[f32], yp: &mut [f32], mut ap: Option<&mut [u3
     }
 }
 
+/// [`max_pool_plane`] without the argmax, as two 1-D passes (rows, then columns): the same
+/// maxima (max is associative, −∞ padding is "skip"), k + k instead of k² comparisons per
+/// pixel, and a column pass that vectorizes. `tmp` holds H·W floats. For finite inputs (the
+/// eval path; NaN order is not kept).
+pub(crate) fn max_pool_plane_fast(xp: &[f32], yp: &mut [f32], tmp: &mut [f32], (h, w): (usize, usize), k: usize) {
+    let p = k / 2;
+    for (tr, xr) in tmp.chunks_exact_mut(w).zip(xp.chunks_exact(w)) {
+        for (j, t) in tr.iter_mut().enumerate() {
+            *t = xr[j.saturating_sub(p)..(j + p + 1).min(w)].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        }
+    }
+    for i in 0..h {
+        let y = &mut yp[i * w..(i + 1) * w];
+        y.copy_from_slice(&tmp[i.saturating_sub(p) * w..][..w]);
+        for r in i.saturating_sub(p) + 1..(i + p + 1).min(h) {
+            for (a, &b) in y.iter_mut().zip(&tmp[r * w..(r + 1) * w]) {
+                *a = a.max(b);
+            }
+        }
+    }
+}
+
 /// One plane of [`Upsample2x`]: `yp` (2H, 2W) ← nearest-neighbour 2× of `xp` (H, W).
 pub(crate) fn upsample2x_plane(xp: &[f32], yp: &mut [f32], w: usize) {
     for (yr, xr) in yp.chunks_exact_mut(4 * w).zip(xp.chunks_exact(w)) {
@@ -222,3 +244,19 @@ impl CustomOp1 for MaxPoolScatter {
         Ok((CpuStorage::F32(dx), l.shape().clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn separable_max_pool_equals_the_window_max() {
+        let (h, w) = (7, 9);
+        let x: Vec<f32> = (0..h * w).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        for k in [3, 5, 9, 13] {
+            let (mut a, mut b, mut t) = (vec![0f32; h * w], vec![0f32; h * w], vec![0f32; h * w]);
+            super::max_pool_plane(&x, &mut a, None, (h, w), k);
+            super::max_pool_plane_fast(&x, &mut b, &mut t, (h, w), k);
+            assert_eq!(a, b, "k {k}");
+        }
+    }
+}
+
