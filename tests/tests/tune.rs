@@ -205,3 +205,50 @@ fn bad_space_fails_before_training() {
         assert!(!root.join("runs").exists(), "something was written before the space was checked");
     }
 }
+
+/// With a tracking server, the tune step is one parent run (tune parameters, the fitness per
+/// iteration, the best fitness, best_hyperparameters.yaml) and one FINISHED child run per
+/// iteration (`mlflow.parentRunId` → the parent, its iteration tag, the iteration's training
+/// metrics), as ultralytics' MLflow callback nests `model.tune()` trainings. Needs the server of
+/// `scripts/services.sh`.
+#[test]
+fn logs_a_parent_run_and_one_child_per_iteration_to_mlflow() {
+    use kubeyolo_e2e::mlflow;
+    let Some(uri) = mlflow::server("logs_a_parent_run_and_one_child_per_iteration_to_mlflow") else { return };
+    let root = root();
+    let experiment = format!("kubeyolo-tune-e2e-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    let mut cmd = tune_cmd(root.path(), &["--iterations", "2", "--tune-dir", "runs/detect/tune"]);
+    mlflow::track_into(&mut cmd, &uri, &experiment);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let runs = mlflow::runs(&uri, &experiment);
+    assert_eq!(runs.len(), 3, "one parent and two children: {runs:?}");
+    let parent_of = |r: &serde_json::Value| mlflow::data(r, "tags").get("mlflow.parentRunId").and_then(|v| v.as_str().map(str::to_string));
+    let parents: Vec<_> = runs.iter().filter(|r| parent_of(r).is_none()).collect();
+    assert_eq!(parents.len(), 1, "{runs:?}");
+    let parent = parents[0];
+    let pid = parent["info"]["run_id"].as_str().unwrap();
+    assert_eq!(parent["info"]["status"], "FINISHED");
+    let metrics = mlflow::data(parent, "metrics");
+    for k in ["tune/fitness", "tune/best_fitness", "tune/best_iteration"] {
+        assert!(metrics.contains_key(k), "parent metric {k}: {metrics:?}");
+    }
+    let artifacts = mlflow::artifacts(&uri, parent, "tune");
+    assert!(artifacts.iter().any(|a| a.ends_with("best_hyperparameters.yaml")), "{artifacts:?}");
+    let recs = results(&root.path().join("runs/detect/tune"));
+    let mut iterations = BTreeSet::new();
+    for child in runs.iter().filter(|r| parent_of(r).is_some()) {
+        assert_eq!(parent_of(child).as_deref(), Some(pid));
+        assert_eq!(child["info"]["status"], "FINISHED", "{child}");
+        let tags = mlflow::data(child, "tags");
+        let i: u64 = tags["kubeyolo.tune_iteration"].as_str().unwrap().parse().unwrap();
+        iterations.insert(i);
+        assert_eq!(tags["mlflow.runName"], format!("iteration-{i}"));
+        let m = mlflow::data(child, "metrics");
+        let rec = recs.iter().find(|r| r.iteration == i).unwrap();
+        let logged = m.get("fitness").and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("child {i} has no fitness: {m:?}"));
+        // tune_results.ndjson rounds to 5 decimals, as ultralytics does.
+        assert!((logged - rec.fitness).abs() <= 5e-6, "child {i} fitness {logged} vs tune_results.ndjson {}", rec.fitness);
+    }
+    assert_eq!(iterations, BTreeSet::from([1, 2]));
+}
