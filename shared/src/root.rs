@@ -118,7 +118,23 @@ impl ModelSource {
     }
 }
 
+/// `p` as the steps read a path argument: absolute as given, otherwise under `root` (the data
+/// root), so `runs/detect/train` means the same folder in every step's pod.
+pub fn under(root: &Path, p: impl AsRef<Path>) -> PathBuf {
+    let p = p.as_ref();
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    }
+}
+
 impl DataRoot {
+    /// [`under`] this root.
+    pub fn under(&self, p: impl AsRef<Path>) -> PathBuf {
+        under(&self.path, p)
+    }
+
     /// A root at `path`, made absolute (against the current folder) so that every path a step
     /// outputs still means the same file in the next step's process.
     pub fn new(path: impl Into<PathBuf>) -> Self {

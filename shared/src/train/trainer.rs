@@ -958,7 +958,7 @@ fn frozen_prefixes(freeze: &Freeze) -> Vec<String> {
 /// The run folder: explicit, or `{project}/{name}` under the data root, incremented unless
 /// `exist_ok` (ultralytics `get_save_dir` + `increment_path`: train, train2, train3, …).
 fn resolve_save_dir(req: &TrainRequest, hyp: &Hyp) -> Result<PathBuf> {
-    let under = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { req.data_root.join(p) };
+    let under = |p: &Path| crate::root::under(&req.data_root, p);
     if let Some(d) = &req.save_dir {
         return Ok(under(d));
     }

@@ -29,6 +29,7 @@ use crate::files::{copy_atomic, write_atomic};
 use crate::plot::tune::{plot_tune_results, TuneRow};
 use crate::root::ModelSource;
 use crate::track::records::Status;
+use crate::root::under;
 use crate::track::Tracker;
 use crate::train::trainer::{increment_dir, train, TrainOutcome, TrainRequest};
 
@@ -414,20 +415,11 @@ fn space_text(space: &Space) -> String {
     space.dims.iter().map(|d| format!("{}=[{}, {}, {}]", d.key, d.min, d.max, d.gain)).collect::<Vec<_>>().join(" ")
 }
 
-fn under(root: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        root.join(p)
-    }
-}
-
 /// `{project}/{name or tune}` as ultralytics' `get_save_dir` (incremented unless `resume`), or
 /// the fixed folder.
 fn resolve_tune_dir(req: &TuneRequest) -> Result<PathBuf> {
     if let Some(d) = &req.tune_dir {
-        return Ok(under(&req.data_root, &d.to_string_lossy()));
+        return Ok(under(&req.data_root, d));
     }
     if req.worker > 0 {
         return Err(Error::usage("several tune workers need one shared folder: pass the same --tune-dir to every worker")

@@ -156,10 +156,7 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     let root = DataRoot::from_flag(args.data_root.as_deref());
-    let under_root = |p: &str| {
-        let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { root.path.join(p) }
-    };
+    let under_root = |p: &str| root.under(p);
     let weights = pick_weights(&args, &under_root)?;
     let device = kubeyolo::device::select(args.device.as_deref().unwrap_or(""))?;
     for w in &device.warnings {

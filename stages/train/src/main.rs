@@ -132,7 +132,7 @@ fn real_main(args: Args) -> Result<()> {
     hyp.apply_overrides(&args.set)?;
     let model = root.resolve_model(&args.model_path)?;
     let data_yaml = root.resolve_data(&args.data_yaml)?;
-    let under_root = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.path.join(p) };
+    let under_root = |p: &Path| root.under(p);
     let mut req = TrainRequest::new(model, data_yaml.clone(), hyp, root.path.clone());
     req.save_dir = args.run_dir.as_deref().map(under_root);
     req.resume_from = args.resume.as_deref().map(under_root);

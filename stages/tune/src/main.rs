@@ -130,7 +130,7 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     let root = DataRoot::from_flag(args.data_root.as_deref());
-    let under_root = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.path.join(p) };
+    let under_root = |p: &Path| root.under(p);
     // Everything a user can get wrong is checked before the first iteration trains.
     let space = match &args.space {
         Some(p) => Space::load(&under_root(p))?,
