@@ -39,11 +39,14 @@ impl Act {
     }
 }
 
+/// A tensor's values as host f32, flattened (weights to fold, input batches).
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
 fn fold(cv: &Conv) -> Result<FoldedConv> {
     let (w, b) = cv.fused()?;
-    let w = w.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1()?;
-    Ok(FoldedConv::new((cv.c1, cv.c2, cv.k), (cv.s, cv.p), cv.act, w, b))
+    Ok(FoldedConv::new((cv.c1, cv.c2, cv.k), (cv.s, cv.p), cv.act, host(&w)?, host(&b)?))
 }
 
 /// `Bottleneck`: cv2(cv1(x)) (+ x).
@@ -204,10 +207,6 @@ struct FDetect {
     nc: usize,
     reg_max: usize,
     strides: Vec<f64>,
-}
-
-fn host(t: &Tensor) -> Result<Vec<f32>> {
-    t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
 }
 
 fn last_conv(b: &DetectBranch) -> Result<FoldedConv> {
@@ -383,7 +382,7 @@ impl FusedModel {
         if c != 3 {
             candle_core::bail!("fused model: input has {c} channels, expected 3");
         }
-        let xv: Vec<f32> = x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let xv = host(x)?;
         let len = 3 * h * w;
         let one = |i: usize, par: Par| {
             let (raw, shapes) = self.run_image(&xv[i * len..(i + 1) * len], (h, w), par, None);
@@ -411,7 +410,7 @@ impl FusedModel {
     /// last entry the box decoding.
     pub fn profile(&self, x: &Tensor) -> Result<Vec<(usize, String, f64)>> {
         let (_, _, h, w) = x.dims4()?;
-        let xv: Vec<f32> = x.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let xv = host(x)?;
         let mut times = Vec::new();
         let (raw, shapes) = self.run_image(&xv[..3 * h * w], (h, w), Par::Tiles, Some(&mut times));
         let t = std::time::Instant::now();
