@@ -116,10 +116,7 @@ impl Shifted {
         let (xp, rest) = scratch.split_at_mut(g.c * self.plane);
         let zw = &mut rest[g.c * self.plane..][..g.o * self.pw];
         self.pad(xi, xp);
-        for t in 0..g.kh * g.kw {
-            let off = self.tap_offset(t);
-            sgemm_ld(g.o, self.pw, g.c, (&mut zw[..], self.pw), t > 0, (self.w_tap(t), g.c, false), (&xp[off..], self.plane, false), par);
-        }
+        self.forward_tile(xp, 0..g.o, 0..g.oh, zw, par);
         for (zr, wr) in zi.chunks_exact_mut(g.ow).zip(zw.chunks_exact(self.wp)) {
             copy_short(zr, &wr[..g.ow]);
         }
