@@ -1,7 +1,12 @@
-//! Helpers every benchmark binary shares: medians and the machine's GEMM ceiling.
+//! Helpers every benchmark binary shares: medians, the machine's GEMM ceiling, and the
+//! deterministic random targets that the loss and train-step benchmarks hand to both sides.
 
 use std::borrow::Borrow;
+use std::path::Path;
 use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use kubeyolo::data::Targets;
 
 /// The median (mean of the middle two for an even count; NaN when empty).
 pub fn median<B: Borrow<f64>>(v: impl IntoIterator<Item = B>) -> f64 {
@@ -40,6 +45,50 @@ pub fn gemm_gflops(m: usize, n: usize, k: usize, threads: usize) -> f64 {
 /// Best-of-4 GFLOP/s of a 2048³ f32 GEMM on `threads` threads (the machine's sgemm peak).
 pub fn gemm_peak(threads: usize) -> f64 {
     gemm_gflops(2048, 2048, 2048, threads)
+}
+
+/// Deterministic uniform numbers in [0, 1) (and normals): the same inputs on every run, with no
+/// dependency on a random crate's stream.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    pub fn normal(&mut self) -> f32 {
+        let (u, v) = (self.next().max(1e-7), self.next());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+}
+
+/// `per_image` random boxes in every image of a batch: sides 2–32 % of the input, wholly inside
+/// it, classes uniform over `nc`.
+pub fn random_targets(rng: &mut Lcg, batch: usize, nc: usize, per_image: usize) -> Targets {
+    let mut t = Targets::default();
+    for b in 0..batch {
+        for _ in 0..per_image {
+            let (w, h) = (0.02 + 0.3 * rng.next(), 0.02 + 0.3 * rng.next());
+            let (x, y) = (w / 2.0 + (1.0 - w) * rng.next(), h / 2.0 + (1.0 - h) * rng.next());
+            t.push(b, (rng.next() * nc as f32) as usize % nc, [x, y, w, h]);
+        }
+    }
+    t
+}
+
+/// Writes targets as ultralytics' batch keys (`batch_idx`, `cls`, `bboxes`) plus `imgsz` (h, w) and
+/// any `extra` arrays into one npz for the Python side of a benchmark.
+pub fn write_targets_npz(path: &Path, t: &Targets, imgsz: (usize, usize), extra: &[(&str, &Tensor)]) -> kubeyolo::Result<()> {
+    let cpu = &Device::Cpu;
+    let bi = Tensor::from_vec(t.batch_idx.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.len(), cpu)?;
+    let cl = Tensor::from_vec(t.cls.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.len(), cpu)?;
+    let bb = Tensor::from_vec(t.bboxes.iter().flatten().copied().collect::<Vec<_>>(), (t.len(), 4), cpu)?;
+    let sz = Tensor::new(&[imgsz.0 as i64, imgsz.1 as i64], cpu)?;
+    let mut arrays = vec![("batch_idx", &bi), ("cls", &cl), ("bboxes", &bb), ("imgsz", &sz)];
+    arrays.extend_from_slice(extra);
+    Tensor::write_npz(&arrays, path)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! | [`files`] | atomic output files (temp + rename) |
 //! | [`root`] | the data root (`/data`) and how names resolve under it |
 //! | [`config`] | ultralytics-compatible yamls: dataset, cfg (hyper-parameters), model |
-//! | [`data`] | label files, dataset scans, OpenCV-exact decoding, letterbox, the training dataset, augmentations, the loader, the synthetic dataset |
+//! | [`data`] | label files, dataset scans, OpenCV-exact decoding, letterbox, the training dataset, augmentations, the loader, multi-scale, the disk cache, the synthetic dataset |
 //! | [`nn`] | the YOLOv8 network in candle: blocks, model graph, head decoding, the eval network folded once (`nn::fused`), weights (`.pt`, safetensors), predict; the CPU kernels in `nn::cpu` (conv, fused training ops, the inference conv) |
 //! | [`train`] | the training loop (ultralytics 8.4's), loss + assigner, optimizers, schedule, EMA, resumable checkpoints, results.csv |
 //! | [`tune`] | hyper-parameter evolution (ultralytics 8.4's tuner): space, mutation, the shared results file, the loop |

@@ -245,3 +245,47 @@ fn bad_inputs_get_clear_errors_before_any_output() {
     assert!(err.contains("imgsz") && err.contains("96"), "{err}");
 
 }
+
+/// A training step killed (SIGKILL, a lost pod) after its first epoch and run again continues
+/// the same MLflow run: one run, FINISHED, with every epoch's metrics once.
+#[test]
+fn resumed_training_continues_its_mlflow_run() {
+    use kubeyolo_e2e::mlflow;
+    let Some(uri) = mlflow::server("resumed_training_continues_its_mlflow_run") else { return };
+    let experiment = format!("e2e-train-resume-{}", std::process::id());
+    let tmp = root_with(48, CFG);
+    let root = tmp.path();
+    let cmd = || {
+        let mut c = train_cmd(root, &["--run-dir", "runs/m"]);
+        mlflow::track_into(&mut c, &uri, &experiment);
+        c
+    };
+    let last = root.join("runs/m/weights/last.safetensors");
+    let history = |id: &str| -> Vec<i64> {
+        let h = mlflow::http(&uri, "GET", &format!("/api/2.0/mlflow/metrics/get-history?run_id={id}&metric_key=train/box_loss"), None);
+        let mut steps: Vec<i64> = h["metrics"].as_array().map(|a| a.iter().map(|m| m["step"].as_i64().unwrap_or(0)).collect()).unwrap_or_default();
+        steps.sort();
+        steps
+    };
+    let mut child = cmd().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&mut child, || last.is_file(), Duration::from_secs(300));
+    let state = kubeyolo::train::checkpoint::load(&last).unwrap().state.unwrap();
+    assert!(!state.finished, "killed too late: the run had finished");
+    let id = state.mlflow_run_id.clone().expect("the checkpoint must name the MLflow run");
+    // the first epoch's metrics reach the server (a kill loses only records still in flight)
+    wait_for(&mut child, || !history(&id).is_empty(), Duration::from_secs(60));
+    child.kill().unwrap(); // SIGKILL: no chance to end the MLflow run
+    child.wait().unwrap();
+
+    let again = cmd().output().unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(out.contains("Resuming training") && out.contains("mlflow: continuing run"), "{}", text(&again));
+
+    let runs = mlflow::runs(&uri, &experiment);
+    assert_eq!(runs.len(), 1, "a resumed step must not start a second run: {runs:?}");
+    let run = &runs[0];
+    assert_eq!(run["info"]["run_id"].as_str(), Some(id.as_str()));
+    assert_eq!(run["info"]["status"], "FINISHED");
+    assert_eq!(history(&id), vec![1, 2, 3], "each epoch logged once, in the one run");
+}

@@ -1,8 +1,9 @@
 //! The tune step end to end, through the `yolo-tune` binary, on tiny synthetic data (imgsz 64,
 //! 1 epoch per iteration: CI has 2 cores): the tune folder holds ultralytics 8.4's files, the best
 //! yaml trains with `yolo-train`, two concurrent workers split the iterations without a duplicate,
-//! a worker killed mid-iteration resumes that iteration and counts it once, and a bad space fails
-//! before anything trains.
+//! a worker killed mid-iteration resumes that iteration and counts it once, a worker lost for good
+//! has its iteration taken over after the claim lease, and a bad space fails before anything
+//! trains.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -186,6 +187,43 @@ fn killed_worker_resumes_its_iteration_and_counts_it_once() {
     assert!(stdout.contains(&seen), "iteration 2 restarted with other values:\n{seen}\n{stdout}");
     let its: Vec<u64> = results(&dir).iter().map(|r| r.iteration).collect();
     assert_eq!(its, [1, 2, 3]);
+}
+
+/// A worker lost for good (SIGKILLed mid-iteration, never restarted): the other worker trains the
+/// free iterations, waits, then takes the lost one over with its claimed values once the lease
+/// (3 s here) has passed, so the run still ends with every iteration, each once.
+#[test]
+fn a_lost_workers_iteration_is_taken_over_after_its_lease() {
+    let tmp = root();
+    let root = tmp.path();
+    let args = ["--iterations", "3", "--tune-dir", "runs/tune-lease", "--claim-lease-minutes", "0.05", "--checkpoint-minutes", "0"];
+    let mut lost = tune_cmd(root, &[&args[..], &["--worker", "0"]].concat()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = lost.stdout.take().unwrap();
+    let start = Instant::now();
+    let mut seen = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.contains("Starting iteration 1/3") {
+            seen = line;
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "iteration 1 never started");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    lost.kill().unwrap(); // SIGKILL; worker 0 never comes back
+    lost.wait().unwrap();
+
+    let out = tune(root, &[&args[..], &["--worker", "1"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("taking over iteration 1 from worker 0"), "{stdout}");
+    assert!(stdout.contains(&seen), "iteration 1 was re-run with other values:\n{seen}\n{stdout}");
+    let dir = root.join("runs/tune-lease");
+    let mut its: Vec<u64> = results(&dir).iter().map(|r| r.iteration).collect();
+    its.sort();
+    assert_eq!(its, [1, 2, 3]);
+    let claims = std::fs::read_to_string(dir.join("tune_claims.ndjson")).unwrap();
+    assert!(!claims.contains("\"worker\": 0"), "iteration 1 now belongs to worker 1: {claims}");
 }
 
 #[test]

@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use clap::Parser;
-use kubeyolo_bench::median;
-use kubeyolo::data::Targets;
+use kubeyolo_bench::{median, random_targets, write_targets_npz, Lcg};
 use kubeyolo::nn::blocks::HeadOutput;
 use kubeyolo::train::loss::{DetectionLoss, LossGains};
 
@@ -53,19 +52,6 @@ struct Args {
 }
 
 
-/// Deterministic uniform numbers in [0, 1).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.next().max(1e-7), self.next());
-        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-    }
-}
-
 fn main() {
     let a = Args::parse();
     if let Err(e) = run(&a) {
@@ -83,24 +69,13 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
     // Flat (B, C, A) inputs, like ultralytics' preds["boxes"] / preds["scores"].
     let boxes: Vec<f32> = (0..a.batch * 64 * na).map(|_| rng.normal() * 2.5).collect();
     let scores: Vec<f32> = (0..a.batch * a.nc * na).map(|_| rng.normal() * 2.0 - 3.0).collect();
-    let mut t = Targets::default();
-    for b in 0..a.batch {
-        for _ in 0..a.targets {
-            let (w, h) = (0.02 + 0.3 * rng.next(), 0.02 + 0.3 * rng.next());
-            let (x, y) = (w / 2.0 + (1.0 - w) * rng.next(), h / 2.0 + (1.0 - h) * rng.next());
-            t.push(b, (rng.next() * a.nc as f32) as usize % a.nc, [x, y, w, h]);
-        }
-    }
+    let t = random_targets(&mut rng, a.batch, a.nc, a.targets);
     let bt = Tensor::from_vec(boxes, (a.batch, 64, na), &Device::Cpu)?;
     let st = Tensor::from_vec(scores, (a.batch, a.nc, na), &Device::Cpu)?;
     let dir = tempfile::tempdir().map_err(|e| kubeyolo::Error::io(format!("temp dir: {e}")))?;
     let npz = dir.path().join("loss_inputs.npz");
     if !a.no_torch {
-        let bi = Tensor::from_vec(t.batch_idx.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.len(), &Device::Cpu)?;
-        let cl = Tensor::from_vec(t.cls.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.len(), &Device::Cpu)?;
-        let bb = Tensor::from_vec(t.bboxes.iter().flatten().copied().collect::<Vec<_>>(), (t.len(), 4), &Device::Cpu)?;
-        let sz = Tensor::new(&[a.imgsz as i64, a.imgsz as i64], &Device::Cpu)?;
-        Tensor::write_npz(&[("boxes", &bt), ("scores", &st), ("batch_idx", &bi), ("cls", &cl), ("bboxes", &bb), ("imgsz", &sz)], &npz)?;
+        write_targets_npz(&npz, &t, (a.imgsz, a.imgsz), &[("boxes", &bt), ("scores", &st)])?;
     }
     // Per-level leaf tensors, as the Detect head hands them to the loss.
     let split = |flat: &Tensor| -> kubeyolo::Result<Vec<Var>> {

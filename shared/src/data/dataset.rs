@@ -327,7 +327,10 @@ impl TrainDataset {
     }
 
     fn read_sample(&self, i: usize) -> Result<Sample> {
-        let img = load_rgb(&self.images[i])?;
+        let img = match self.opts.cache {
+            Cache::Disk => super::npy_cache::load_cached(&self.images[i])?,
+            _ => load_rgb(&self.images[i])?,
+        };
         let img = resize_long_side(img, self.opts.imgsz);
         Ok(sample_from_labels(img, &self.labels[i]))
     }

@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::augment::{letterbox_sample, train_sample, AugmentConfig};
+use crate::data::multi_scale::resize_bilinear;
 use crate::data::dataset::TrainDataset;
 use crate::data::Targets;
 use crate::error::{Error, Result};
@@ -42,9 +43,17 @@ pub struct Batch {
 impl Batch {
     /// f32 in [0,1], (B,3,H,W).
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        self.to_tensor_at(device, None)
+    }
+
+    /// f32 in [0,1], resized to `shape` (h, w) by [`resize_bilinear`] when given (multi-scale).
+    pub fn to_tensor_at(&self, device: &Device, shape: Option<(usize, usize)>) -> Result<Tensor> {
         let (b, h, w) = self.shape;
         let data: Vec<f32> = self.images.iter().map(|&v| v as f32 / 255.0).collect();
-        Ok(Tensor::from_vec(data, (b, 3, h, w), device)?)
+        Ok(match shape {
+            Some((oh, ow)) if (oh, ow) != (h, w) => Tensor::from_vec(resize_bilinear(&data, b * 3, (h, w), (oh, ow)), (b, 3, oh, ow), device)?,
+            _ => Tensor::from_vec(data, (b, 3, h, w), device)?,
+        })
     }
 }
 

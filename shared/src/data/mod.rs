@@ -5,6 +5,8 @@ pub mod decode;
 pub mod image;
 pub mod labels;
 pub mod loader;
+pub mod multi_scale;
+pub mod npy_cache;
 pub mod scan;
 pub mod source;
 pub mod synth;

@@ -524,9 +524,19 @@ impl YoloModel {
 
     /// Run the backbone and neck, then the head; raw head outputs per level.
     fn run(&self, x: &Tensor, train: bool) -> CResult<HeadOutput> {
-        let mut outs: Vec<Option<Tensor>> = vec![None; self.layers.len()];
+        self.run_layers(x, train, &[])
+    }
+
+    /// The forward pass; with `train`, the layers flagged in `frozen` run in eval mode (running
+    /// statistics, no update), and the output of a frozen layer whose inputs carry no gradient is
+    /// detached, so backward stops where torch's would (nothing before it can be trained).
+    fn run_layers(&self, x: &Tensor, train: bool, frozen: &[bool]) -> CResult<HeadOutput> {
+        let n = self.layers.len();
+        let mut outs: Vec<Option<Tensor>> = vec![None; n];
+        // whether each layer's output depends on a trainable parameter
+        let mut grad = vec![false; n];
         let mut prev = x.clone();
-        let last = self.layers.len() - 1;
+        let last = n - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let inputs: Vec<Tensor> = layer
                 .from
@@ -539,12 +549,20 @@ impl YoloModel {
                     }
                 })
                 .collect::<CResult<_>>()?;
+            let is_frozen = frozen.get(i).copied().unwrap_or(false);
+            // `from` is absolute here; a negative index is the image
+            let inputs_grad = layer.from.iter().any(|&f| f >= 0 && grad[f as usize]);
+            grad[i] = !is_frozen || inputs_grad;
+            let layer_train = train && !is_frozen;
             if i == last {
                 if let Block::Detect(d) = &layer.block {
-                    return d.forward(&inputs, train);
+                    return d.forward(&inputs, layer_train);
                 }
             }
-            let y = layer.block.forward(&inputs, train)?;
+            let mut y = layer.block.forward(&inputs, layer_train)?;
+            if train && !grad[i] {
+                y = y.detach();
+            }
             if self.save[i] {
                 outs[i] = Some(y.clone());
             }
@@ -586,6 +604,13 @@ impl YoloModel {
     /// `x` is (B, 3, H, W) in [0, 1], H and W multiples of the largest stride.
     pub fn forward_train(&self, x: &Tensor) -> Result<HeadOutput> {
         Ok(self.run(x, true)?)
+    }
+
+    /// Training forward with the BatchNorm of frozen layers in eval mode, as ultralytics'
+    /// `_model_train` sets it (`frozen[i]`: layer `i` is frozen as a whole; see
+    /// [`Self::forward_train`] for the rest).
+    pub fn forward_train_frozen(&self, x: &Tensor, frozen: &[bool]) -> Result<HeadOutput> {
+        Ok(self.run_layers(x, true, frozen)?)
     }
 
     /// Eval forward (BatchNorm folded, running statistics): decoded (B, 4 + nc, A) predictions
@@ -706,6 +731,29 @@ mod tests {
         assert_eq!(make_divisible(1024.0 * 0.25, 8), 256);
         assert_eq!(make_divisible(768.0 * 0.75, 8), 576);
         assert_eq!(thousands(3157200), "3,157,200");
+    }
+
+    /// Frozen layers keep their BatchNorm statistics and get no gradient; the rest train.
+    #[test]
+    fn frozen_layers_run_in_eval_mode_and_stop_the_gradient() {
+        use candle_nn::VarMap;
+        let yaml = ModelYaml::builtin("yolov8n.yaml").unwrap();
+        let vm = VarMap::new();
+        let m = YoloModel::new(&yaml, 2, VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
+        m.seed_init(&vm, 0).unwrap();
+        let get = |name: &str| vm.data().lock().unwrap().get(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (mean0, mean1) = (get("model.0.bn.running_mean"), get("model.1.bn.running_mean"));
+        let x = Tensor::rand(0f32, 1f32, (2, 3, 64, 64), &candle_core::Device::Cpu).unwrap();
+        let mut frozen = vec![false; m.layers.len()];
+        frozen[0] = true;
+        let out = m.forward_train_frozen(&x, &frozen).unwrap();
+        assert_eq!(get("model.0.bn.running_mean"), mean0, "a frozen layer's statistics must not move");
+        assert_ne!(get("model.1.bn.running_mean"), mean1, "a trained layer's statistics move");
+        let loss = out.box_levels.iter().chain(&out.cls_levels).map(|t| t.sqr().unwrap().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
+        let g = loss.backward().unwrap();
+        let var = |name: &str| vm.data().lock().unwrap().get(name).unwrap().as_tensor().clone();
+        assert!(g.get(&var("model.0.conv.weight")).is_none(), "backward must stop at the frozen prefix");
+        assert!(g.get(&var("model.1.conv.weight")).is_some());
     }
 
     /// Numbers printed by ultralytics 8.4 `DetectionModel("yolov8{s}.yaml").info()` (GFLOPs

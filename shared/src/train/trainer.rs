@@ -32,6 +32,7 @@ use crate::config::hyp::{Batch as BatchCfg, Freeze, Hyp, Pretrained};
 use crate::data::augment::AugmentConfig;
 use crate::data::dataset::{DatasetOptions, TrainDataset};
 use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::multi_scale::MultiScale;
 use crate::eval::validator::{ValConfig, ValResult, ValSet};
 use crate::nn::model::YoloModel;
 use crate::nn::weights::{self, CheckpointMeta, Transfer};
@@ -161,12 +162,16 @@ struct Trainer {
     meta: CheckpointMeta,
     names: Vec<String>,
     loader: Loader,
+    /// Per-batch input sizes (`multi_scale`; off at 0).
+    multi_scale: MultiScale,
     val: Option<ValSet>,
     loss: DetectionLoss,
     opt: Optimizer,
     kind: OptimizerKind,
     /// Trainable variables (frozen ones excluded), sorted by name.
     trainable: Vec<(String, Var)>,
+    /// Layers frozen as a whole: they run with BatchNorm in eval mode.
+    frozen_layers: Vec<bool>,
     /// Gradients summed since the last optimizer step (by variable).
     acc: GradStore,
     acc_count: usize,
@@ -193,18 +198,8 @@ impl Trainer {
         let mut hyp = req.hyp.clone();
         let dataset = Dataset::load(&req.data_yaml, &req.data_root)?;
         let save_dir = resolve_save_dir(req, &hyp)?;
-        // Resume: an explicit checkpoint, or the run folder's own unfinished one.
+        let resume_path = resume_path(req, &hyp, &save_dir)?;
         let last_path = save_dir.join("weights").join("last.safetensors");
-        let resume_path = match &req.resume_from {
-            Some(p) => Some(p.clone()),
-            None if hyp.resume => Some(last_path.clone()).filter(|p| p.is_file()).ok_or_else(|| {
-                Error::config("resume=True but the run folder has no weights/last.safetensors")
-                    .with_file(&last_path)
-                    .with_hint("pass the checkpoint explicitly (--resume PATH) or start a new run with resume: False")
-            }).map(Some)?,
-            None if req.auto_resume && last_path.is_file() => Some(last_path.clone()),
-            None => None,
-        };
         let resumed = match &resume_path {
             Some(p) => {
                 let l = checkpoint::load(p)?;
@@ -251,9 +246,6 @@ impl Trainer {
             println!("Resuming training from {} at epoch {} batch {}", resume_path.as_ref().unwrap().display(), st.epoch + 1, st.batch);
         }
 
-        if hyp.multi_scale > 0.0 {
-            eprintln!("warning: multi_scale={} is not applied by kubeyolo yet; training at imgsz {}", hyp.multi_scale, hyp.imgsz);
-        }
         let sel = crate::device::select(&hyp.device)?;
         for w in &sel.warnings {
             eprintln!("warning: {w}");
@@ -332,6 +324,21 @@ impl Trainer {
             LoaderOptions { batch, workers, seed: hyp.seed, shuffle: !hyp.rect, augment: AugmentConfig::from_hyp(&hyp) },
         );
         let nb = loader.batches_per_epoch();
+        let multi_scale = MultiScale { imgsz, fraction: hyp.multi_scale, stride, seed: hyp.seed };
+        // ultralytics `_build_train_pipeline`: a last batch of one image at under 2 strides
+        // gives BatchNorm a single value per channel
+        let final_batch = match train_set.len() % batch {
+            0 => batch,
+            r => r,
+        };
+        if multi_scale.min_size() < 2 * stride && final_batch == 1 {
+            return Err(Error::config(format!(
+                "final batch=1 training at imgsz={} gives BatchNorm a single value per channel",
+                multi_scale.min_size()
+            ))
+            .with_key("multi_scale")
+            .with_hint(format!("change batch, or use imgsz and multi_scale that keep every size >= {}", 2 * stride)));
+        }
 
         let val = if dataset.has_split(&hyp.split) {
             let vc = ValConfig {
@@ -368,6 +375,14 @@ impl Trainer {
             hyp.set("warmup_bias_lr", "0.0")?;
         }
         let frozen = frozen_prefixes(&hyp.freeze);
+        let (frozen_layers, partial) = frozen_layers(&frozen, model.layers.len());
+        for f in partial {
+            eprintln!(
+                "warning: freeze entry '{f}' is part of a layer: its parameters are frozen, but its BatchNorm keeps \
+                 training statistics (kubeyolo puts BatchNorm in eval mode per whole layer, e.g. freeze: [{}])",
+                f.trim_start_matches("model.").split('.').next().unwrap_or_default()
+            );
+        }
         let all: Vec<(String, Var)> = {
             let d = varmap.data().lock().map_err(|_| Error::internal("VarMap lock poisoned"))?;
             let mut v: Vec<(String, Var)> = d.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -481,11 +496,13 @@ impl Trainer {
             meta,
             names,
             loader,
+            multi_scale,
             val,
             loss,
             opt,
             kind,
             trainable,
+            frozen_layers,
             acc,
             acc_count,
             sched,
@@ -571,8 +588,10 @@ impl Trainer {
                         }
                     }
                 }
-                let x = batch.to_tensor(&self.device)?;
-                let out = self.model.forward_train(&x)?;
+                let (_, h, w) = batch.shape;
+                let resized = self.multi_scale.size(epoch, i).and_then(|sz| self.multi_scale.shape_for(sz, (h, w)));
+                let x = batch.to_tensor_at(&self.device, resized)?;
+                let out = self.model.forward_train_frozen(&x, &self.frozen_layers)?;
                 // a non-finite loss skips the step; the epoch end recovers as 8.4 does
                 let lo = match self.loss.compute(&out, &batch.targets) {
                     Ok(lo) => Some(lo),
@@ -602,7 +621,7 @@ impl Trainer {
                     }
                 }
                 self.images_seen += batch.shape.0;
-                bar.update(epoch, self.epochs, self.state.tloss.unwrap_or([0.0; 3]), batch.targets.len(), batch.shape.2, i, run + 1);
+                bar.update(epoch, self.epochs, self.state.tloss.unwrap_or([0.0; 3]), batch.targets.len(), x.dim(3)?, i, run + 1);
                 if self.hyp.plots && plot_idx.contains(&ni) {
                     let p = self.save_dir.join(format!("train_batch{ni}.jpg"));
                     if let Err(e) = crate::plot::batch::plot_training_batch(&batch, &self.names, &p) {
@@ -616,6 +635,7 @@ impl Trainer {
                 let stop_requested = self.req.stop.load(Ordering::SeqCst);
                 let due = self.req.checkpoint_every.is_some_and(|d| self.last_checkpoint.elapsed() >= d);
                 if (stop_requested || due) && i < nb {
+                    self.note_mlflow_run(tracker);
                     self.save_resume_point()?;
                     if stop_requested {
                         interrupted = true;
@@ -692,6 +712,7 @@ impl Trainer {
             self.state.stopper_best_fitness = self.stopper.best_fitness;
             self.state.stopper_best_epoch = self.stopper.best_epoch;
             if self.hyp.save || final_epoch {
+                self.note_mlflow_run(tracker);
                 self.save_epoch(epoch, fitness)?;
             }
             if let Some(h) = self.hyp.time {
@@ -720,6 +741,15 @@ impl Trainer {
         }
         println!("\n{} epochs completed in {:.3} hours.", self.state.epoch, self.train_seconds() / 3600.0);
         Ok(())
+    }
+
+    /// Keep the MLflow run's id in the checkpoint state, so a resumed step continues that run
+    /// ([`resumable_mlflow_run`]). The id is there once the server created the run (normally
+    /// long before the first checkpoint); the short wait only matters with a slow server.
+    fn note_mlflow_run(&mut self, tracker: &Tracker) {
+        if self.state.mlflow_run_id.is_none() && tracker.is_enabled() {
+            self.state.mlflow_run_id = tracker.run_id(Duration::from_millis(500));
+        }
     }
 
     /// Add one backward's gradients of the trainable variables to the accumulated ones.
@@ -953,6 +983,49 @@ fn frozen_prefixes(freeze: &Freeze) -> Vec<String> {
         Freeze::First(n) => optim::freeze_layer_names(&(0..*n).collect::<Vec<_>>()),
         Freeze::Layers(l) => optim::freeze_layer_names(l),
     }
+}
+
+/// The checkpoint a run resumes from: an explicit one, or (resume=True or auto-resume) the run
+/// folder's own `weights/last.safetensors`.
+fn resume_path(req: &TrainRequest, hyp: &Hyp, save_dir: &Path) -> Result<Option<PathBuf>> {
+    let last_path = save_dir.join("weights").join("last.safetensors");
+    Ok(match &req.resume_from {
+        Some(p) => Some(p.clone()),
+        None if hyp.resume => Some(last_path.clone()).filter(|p| p.is_file()).ok_or_else(|| {
+            Error::config("resume=True but the run folder has no weights/last.safetensors")
+                .with_file(&last_path)
+                .with_hint("pass the checkpoint explicitly (--resume PATH) or start a new run with resume: False")
+        }).map(Some)?,
+        None if req.auto_resume && last_path.is_file() => Some(last_path),
+        None => None,
+    })
+}
+
+/// The MLflow run of the unfinished training that `req` will resume, if its checkpoint names
+/// one: the step attaches to it, so a killed-and-resumed step continues the same MLflow run.
+/// Any problem with the checkpoint gives None here; [`train`] reports it.
+pub fn resumable_mlflow_run(req: &TrainRequest) -> Option<String> {
+    let save_dir = resolve_save_dir(req, &req.hyp).ok()?;
+    let path = resume_path(req, &req.hyp, &save_dir).ok()??;
+    let state = checkpoint::load(&path).ok()?.state?;
+    state.mlflow_run_id.filter(|_| !state.finished)
+}
+
+/// Which layers `prefixes` freeze as a whole (`model.{i}.`), whose BatchNorm ultralytics'
+/// `_model_train` puts in eval mode; and the entries that name only part of a layer
+/// (`model.23.cv2.`), whose BatchNorm kubeyolo leaves in train mode.
+fn frozen_layers(prefixes: &[String], n_layers: usize) -> (Vec<bool>, Vec<String>) {
+    let mut whole = vec![false; n_layers];
+    let mut partial = Vec::new();
+    for p in prefixes.iter().filter(|p| p.starts_with("model.")) {
+        let rest = &p["model.".len()..];
+        match rest.strip_suffix('.').and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) if i < n_layers => whole[i] = true,
+            Some(_) => {}
+            None => partial.push(p.trim_end_matches('.').to_string()),
+        }
+    }
+    (whole, partial)
 }
 
 /// The run folder: explicit, or `{project}/{name}` under the data root, incremented unless

@@ -7,7 +7,11 @@
 //!   trains). This is what makes workers safe: an iteration is claimed before it trains, so no two
 //!   workers train the same iteration number or the same values, and a restarted worker finds its
 //!   own unfinished claim and re-runs it (its trainer resumes from its checkpoint) instead of
-//!   counting it twice.
+//!   counting it twice. A claim carries a heartbeat that its worker refreshes while training;
+//!   when a worker is lost for good (its pod deleted, its retries used up) and its heartbeat is
+//!   older than the lease, another worker takes the iteration over, values and checkpoint
+//!   included, so the run still ends with every iteration. Only a claim's current owner records
+//!   it.
 //! * `tune.lock`: an exclusive `flock` held for each read-modify-write (never while training).
 //!   flock works between processes on one node and on network filesystems that implement POSIX
 //!   locks (NFSv4, CephFS); RWX storage without working locks must run one worker.
@@ -18,6 +22,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
@@ -61,6 +66,26 @@ pub struct Claim {
     pub iteration: u64,
     pub worker: u32,
     pub hyperparameters: Vec<(String, f64)>,
+    /// When its worker last said it is alive (unix seconds; 0 in files from before leases).
+    pub heartbeat: u64,
+}
+
+/// What a worker does next ([`Store::claim`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Train this iteration: a new claim, the worker's own unfinished one, or one taken over from
+    /// a worker whose lease ran out (`taken_from`).
+    Run { claim: Claim, taken_from: Option<u32> },
+    /// Every iteration is claimed, but others' are unfinished: wait, as a lost worker's claim
+    /// can be taken over once `stale_in` has passed.
+    Wait { stale_in: Duration },
+    /// Every iteration is finished.
+    Done,
+}
+
+/// Seconds since the epoch, the heartbeat's clock.
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// What the lock protects, as read at the moment of a claim.
@@ -70,6 +95,7 @@ pub struct Snapshot<'a> {
     pub pending: &'a [Claim],
 }
 
+#[derive(Debug, Clone)]
 pub struct Store {
     pub dir: PathBuf,
     /// Keys written as integers (ultralytics' `CFG_INT_KEYS`).
@@ -107,38 +133,88 @@ impl Store {
         read_lines(&self.dir.join(CLAIMS_FILE), parse_claim)
     }
 
-    /// The iteration this worker runs next: its own unfinished claim if it has one (a restart),
-    /// else the lowest free iteration number up to `iterations`, with values from `choose`
-    /// (called under the lock with everything finished and pending). None: nothing left.
+    /// What this worker runs next: its own unfinished claim if it has one (a restart), else the
+    /// lowest free iteration number up to `iterations` with values from `choose` (called under
+    /// the lock with everything finished and pending), else another worker's unfinished claim
+    /// whose heartbeat is older than `lease`.
     pub fn claim(
         &self,
         worker: u32,
         iterations: u64,
+        lease: Duration,
         choose: impl FnOnce(u64, &Snapshot) -> Result<Vec<(String, f64)>>,
-    ) -> Result<Option<Claim>> {
+    ) -> Result<Next> {
+        self.claim_at(now_secs(), worker, iterations, lease, choose)
+    }
+
+    fn claim_at(
+        &self,
+        now: u64,
+        worker: u32,
+        iterations: u64,
+        lease: Duration,
+        choose: impl FnOnce(u64, &Snapshot) -> Result<Vec<(String, f64)>>,
+    ) -> Result<Next> {
         self.locked(|| {
             let results = self.results()?;
             let mut claims = self.claims()?;
             let done = |i: u64| results.iter().any(|r| r.iteration == i);
             let pending: Vec<Claim> = claims.iter().filter(|c| !done(c.iteration)).cloned().collect();
-            if let Some(own) = pending.iter().find(|c| c.worker == worker) {
-                return Ok(Some(own.clone()));
-            }
-            let taken = |i: u64| done(i) || claims.iter().any(|c| c.iteration == i);
-            let Some(iteration) = (1..=iterations).find(|&i| !taken(i)) else { return Ok(None) };
-            let hyperparameters = choose(iteration, &Snapshot { results: &results, pending: &pending })?;
-            let claim = Claim { iteration, worker, hyperparameters };
-            claims.push(claim.clone());
-            let text: String = claims.iter().map(|c| self.claim_line(c) + "\n").collect();
-            write_atomic(&self.dir.join(CLAIMS_FILE), text.as_bytes())?;
-            Ok(Some(claim))
+            let (next, taken_from) = if let Some(own) = pending.iter().find(|c| c.worker == worker) {
+                (own.iteration, None)
+            } else if let Some(iteration) = (1..=iterations).find(|&i| !done(i) && !claims.iter().any(|c| c.iteration == i)) {
+                let hyperparameters = choose(iteration, &Snapshot { results: &results, pending: &pending })?;
+                claims.push(Claim { iteration, worker, hyperparameters, heartbeat: now });
+                (iteration, None)
+            } else {
+                let lease = lease.as_secs();
+                let age = |c: &Claim| now.saturating_sub(c.heartbeat);
+                match pending.iter().filter(|c| age(c) > lease).min_by_key(|c| c.iteration) {
+                    Some(stale) => (stale.iteration, Some(stale.worker)),
+                    None => {
+                        return Ok(match pending.iter().map(|c| lease + 1 - age(c).min(lease + 1)).min() {
+                            Some(secs) => Next::Wait { stale_in: Duration::from_secs(secs) },
+                            None => Next::Done,
+                        });
+                    }
+                }
+            };
+            let claim = claims.iter_mut().find(|c| c.iteration == next).expect("the claim was found or pushed above");
+            claim.worker = worker;
+            claim.heartbeat = now;
+            let claim = claim.clone();
+            self.write_claims(&claims)?;
+            Ok(Next::Run { claim, taken_from })
         })
+    }
+
+    /// Refreshes `worker`'s heartbeat on `iteration`. False: the claim is no longer this
+    /// worker's (another took it over) or the iteration is finished.
+    pub fn heartbeat(&self, worker: u32, iteration: u64) -> Result<bool> {
+        self.locked(|| {
+            let mut claims = self.claims()?;
+            let Some(c) = claims.iter_mut().find(|c| c.iteration == iteration && c.worker == worker) else { return Ok(false) };
+            c.heartbeat = now_secs();
+            self.write_claims(&claims)?;
+            Ok(true)
+        })
+    }
+
+    fn write_claims(&self, claims: &[Claim]) -> Result<()> {
+        let text: String = claims.iter().map(|c| self.claim_line(c) + "\n").collect();
+        write_atomic(&self.dir.join(CLAIMS_FILE), text.as_bytes())
     }
 
     /// Appends a finished iteration, then runs `after` (best weights, plots, yaml) under the same
     /// lock with every result, so the outputs always describe one consistent set of results.
-    pub fn record<T>(&self, record: Record, after: impl FnOnce(&[Record]) -> Result<T>) -> Result<T> {
+    /// None (nothing written): the iteration's claim belongs to another worker now, which took
+    /// it over from this one and records it itself.
+    pub fn record<T>(&self, worker: u32, record: Record, after: impl FnOnce(&[Record]) -> Result<T>) -> Result<Option<T>> {
         self.locked(|| {
+            let owner = self.claims()?.iter().find(|c| c.iteration == record.iteration).map(|c| c.worker);
+            if owner.is_some_and(|w| w != worker) {
+                return Ok(None);
+            }
             let mut results = self.results()?;
             if results.iter().any(|r| r.iteration == record.iteration) {
                 return Err(Error::internal(format!("iteration {} is already recorded in {}", record.iteration, self.results_path().display())));
@@ -146,7 +222,7 @@ impl Store {
             results.push(record);
             let text: String = results.iter().map(|r| self.record_line(r) + "\n").collect();
             write_atomic(&self.results_path(), text.as_bytes())?;
-            after(&results)
+            after(&results).map(Some)
         })
     }
 
@@ -185,7 +261,13 @@ impl Store {
     }
 
     fn claim_line(&self, c: &Claim) -> String {
-        format!("{{\"iteration\": {}, \"worker\": {}, \"hyperparameters\": {}}}", c.iteration, c.worker, self.pairs(&c.hyperparameters))
+        format!(
+            "{{\"iteration\": {}, \"worker\": {}, \"hyperparameters\": {}, \"heartbeat\": {}}}",
+            c.iteration,
+            c.worker,
+            self.pairs(&c.hyperparameters),
+            c.heartbeat
+        )
     }
 }
 
@@ -292,6 +374,8 @@ struct RawClaim {
     worker: u32,
     #[serde(default)]
     hyperparameters: Pairs<f64>,
+    #[serde(default)]
+    heartbeat: u64,
 }
 
 fn parse_record(line: &str) -> serde_json::Result<Record> {
@@ -308,7 +392,7 @@ fn parse_record(line: &str) -> serde_json::Result<Record> {
 
 fn parse_claim(line: &str) -> serde_json::Result<Claim> {
     let c: RawClaim = serde_json::from_str(line)?;
-    Ok(Claim { iteration: c.iteration, worker: c.worker, hyperparameters: c.hyperparameters.0 })
+    Ok(Claim { iteration: c.iteration, worker: c.worker, hyperparameters: c.hyperparameters.0, heartbeat: c.heartbeat })
 }
 
 #[cfg(test)]
@@ -343,11 +427,11 @@ mod tests {
         let s = store(dir.path());
         let mut r = rec(1, 0.5);
         r.failed_datasets = vec!["other".into()];
-        s.record(r.clone(), |_| Ok(())).unwrap();
+        s.record(0, r.clone(), |_| Ok(())).unwrap().unwrap();
         let text = std::fs::read_to_string(s.results_path()).unwrap();
         assert!(text.starts_with("{\"iteration\": 1, \"fitness\": 0.5, \"hyperparameters\": {\"lr0\": 0.01, \"close_mosaic\": 10}, \"datasets\": {\"data-custom\": {"), "{text}");
         assert_eq!(s.results().unwrap(), vec![r.clone()]);
-        assert!(s.record(r, |_| Ok(())).is_err(), "an iteration is never recorded twice");
+        assert!(s.record(0, r, |_| Ok(())).is_err(), "an iteration is never recorded twice");
     }
 
     #[test]
@@ -360,25 +444,75 @@ mod tests {
         assert!(format!("{e}").contains(RESULTS_FILE));
     }
 
+    const LEASE: Duration = Duration::from_secs(600);
+
+    fn run(n: Next) -> Claim {
+        match n {
+            Next::Run { claim, .. } => claim,
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    }
+
     #[test]
     fn claims_skip_taken_iterations_and_resume_own() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         let hyp = |_: u64, _: &Snapshot| Ok(vec![("lr0".to_string(), 0.01)]);
-        let a = s.claim(0, 3, hyp).unwrap().unwrap();
-        let b = s.claim(1, 3, hyp).unwrap().unwrap();
+        let a = run(s.claim(0, 3, LEASE, hyp).unwrap());
+        let b = run(s.claim(1, 3, LEASE, hyp).unwrap());
         assert_eq!((a.iteration, b.iteration), (1, 2));
-        // Worker 0 restarts before finishing: it gets iteration 1 back.
-        assert_eq!(s.claim(0, 3, hyp).unwrap().unwrap(), a);
-        s.record(rec(1, 0.2), |_| Ok(())).unwrap();
-        let c = s.claim(0, 3, |i, snap| {
+        // Worker 0 restarts before finishing: it gets iteration 1 back, with the same values.
+        let again = run(s.claim(0, 3, LEASE, hyp).unwrap());
+        assert_eq!((again.iteration, &again.hyperparameters), (1, &a.hyperparameters));
+        s.record(0, rec(1, 0.2), |_| Ok(())).unwrap().unwrap();
+        let c = s.claim(0, 3, LEASE, |i, snap| {
             assert_eq!(i, 3);
             assert_eq!(snap.results.len(), 1);
             assert_eq!(snap.pending.len(), 1, "worker 1's iteration 2 is pending");
             Ok(vec![("lr0".to_string(), 0.02)])
         });
-        assert_eq!(c.unwrap().unwrap().iteration, 3);
-        assert!(s.claim(2, 3, hyp).unwrap().is_none(), "all 3 claimed");
+        assert_eq!(run(c.unwrap()).iteration, 3);
+        // all 3 claimed, 2 and 3 unfinished with fresh heartbeats: wait
+        assert!(matches!(s.claim(2, 3, LEASE, hyp).unwrap(), Next::Wait { .. }));
+        s.record(1, rec(2, 0.3), |_| Ok(())).unwrap().unwrap();
+        s.record(0, rec(3, 0.3), |_| Ok(())).unwrap().unwrap();
+        assert_eq!(s.claim(2, 3, LEASE, hyp).unwrap(), Next::Done);
+    }
+
+    #[test]
+    fn a_lost_workers_claim_is_taken_over_after_its_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let hyp = |i: u64, _: &Snapshot| Ok(vec![("lr0".to_string(), i as f64 / 100.0)]);
+        let t0 = 1_000_000;
+        let lost = run(s.claim_at(t0, 0, 2, LEASE, hyp).unwrap());
+        let other = run(s.claim_at(t0, 1, 2, LEASE, hyp).unwrap());
+        s.record(1, rec(other.iteration, 0.1), |_| Ok(())).unwrap().unwrap();
+        // within the lease: wait, and say how long until it can be taken
+        match s.claim_at(t0 + 100, 1, 2, LEASE, hyp).unwrap() {
+            Next::Wait { stale_in } => assert_eq!(stale_in, Duration::from_secs(501)),
+            n => panic!("{n:?}"),
+        }
+        // past the lease: worker 1 takes iteration 1 over with its values
+        match s.claim_at(t0 + 601, 1, 2, LEASE, hyp).unwrap() {
+            Next::Run { claim, taken_from } => {
+                assert_eq!((claim.iteration, claim.worker, taken_from), (1, 1, Some(0)));
+                assert_eq!(claim.hyperparameters, lost.hyperparameters);
+            }
+            n => panic!("{n:?}"),
+        }
+        // the old owner comes back: its heartbeat and its record are refused
+        assert!(!s.heartbeat(0, 1).unwrap());
+        assert!(s.record(0, rec(1, 0.9), |_| Ok(())).unwrap().is_none());
+        assert!(s.heartbeat(1, 1).unwrap());
+        s.record(1, rec(1, 0.2), |_| Ok(())).unwrap().unwrap();
+        assert_eq!(s.results().unwrap().iter().map(|r| (r.iteration, r.fitness)).collect::<Vec<_>>(), vec![(2, 0.1), (1, 0.2)]);
+        // a heartbeat refresh keeps a claim from going stale
+        let d2 = tempfile::tempdir().unwrap();
+        let s2 = store(d2.path());
+        run(s2.claim_at(t0, 0, 1, LEASE, hyp).unwrap());
+        assert!(s2.heartbeat(0, 1).unwrap());
+        assert!(matches!(s2.claim(1, 1, LEASE, hyp).unwrap(), Next::Wait { .. }));
     }
 
     #[test]
@@ -391,8 +525,8 @@ mod tests {
                 std::thread::spawn(move || {
                     let s = store(&path);
                     let mut mine = Vec::new();
-                    while let Some(c) = s.claim(w, 40, |i, _| Ok(vec![("lr0".to_string(), i as f64)])).unwrap() {
-                        s.record(rec(c.iteration, 0.1), |_| Ok(())).unwrap();
+                    while let Next::Run { claim: c, .. } = s.claim(w, 40, LEASE, |i, _| Ok(vec![("lr0".to_string(), i as f64)])).unwrap() {
+                        s.record(w, rec(c.iteration, 0.1), |_| Ok(())).unwrap().unwrap();
                         mine.push(c.iteration);
                     }
                     mine

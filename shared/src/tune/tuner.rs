@@ -13,6 +13,13 @@
 //! A SIGTERM stops the iteration's trainer at a checkpoint and returns `Interrupted`: the claim
 //! stays, and the restarted worker re-runs the same iteration with the same values, the trainer
 //! resuming from its checkpoint.
+//!
+//! While it trains, a worker refreshes its claim's heartbeat every fifth of the lease. When every
+//! iteration is claimed, a worker with nothing to do waits for the others rather than exiting:
+//! a worker that is gone for good (no heartbeat for a lease) has its iteration taken over,
+//! checkpoint included, so the run ends with all its iterations. A worker that finds its claim
+//! taken over (it was paused longer than the lease) stops that iteration and leaves it to the
+//! new owner.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::mutate::{iteration_rng, mutate, History, Trial};
 use super::space::Space;
-use super::store::{py_float, Claim, Record, Store};
+use super::store::{py_float, Claim, Next, Record, Store};
 use crate::config::hyp::Hyp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::files::{copy_atomic, write_atomic};
@@ -54,6 +61,8 @@ pub struct TuneRequest {
     pub checkpoint_every: Option<Duration>,
     pub log_interval: Duration,
     pub stop: Arc<AtomicBool>,
+    /// How long a claim lives without a heartbeat before another worker may take it over.
+    pub lease: Duration,
 }
 
 impl TuneRequest {
@@ -71,9 +80,14 @@ impl TuneRequest {
             checkpoint_every: Some(Duration::from_secs(600)),
             log_interval: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
+            lease: DEFAULT_LEASE,
         }
     }
 }
+
+/// Ten minutes: far longer than a worker's pauses (a checkpoint write, a slow volume), short
+/// enough that a lost worker's iteration is picked up within one iteration's time or so.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(600);
 
 /// The best iteration so far.
 #[derive(Debug, Clone)]
@@ -125,12 +139,13 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
     ]);
     let mut trained = 0;
     let mut best = None;
+    let mut waiting = false;
     loop {
         if req.stop.load(Ordering::SeqCst) {
             return Err(Error::interrupted("tuning stopped by a signal; a restart continues in the same tune folder"));
         }
         let seed = req.hyp.seed as u64;
-        let claim = store.claim(req.worker, req.iterations, |iteration, snap| {
+        let next = store.claim(req.worker, req.iterations, req.lease, |iteration, snap| {
             let finished: Vec<Trial> =
                 snap.results.iter().map(|r| Trial { fitness: r.fitness, values: values_of(&r.hyperparameters, &req.space, &defaults) }).collect();
             let pending: Vec<Vec<f64>> = snap.pending.iter().map(|c| values_of(&c.hyperparameters, &req.space, &defaults)).collect();
@@ -138,11 +153,42 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
             let values = mutate(&req.space, &h, &mut iteration_rng(seed, iteration))?;
             Ok(req.space.keys().into_iter().zip(values).collect())
         })?;
-        let Some(claim) = claim else { break };
-        let rec = run_iteration(req, &base, &dir, &dataset, &claim, tracker)?;
-        trained += 1;
+        let claim = match next {
+            Next::Done => break,
+            Next::Wait { stale_in } => {
+                if !waiting {
+                    println!("Tuner: every iteration is claimed; worker {} waits for the others to finish (or to go quiet for {} s)", req.worker, req.lease.as_secs());
+                    waiting = true;
+                }
+                sleep_unless_stopped(stale_in.clamp(Duration::from_millis(200), POLL), &req.stop);
+                continue;
+            }
+            Next::Run { claim, taken_from } => {
+                if let Some(w) = taken_from {
+                    println!("Tuner: taking over iteration {} from worker {w}, silent for over {} s", claim.iteration, req.lease.as_secs());
+                }
+                waiting = false;
+                claim
+            }
+        };
+        let beat = Heartbeat::start(&store, req, claim.iteration);
+        let rec = run_iteration(req, &base, &dir, &dataset, &claim, &beat.stop, tracker);
+        let lost = beat.finish();
+        let rec = match rec {
+            Err(e) if e.kind == ErrorKind::Interrupted && lost && !req.stop.load(Ordering::SeqCst) => {
+                println!("Tuner: iteration {} was taken over by another worker; leaving it to that worker", claim.iteration);
+                continue;
+            }
+            other => other?,
+        };
         tracker.log_metric("tune/fitness", rec.fitness, claim.iteration as i64);
-        best = store.record(rec, |all| refresh_outputs(req, &dir, all, t0))?;
+        match store.record(req.worker, rec, |all| refresh_outputs(req, &dir, all, t0))? {
+            Some(b) => {
+                trained += 1;
+                best = b;
+            }
+            None => println!("Tuner: iteration {} was taken over by another worker, which records it", claim.iteration),
+        }
     }
     let results = store.results()?;
     if best.is_none() && !results.is_empty() {
@@ -156,8 +202,71 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
     Ok(TuneOutcome { tune_dir: dir, trained, finished: results.len() as u64, best })
 }
 
+/// How often a waiting worker looks at the claims again.
+const POLL: Duration = Duration::from_secs(10);
+
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let t = Instant::now();
+    while t.elapsed() < d && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100).min(d));
+    }
+}
+
+/// The thread that keeps a claim alive while its iteration trains. Its `stop` is the
+/// iteration's trainer stop flag: set on a signal (the worker's own flag) or when the claim was
+/// taken over.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(store: &Store, req: &TuneRequest, iteration: u64) -> Heartbeat {
+        let (stop, lost, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let every = (req.lease / 5).max(Duration::from_millis(200));
+        let (store, worker, signal) = (store.clone(), req.worker, req.stop.clone());
+        let (s, l, d) = (stop.clone(), lost.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name("kubeyolo-tune-heartbeat".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !d.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if signal.load(Ordering::SeqCst) {
+                        s.store(true, Ordering::SeqCst);
+                    }
+                    if last.elapsed() >= every {
+                        last = Instant::now();
+                        match store.heartbeat(worker, iteration) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                l.store(true, Ordering::SeqCst);
+                                s.store(true, Ordering::SeqCst);
+                            }
+                            Err(e) => eprintln!("warning: tune heartbeat for iteration {iteration}: {e}"),
+                        }
+                    }
+                }
+            })
+            .ok();
+        Heartbeat { stop, lost, done, thread }
+    }
+
+    /// Stops the thread; true when the claim was taken over meanwhile.
+    fn finish(mut self) -> bool {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
 /// Train one claimed iteration and turn its outcome into a record (fitness 0 when it failed).
-fn run_iteration(req: &TuneRequest, base: &Hyp, dir: &Path, dataset: &str, claim: &Claim, tracker: &Tracker) -> Result<Record> {
+/// `stop` stops its trainer (a signal, or the claim taken over).
+fn run_iteration(req: &TuneRequest, base: &Hyp, dir: &Path, dataset: &str, claim: &Claim, stop: &Arc<AtomicBool>, tracker: &Tracker) -> Result<Record> {
     let i = claim.iteration;
     let shown: Vec<String> = claim.hyperparameters.iter().map(|(k, v)| format!("'{k}': {}", py_float(*v))).collect();
     println!("Tuner: Starting iteration {i}/{} with hyperparameters: {{{}}}", req.iterations, shown.join(", "));
@@ -173,7 +282,7 @@ fn run_iteration(req: &TuneRequest, base: &Hyp, dir: &Path, dataset: &str, claim
     t.auto_resume = true;
     t.checkpoint_every = req.checkpoint_every;
     t.log_interval = req.log_interval;
-    t.stop = req.stop.clone();
+    t.stop = stop.clone();
     let child = tracker.child(&format!("iteration-{i}"));
     child.set_tag("kubeyolo.tune_iteration", i);
     let outcome = train(&t, &child);

@@ -15,7 +15,7 @@ use kubeyolo::kfp;
 use kubeyolo::root::DataRoot;
 use kubeyolo::track::step::run_tracked;
 use kubeyolo::track::TrackingArgs;
-use kubeyolo::train::trainer::{train, TrainRequest};
+use kubeyolo::train::trainer::{resumable_mlflow_run, train, TrainRequest};
 
 const ABOUT: &str = "Train a YOLOv8 detector (ultralytics' training loop), resumable after pod loss.";
 
@@ -141,7 +141,15 @@ fn real_main(args: Args) -> Result<()> {
     req.log_interval = Duration::from_secs_f64(args.log_seconds.max(0.0));
     req.stop = kubeyolo::signals::handle_stop_requests();
 
-    run_tracked(&args.tracking, "train", &root.path, |tracker| -> Result<()> {
+    // A resumed training continues its MLflow run (unless a run id is given explicitly).
+    let mut tracking = args.tracking.clone();
+    if tracking.tracking_uri.is_some() && !tracking.disabled && tracking.run_id.is_none() {
+        if let Some(id) = resumable_mlflow_run(&req) {
+            println!("mlflow: continuing run {id} of the interrupted training");
+            tracking.run_id = Some(id);
+        }
+    }
+    run_tracked(&tracking, "train", &root.path, |tracker| -> Result<()> {
         let out = train(&req, tracker)?;
         let best = out.best.display().to_string();
         let last = out.last.display().to_string();

@@ -36,8 +36,10 @@ iteration. Other iterations' run folders are removed (--keep-iterations keeps th
 
 Workers: run several `yolo-tune --worker I` with the same --tune-dir; they share the results through \
 a locked file (flock: one node, or a network filesystem with POSIX locks), never train the same \
-iteration twice, and stop when --iterations are claimed. A restarted worker re-runs its unfinished \
-iteration, resuming its checkpoint.";
+iteration twice, and stop when --iterations are finished. A restarted worker re-runs its unfinished \
+iteration, resuming its checkpoint. A worker with nothing left to claim waits for the others; an \
+iteration whose worker has been silent for --claim-lease-minutes (a pod lost for good) is taken over \
+by another worker, checkpoint included.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -85,6 +87,11 @@ struct Args {
     /// This worker's index (0-based) when several workers share --tune-dir.
     #[arg(long, default_value_t = 0, value_name = "I")]
     worker: u32,
+
+    /// Minutes a claimed iteration may go without its worker's heartbeat (refreshed every fifth
+    /// of this while it trains) before another worker takes it over.
+    #[arg(long = "claim-lease-minutes", default_value_t = 10.0, value_name = "MIN")]
+    claim_lease_minutes: f64,
 
     /// Keep every iteration's run folder (ultralytics removes all but the best's).
     #[arg(long = "keep-iterations")]
@@ -146,6 +153,7 @@ fn real_main(args: Args) -> Result<()> {
     req.tune_dir = args.tune_dir.clone();
     req.worker = args.worker;
     req.cleanup = !args.keep_iterations;
+    req.lease = Duration::from_secs_f64(args.claim_lease_minutes.max(0.0) * 60.0);
     req.checkpoint_every = (args.checkpoint_minutes > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_minutes * 60.0));
     req.log_interval = Duration::from_secs_f64(args.log_seconds.max(0.0));
     req.stop = kubeyolo::signals::handle_stop_requests();
