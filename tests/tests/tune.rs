@@ -158,26 +158,34 @@ fn two_concurrent_workers_share_one_results_file() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
+/// Starts `cmd`, waits for a stdout line containing `line`, SIGKILLs the worker 300 ms later
+/// (mid-iteration) and returns that line.
+fn kill_during(mut cmd: Command, line: &str) -> String {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let start = Instant::now();
+    let mut seen = String::new();
+    for l in BufReader::new(stdout).lines() {
+        let l = l.unwrap();
+        if l.contains(line) {
+            seen = l;
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "'{line}' never printed");
+    }
+    assert!(!seen.is_empty(), "the worker ended without printing '{line}'");
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    seen
+}
+
 #[test]
 fn killed_worker_resumes_its_iteration_and_counts_it_once() {
     let tmp = root();
     let root = tmp.path();
     let args = ["--iterations", "3", "--tune-dir", "runs/tune-kill", "--checkpoint-minutes", "0"];
-    let mut child = tune_cmd(root, &args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let start = Instant::now();
-    let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if line.contains("Starting iteration 2/3") {
-            seen = line;
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "iteration 2 never started");
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL mid-iteration 2
-    child.wait().unwrap();
+    let seen = kill_during(tune_cmd(root, &args), "Starting iteration 2/3");
     let dir = root.join("runs/tune-kill");
     assert_eq!(results(&dir).len(), 1, "only iteration 1 had finished");
     let out = tune(root, &args);
@@ -197,21 +205,8 @@ fn a_lost_workers_iteration_is_taken_over_after_its_lease() {
     let tmp = root();
     let root = tmp.path();
     let args = ["--iterations", "3", "--tune-dir", "runs/tune-lease", "--claim-lease-minutes", "0.05", "--checkpoint-minutes", "0"];
-    let mut lost = tune_cmd(root, &[&args[..], &["--worker", "0"]].concat()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = lost.stdout.take().unwrap();
-    let start = Instant::now();
-    let mut seen = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if line.contains("Starting iteration 1/3") {
-            seen = line;
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "iteration 1 never started");
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    lost.kill().unwrap(); // SIGKILL; worker 0 never comes back
-    lost.wait().unwrap();
+    // worker 0 never comes back
+    let seen = kill_during(tune_cmd(root, &[&args[..], &["--worker", "0"]].concat()), "Starting iteration 1/3");
 
     let out = tune(root, &[&args[..], &["--worker", "1"]].concat());
     assert!(out.status.success(), "{}", text(&out));

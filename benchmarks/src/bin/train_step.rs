@@ -171,8 +171,9 @@ fn real_batch(a: &Args, dir: &std::path::Path) -> kubeyolo::Result<Batch> {
         batch: a.batch,
     };
     let set = Arc::new(TrainDataset::load(&ds, "train", &opts)?);
-    let loader = Loader::new(set, LoaderOptions { batch: a.batch, workers: a.threads, seed: 0, shuffle: true, augment: AugmentConfig::from_hyp(&hyp) });
+    let loader = Loader::new(set, LoaderOptions { batch: a.batch, workers: a.threads, seed: 0, shuffle: true, augment: AugmentConfig::from_hyp(&hyp, a.imgsz) });
     let batch = loader.epoch(0, 0, true).next().ok_or_else(|| kubeyolo::Error::internal("the loader gave no batch"))??;
+    assert_eq!((batch.shape.1, batch.shape.2), (a.imgsz, a.imgsz), "the loader's batch must be imgsz square");
     Ok(batch)
 }
 

@@ -321,7 +321,7 @@ impl Trainer {
         let workers = hyp.workers.min(num_cpus::get().max(1));
         let loader = Loader::new(
             train_set.clone(),
-            LoaderOptions { batch, workers, seed: hyp.seed, shuffle: !hyp.rect, augment: AugmentConfig::from_hyp(&hyp) },
+            LoaderOptions { batch, workers, seed: hyp.seed, shuffle: !hyp.rect, augment: AugmentConfig::from_hyp(&hyp, imgsz) },
         );
         let nb = loader.batches_per_epoch();
         let multi_scale = MultiScale { imgsz, fraction: hyp.multi_scale, stride, seed: hyp.seed };

@@ -52,11 +52,13 @@ pub struct AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// The cfg's values (`copy_paste` is read from the raw key: kubeyolo keeps no typed field for it).
-    pub fn from_hyp(h: &crate::config::hyp::Hyp) -> Self {
+    /// The cfg's values at the training size `imgsz` (the cfg's `imgsz` after rounding up to the
+    /// stride, as ultralytics' `check_imgsz` rewrites `args.imgsz` before building the dataset).
+    /// `copy_paste` is read from the raw key: kubeyolo keeps no typed field for it.
+    pub fn from_hyp(h: &crate::config::hyp::Hyp, imgsz: usize) -> Self {
         let copy_paste = h.value("copy_paste").and_then(|v| v.as_f64()).unwrap_or(0.0);
         AugmentConfig {
-            imgsz: h.imgsz,
+            imgsz,
             mosaic: h.mosaic,
             mixup: h.mixup,
             cutmix: h.cutmix,
