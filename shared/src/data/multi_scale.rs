@@ -27,7 +27,12 @@ pub struct MultiScale {
 impl MultiScale {
     /// The smallest size a batch can get (`_build_train_pipeline`'s `min_imgsz`).
     pub fn min_size(&self) -> usize {
-        (self.stride.max((self.imgsz as f64 * (1.0 - self.fraction)) as usize)) / self.stride * self.stride
+        self.low() / self.stride * self.stride
+    }
+
+    /// `randrange`'s lower bound, `max(stride, int(imgsz · (1 − f)))`.
+    fn low(&self) -> usize {
+        self.stride.max((self.imgsz as f64 * (1.0 - self.fraction)) as usize)
     }
 
     /// `random.randrange(lo, hi) // stride * stride` for batch `batch` of `epoch`, or None when
@@ -36,7 +41,7 @@ impl MultiScale {
         if self.fraction <= 0.0 {
             return None;
         }
-        let lo = self.stride.max((self.imgsz as f64 * (1.0 - self.fraction)) as usize);
+        let lo = self.low();
         let hi = (self.imgsz as f64 * (1.0 + self.fraction) + self.stride as f64) as usize;
         let mut rng = keyed_rng(self.seed ^ STREAM, epoch as u64, batch as u64);
         let sz = if hi > lo { rng.gen_range(lo..hi) } else { lo };

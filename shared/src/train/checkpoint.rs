@@ -106,14 +106,7 @@ pub fn save(path: &Path, snap: &Snapshot) -> Result<()> {
 /// `ema` is filled).
 pub fn load(path: &Path) -> Result<Loaded> {
     let (meta, raw, tensors) = read_checkpoint_full(path)?;
-    let state = match raw.get(STATE_KEY) {
-        Some(s) => Some(serde_json::from_str::<ResumeState>(s).map_err(|e| {
-            Error::model(format!("the checkpoint's training state is unreadable: {e}"))
-                .with_file(path)
-                .with_hint("start a new run (resume=False) or point resume at another last.safetensors")
-        })?),
-        None => None,
-    };
+    let state = parse_state(&raw, path)?;
     let mut out = Loaded { meta, state, ema: Vec::new(), model: Vec::new(), optim: HashMap::new(), grads: Vec::new() };
     for (k, t) in tensors {
         match k.strip_prefix(TRAIN_STATE_PREFIX) {
@@ -130,6 +123,42 @@ pub fn load(path: &Path) -> Result<Loaded> {
         }
     }
     Ok(out)
+}
+
+/// Only the resume state of a checkpoint (None for plain weights), read from the safetensors
+/// header without loading the tensors: for a look at a checkpoint before the run loads it.
+pub fn read_state(path: &Path) -> Result<Option<ResumeState>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io_at(path, "read checkpoint", e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io_at(path, "read checkpoint header", e))?;
+    let n = u64::from_le_bytes(len);
+    // safetensors caps its header at 100 MB
+    if n > 100_000_000 {
+        return Err(Error::model("not a safetensors file: header too long").with_file(path));
+    }
+    let mut head = vec![0u8; n as usize];
+    f.read_exact(&mut head).map_err(|e| Error::io_at(path, "read checkpoint header", e))?;
+    // the header is JSON: tensor entries plus the string map `__metadata__`
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__", default)]
+        metadata: HashMap<String, String>,
+    }
+    let h: Header = serde_json::from_slice(&head).map_err(|e| Error::model(format!("not a safetensors file: {e}")).with_file(path))?;
+    parse_state(&h.metadata, path)
+}
+
+fn parse_state(raw: &HashMap<String, String>, path: &Path) -> Result<Option<ResumeState>> {
+    raw.get(STATE_KEY)
+        .map(|s| {
+            serde_json::from_str::<ResumeState>(s).map_err(|e| {
+                Error::model(format!("the checkpoint's training state is unreadable: {e}"))
+                    .with_file(path)
+                    .with_hint("start a new run (resume=False) or point resume at another last.safetensors")
+            })
+        })
+        .transpose()
 }
 
 /// Drop the resume state from a finished run's checkpoint, keeping the EMA weights and the
@@ -165,6 +194,8 @@ mod tests {
         save(&p, &Snapshot { ema: &ema, model: &model, optim, grads, meta: &meta, state: &state }).unwrap();
         let l = load(&p).unwrap();
         assert_eq!(l.state.as_ref(), Some(&state));
+        // the header alone gives the same state
+        assert_eq!(read_state(&p).unwrap().as_ref(), Some(&state));
         assert_eq!(l.ema[0].1.to_vec1::<f32>().unwrap(), vec![1., 1.]);
         assert_eq!(l.model[0].1.to_vec1::<f32>().unwrap(), vec![2., 2.]);
         assert_eq!(l.optim["model.0.bn.weight.m"].to_vec1::<f32>().unwrap(), vec![3., 3.]);
@@ -175,6 +206,7 @@ mod tests {
         strip(&p).unwrap();
         let l = load(&p).unwrap();
         assert!(l.state.unwrap().finished);
+        assert!(read_state(&p).unwrap().unwrap().finished);
         assert!(l.model.is_empty() && l.optim.is_empty());
     }
 }

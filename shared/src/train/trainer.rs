@@ -1007,7 +1007,7 @@ fn resume_path(req: &TrainRequest, hyp: &Hyp, save_dir: &Path) -> Result<Option<
 pub fn resumable_mlflow_run(req: &TrainRequest) -> Option<String> {
     let save_dir = resolve_save_dir(req, &req.hyp).ok()?;
     let path = resume_path(req, &req.hyp, &save_dir).ok()??;
-    let state = checkpoint::load(&path).ok()?.state?;
+    let state = checkpoint::read_state(&path).ok()??;
     state.mlflow_run_id.filter(|_| !state.finished)
 }
 
