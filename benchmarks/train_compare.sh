@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Train yolov8n from scratch with kubeyolo (target/release/yolo-train) and ultralytics 8.4 on the
-# same synthetic dataset, cfg and seed, one after the other on the same machine, and print final
+# Train yolov8n (from scratch, or fine-tuned from MODEL, e.g. an ultralytics .pt) with kubeyolo
+# (target/release/yolo-train) and ultralytics 8.4 on the same synthetic dataset, cfg and seed, one after the other on the same machine, and print final
 # mAP50 / mAP50-95, wall time, training img/s and peak RSS of both, plus both per-epoch
 # mAP50-95 curves (train_compare.png). Needs `cargo build --release -p yolo-train -p kubeyolo-bench`
 # and `scripts/venv.sh ultralytics`.
 #
-#   benchmarks/train_compare.sh OUT_DIR [EPOCHS] [IMGSZ] [TRAIN_IMAGES] [SEED] [THREADS]
+#   benchmarks/train_compare.sh OUT_DIR [EPOCHS] [IMGSZ] [TRAIN_IMAGES] [SEED] [THREADS] [MODEL]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:?usage: train_compare.sh OUT_DIR [EPOCHS] [IMGSZ] [TRAIN_IMAGES] [SEED] [THREADS]}
+out=${1:?usage: train_compare.sh OUT_DIR [EPOCHS] [IMGSZ] [TRAIN_IMAGES] [SEED] [THREADS] [MODEL]}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
-epochs=${2:-20}; imgsz=${3:-160}; ntrain=${4:-320}; seed=${5:-0}; threads=${6:-2}
+epochs=${2:-20}; imgsz=${3:-160}; ntrain=${4:-320}; seed=${5:-0}; threads=${6:-2}; model=${7:-yolov8n.yaml}
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 py=$root/.venvs/ultralytics/bin/python
 mkdir -p "$out"
-"$bin/synth_gen" --dir "$out/data" --train "$ntrain" --val $((ntrain / 4)) --imgsz "$imgsz" --seed 100 >/dev/null
+# SYNTH_SEED picks another synthetic dataset (e.g. to fine-tune on data the MODEL never saw)
+"$bin/synth_gen" --dir "$out/data" --train "$ntrain" --val $((ntrain / 4)) --imgsz "$imgsz" --seed "${SYNTH_SEED:-100}" >/dev/null
 cat > "$out/cfg.yaml" <<CFG
 epochs: $epochs
 imgsz: $imgsz
@@ -25,14 +26,20 @@ deterministic: true
 plots: false
 close_mosaic: $((epochs / 4))
 CFG
-echo "== kubeyolo"
-RAYON_NUM_THREADS=$threads /usr/bin/time -v "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml "$out/cfg.yaml" \
-  --data-yaml "$out/data/data-synth.yaml" --run-dir "$out/kubeyolo" --no-auto-resume --data-root "$out" --log-seconds 600 \
-  >"$out/kubeyolo.log" 2>"$out/kubeyolo.err" || { tail -20 "$out/kubeyolo.err"; exit 1; }
-echo "== ultralytics"
-# from the dataset folder: ultralytics resolves the yaml's `path: .` against the working folder
-(cd "$out/data" && /usr/bin/time -v "$py" "$root/benchmarks/train_ultralytics.py" "$out/data/data-synth.yaml" "$out/cfg.yaml" "$out" "$threads") \
-  >"$out/ultralytics.log" 2>"$out/ultralytics.err" || { tail -20 "$out/ultralytics.err"; exit 1; }
+run_kubeyolo() {
+  echo "== kubeyolo"
+  RAYON_NUM_THREADS=$threads /usr/bin/time -v "$bin/yolo-train" --model-path "$model" --cfg-yaml "$out/cfg.yaml" \
+    --data-yaml "$out/data/data-synth.yaml" --run-dir "$out/kubeyolo" --no-auto-resume --data-root "$out" --log-seconds 600 \
+    >"$out/kubeyolo.log" 2>"$out/kubeyolo.err" || { tail -20 "$out/kubeyolo.err"; exit 1; }
+}
+run_ultralytics() {
+  echo "== ultralytics"
+  # from the dataset folder: ultralytics resolves the yaml's `path: .` against the working folder
+  (cd "$out/data" && /usr/bin/time -v "$py" "$root/benchmarks/train_ultralytics.py" "$out/data/data-synth.yaml" "$out/cfg.yaml" "$out" "$threads" "$model") \
+    >"$out/ultralytics.log" 2>"$out/ultralytics.err" || { tail -20 "$out/ultralytics.err"; exit 1; }
+}
+# FIRST=ultralytics swaps the order, so repeated pairs can alternate it (the VM drifts between runs)
+if [ "${FIRST:-kubeyolo}" = ultralytics ]; then run_ultralytics; run_kubeyolo; else run_kubeyolo; run_ultralytics; fi
 "$py" - "$out" <<'PY'
 import re, sys, csv
 out = sys.argv[1]

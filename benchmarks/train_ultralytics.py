@@ -2,7 +2,7 @@
 """The ultralytics side of benchmarks/train_compare.sh: train with ultralytics 8.4 on the same
 dataset and cfg as kubeyolo's yolo-train, on the CPU with the same thread count.
 
-    .venvs/ultralytics/bin/python benchmarks/train_ultralytics.py DATA_YAML CFG_YAML OUT_DIR THREADS
+    .venvs/ultralytics/bin/python benchmarks/train_ultralytics.py DATA_YAML CFG_YAML OUT_DIR THREADS [MODEL]
 
 Prints `wall_s=…` and `train_img_s=…` (training images per second over the epochs' wall time,
 validation included, as yolo-train's figure) and leaves ultralytics' run folder in OUT_DIR.
@@ -12,35 +12,18 @@ import sys
 import time
 
 data, cfg, out, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-os.environ["OMP_NUM_THREADS"] = str(threads)
-import torch  # noqa: E402
+model_src = sys.argv[5] if len(sys.argv) > 5 else "yolov8n.yaml"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ultralytics_cpu import pin  # noqa: E402
 
-torch.set_num_threads(threads)
+torch = pin(threads)
 import yaml  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
-from ultralytics.utils import torch_utils  # noqa: E402
-
-# ultralytics' select_device resets torch to NUM_THREADS = cpu_count - 1 (1 on a 2-core machine)
-# in the trainer and again in the validator; give it the same thread count as kubeyolo
-torch_utils.NUM_THREADS = threads
-_sel = torch_utils.select_device
-
-
-def _select(*a, **k):
-    d = _sel(*a, **k)
-    torch.set_num_threads(threads)
-    return d
-
-
-torch_utils.select_device = _select
-import ultralytics.engine.trainer as _tr  # noqa: E402
-
-_tr.select_device = _select
 
 args = yaml.safe_load(open(cfg))
 args = {k: v for k, v in args.items() if k not in ("task", "mode")}
 args.update(data=data, project=out, name="ultralytics", exist_ok=True, device="cpu", amp=False, verbose=False)
-model = YOLO("yolov8n.yaml")
+model = YOLO(model_src)
 t0 = time.time()
 model.train(**args)
 wall = time.time() - t0

@@ -280,11 +280,12 @@ def sdk_equivalent(settings):
 
     @dsl.container_component
     def train(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, last_pt: OutputPath(str),
-              best_pt: OutputPath(str), out_data_yaml: OutputPath(str), train_metrics: Output[Metrics]):
+              best_pt: OutputPath(str), out_data_yaml: OutputPath(str), mlflow_run_id: OutputPath(str),
+              train_metrics: Output[Metrics]):
         return dsl.ContainerSpec(image=img("train"), command=["yolo-train"], args=[
             "--model-path", model_path, "--cfg-yaml", cfg_yaml, "--data-yaml", data_yaml,
             "--run-dir", f"runs/detect/{run_id}", "--out-last-pt", last_pt, "--out-best-pt", best_pt, "--out-data-yaml", out_data_yaml,
-            "--out-metrics", train_metrics.path])
+            "--out-mlflow-run-id", mlflow_run_id, "--out-metrics", train_metrics.path])
 
     @dsl.container_component
     def test(last_pt: str, best_pt: str, data_yaml: str, test_metrics: Output[Metrics]):
@@ -297,25 +298,25 @@ def sdk_equivalent(settings):
     iterations, epochs, workers = t_opts.get("iterations", 10), t_opts.get("epochs"), t_opts.get("workers", 1)
     literal = ["--iterations", str(iterations)] + (["--set", f"epochs={epochs}"] if epochs else [])
 
-    def tune_args(model_path, cfg_yaml, data_yaml, run_id, worker, best_hyp, best_pt, tune_metrics):
+    def tune_args(model_path, cfg_yaml, data_yaml, run_id, tune_space, worker, best_hyp, best_pt, tune_metrics):
         head = ["--model-path", model_path, "--cfg-yaml", cfg_yaml, "--data-yaml", data_yaml,
-                "--tune-dir", f"runs/detect/tune-{run_id}"]
+                "--tune-dir", f"runs/detect/tune-{run_id}", "--space", tune_space]
         if worker is not None:
             head += ["--worker", worker]
         return head + literal + ["--out-best-hyp", best_hyp, "--out-best-pt", best_pt, "--out-metrics", tune_metrics.path]
 
     if workers > 1:
         @dsl.container_component
-        def tune(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, worker: int, best_hyp: OutputPath(str),
-                 best_pt: OutputPath(str), tune_metrics: Output[Metrics]):
+        def tune(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, tune_space: str, worker: int,
+                 best_hyp: OutputPath(str), best_pt: OutputPath(str), tune_metrics: Output[Metrics]):
             return dsl.ContainerSpec(image=img("tune"), command=["yolo-tune"], args=tune_args(
-                model_path, cfg_yaml, data_yaml, run_id, worker, best_hyp, best_pt, tune_metrics))
+                model_path, cfg_yaml, data_yaml, run_id, tune_space, worker, best_hyp, best_pt, tune_metrics))
     else:
         @dsl.container_component
-        def tune(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, best_hyp: OutputPath(str),
-                 best_pt: OutputPath(str), tune_metrics: Output[Metrics]):
+        def tune(model_path: str, cfg_yaml: str, data_yaml: str, run_id: str, tune_space: str,
+                 best_hyp: OutputPath(str), best_pt: OutputPath(str), tune_metrics: Output[Metrics]):
             return dsl.ContainerSpec(image=img("tune"), command=["yolo-tune"], args=tune_args(
-                model_path, cfg_yaml, data_yaml, run_id, None, best_hyp, best_pt, tune_metrics))
+                model_path, cfg_yaml, data_yaml, run_id, tune_space, None, best_hyp, best_pt, tune_metrics))
 
     def k8s(task, name, pvc, heavy, tracks):
         task.set_display_name(name)
@@ -366,7 +367,7 @@ def sdk_equivalent(settings):
     @dsl.pipeline(name="yolov8-pipeline",
                   description="YOLOv8 verify/distribution/plot/train/test/tune on a PVC mounted at /data")
     def yolov8_pipeline(model_name: str = "yolov8n.pt", cfg: str = "cfg-custom", data: str = "data-custom",
-                        bool_train: bool = True, bool_tune: bool = False):
+                        bool_train: bool = True, bool_tune: bool = False, tune_space: str = ""):
         create = s["pvc"].get("create")
         if create:
             kw = dict(pvc_name=s["pvc"]["name"], access_modes=[create["access_mode"]], size=create["size"])
@@ -393,7 +394,8 @@ def sdk_equivalent(settings):
                      data_yaml=t.outputs["out_data_yaml"]), "Test", pvc, True, True)
             with dsl.If(bool_tune == True, name="tune-enabled"):  # noqa: E712
                 inputs = dict(model_path=t.outputs["best_pt"], cfg_yaml=v.outputs["cfg_yaml"],
-                              data_yaml=t.outputs["out_data_yaml"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                              data_yaml=t.outputs["out_data_yaml"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                              tune_space=tune_space)
 
                 def tune_task(**extra):
                     task = k8s(tune(**inputs, **extra), "Tune", pvc, True, True)

@@ -479,6 +479,7 @@ pub fn pipeline_with(tune: &TuneOptions) -> Pipeline {
         input("cfg_yaml", "--cfg-yaml", out_of("verify", "cfg_yaml")),
         input("data_yaml", "--data-yaml", out_of("train", "out_data_yaml")),
         input("run_id", "--tune-dir", Source::RunId { prefix: TUNE_RUNS }),
+        input("tune_space", "--space", param("tune_space")),
     ];
     if tune.workers > 1 {
         tune_inputs.push(input("worker", "--worker", Source::Worker));
@@ -503,6 +504,12 @@ pub fn pipeline_with(tune: &TuneOptions) -> Pipeline {
                 help: "run train and test (false: only verify, distribution and plot)",
             },
             Param { name: "bool_tune", ty: ParamType::Bool, default: "false", help: "also tune after train (needs bool_train)" },
+            Param {
+                name: "tune_space",
+                ty: ParamType::String,
+                default: "",
+                help: "tune's search space yaml under /data (`lr0: [1.0e-5, 1.0e-2]` lines); empty: ultralytics 8.4's",
+            },
         ],
         steps: vec![
             Step {
@@ -581,6 +588,7 @@ pub fn pipeline_with(tune: &TuneOptions) -> Pipeline {
                     string_out("last_pt", "--out-last-pt"),
                     string_out("best_pt", "--out-best-pt"),
                     string_out("out_data_yaml", "--out-data-yaml"),
+                    string_out("mlflow_run_id", "--out-mlflow-run-id"),
                     artifact_out("train_metrics", "--out-metrics", ArtifactType::Metrics),
                 ],
                 after: vec!["plot"],
@@ -662,6 +670,7 @@ mod tests {
         assert_eq!(src("--cfg-yaml"), Some(Source::Output { step: "verify", output: "cfg_yaml" }));
         assert_eq!(src("--data-yaml"), Some(Source::Output { step: "train", output: "out_data_yaml" }));
         assert_eq!(src("--tune-dir"), Some(Source::RunId { prefix: TUNE_RUNS }));
+        assert_eq!(src("--space"), Some(Source::Param("tune_space")), "the search space is a run parameter");
         assert_eq!(src("--worker"), None, "one worker: no worker index");
         assert_eq!(tune.literal_args, [("--iterations", "7".to_string()), ("--set", "epochs=3".to_string())]);
         let outs: Vec<&str> = tune.outputs.iter().map(|o| o.name).collect();

@@ -66,7 +66,7 @@ impl TuneArgs {
 /// Options shared by `run` and `demo`.
 #[derive(clap::Args)]
 struct RunCommon {
-    /// Run parameter (repeatable): model_name, cfg, data, bool_train, bool_tune.
+    /// Run parameter (repeatable): model_name, cfg, data, bool_train, bool_tune, tune_space.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Run folder for outputs, artifacts, logs and summary.json [default: <data-dir>/pipeline-runs/<timestamp>].
@@ -311,7 +311,7 @@ impl CompileArgs {
         if !self.set.is_empty() {
             Some(("--set", "the pipeline's run parameters are set in the Kubeflow 'Create run' form"))
         } else if self.tune_space.is_some() {
-            Some(("--tune-space", "the pipeline's tune step searches ultralytics' default space"))
+            Some(("--tune-space", "for the pipeline's tune step, set the `tune_space` run parameter (a yaml on the volume)"))
         } else if self.katib_namespace.is_some() {
             Some(("--katib-namespace", "a pipeline runs in the namespace it is started in"))
         } else {

@@ -115,6 +115,10 @@ fn runs_the_graph_with_parameters_conditions_and_verbatim_outputs() {
     assert_eq!(flag(&tune, "--tune-dir"), "runs/detect/tune-run");
     assert_eq!(flag(&tune, "--iterations"), "10");
     assert!(!tune.contains(&"--worker".to_string()), "one worker: no --worker");
+    assert_eq!(flag(&tune, "--space"), "", "tune_space left empty: ultralytics' search space");
+    let (out, _, _) = run(bin.path(), data.path(), &["bool_tune=true", "tune_space=spaces/lr.yaml"], &[]);
+    assert!(out.status.success());
+    assert_eq!(flag(&args_of(bin.path(), "tune"), "--space"), "spaces/lr.yaml");
 
     // bool_train=false skips the whole group, including the nested tune.
     let (out, st, _) = run(bin.path(), data.path(), &["bool_train=false", "bool_tune=true"], &[]);

@@ -120,25 +120,7 @@ fn load_mosaic_affine_hsv_mixup_match_ultralytics() {
     let mut affines = Vec::new();
     for case in c["affine"].as_array().unwrap() {
         let k = case["mosaic"].as_u64().unwrap() as usize;
-        let d = &case["draws"];
-        let f = |v: &Value| v.as_f64().unwrap();
-        let draws = perspective::AffineDraws {
-            perspective: [f(&d["perspective"][0]), f(&d["perspective"][1])],
-            angle: f(&d["angle"]),
-            scale: f(&d["scale"]),
-            shear: [f(&d["shear"][0]), f(&d["shear"][1])],
-            translate: [f(&d["translate"][0]), f(&d["translate"][1])],
-        };
-        let m_ref: Vec<Vec<f64>> = serde_json::from_value(case["M"].clone()).unwrap();
-        let (m, scale) = perspective::affine_matrix(&draws, 2 * IMGSZ, 2 * IMGSZ, (IMGSZ, IMGSZ));
-        for i in 0..3 {
-            for j in 0..3 {
-                let tol = 1e-6 * (1.0 + m_ref[i][j].abs());
-                assert!((m[i][j] as f64 - m_ref[i][j]).abs() <= tol, "affine {k}: M {m:?} vs ultralytics {m_ref:?}");
-            }
-        }
-        // The warp uses ultralytics' exact float32 matrix (numpy's matmul may round differently by an ulp).
-        let m_exact: perspective::Mat3 = std::array::from_fn(|i| std::array::from_fn(|j| m_ref[i][j] as f32));
+        let (m_exact, _, scale) = matrix_of(&format!("affine {k}"), case);
         let out = perspective::random_perspective(&mosaics[k], &m_exact, scale, (IMGSZ, IMGSZ), false);
         assert_same(&format!("affine {k}"), &out.img, &png(case["image"].as_str().unwrap()));
         assert_labels(&format!("affine {k}"), &out, case);
@@ -153,6 +135,53 @@ fn load_mosaic_affine_hsv_mixup_match_ultralytics() {
     let mx = &c["mixup"];
     let out = mixup::mixup(affines[0].clone(), &affines[1], mx["r"].as_f64().unwrap());
     assert_same("mixup", &out.img, &png(mx["image"].as_str().unwrap()));
+
+    // warpPerspective (perspective > 0) on mosaic 0
+    let pc = &c["perspective"];
+    let (m_ref, m, scale) = matrix_of("perspective", pc);
+    let out = perspective::random_perspective(&mosaics[pc["mosaic"].as_u64().unwrap() as usize], &m_ref, scale, (IMGSZ, IMGSZ), true);
+    assert_ne!(m[2][0], 0.0, "the case must exercise the perspective row");
+    assert_same("perspective", &out.img, &png(pc["image"].as_str().unwrap()));
+    assert_labels("perspective", &out, pc);
+
+    // CutMix: applied twice, skipped when every area covers a box, skipped when the area holds
+    // no box of the second image
+    let kinds: Vec<&str> = c["cutmix"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["no_free_area", "applied", "applied", "no_source_box"]);
+    for (n, case) in c["cutmix"].as_array().unwrap().iter().enumerate() {
+        let (a, b) = (case["a"].as_u64().unwrap() as usize, case["b"].as_u64().unwrap() as usize);
+        let d = mixup::CutMixDraws { areas: serde_json::from_value(case["areas"].clone()).unwrap(), choice: case["choice"].as_f64().unwrap() };
+        let out = mixup::cutmix(affines[a].clone(), &affines[b], &d);
+        assert_same(&format!("cutmix {n}"), &out.img, &png(case["image"].as_str().unwrap()));
+        assert_labels(&format!("cutmix {n}"), &out, case);
+        let boxes: Vec<Vec<f64>> = serde_json::from_value(case["boxes"].clone()).unwrap();
+        assert_eq!(out.boxes.len(), boxes.len(), "cutmix {n}: box count");
+        assert_eq!(out.boxes.len() > affines[a].boxes.len(), case["kind"] == "applied", "cutmix {n}");
+    }
+}
+
+/// ultralytics' float32 matrix of an affine/perspective case (used for the warp: numpy's matmul
+/// may round differently by an ulp), kubeyolo's own matrix from the same draws, checked against
+/// it, and the drawn scale.
+fn matrix_of(what: &str, case: &Value) -> (perspective::Mat3, perspective::Mat3, f64) {
+    let d = &case["draws"];
+    let f = |v: &Value| v.as_f64().unwrap();
+    let draws = perspective::AffineDraws {
+        perspective: [f(&d["perspective"][0]), f(&d["perspective"][1])],
+        angle: f(&d["angle"]),
+        scale: f(&d["scale"]),
+        shear: [f(&d["shear"][0]), f(&d["shear"][1])],
+        translate: [f(&d["translate"][0]), f(&d["translate"][1])],
+    };
+    let m_ref: Vec<Vec<f64>> = serde_json::from_value(case["M"].clone()).unwrap();
+    let (m, scale) = perspective::affine_matrix(&draws, 2 * IMGSZ, 2 * IMGSZ, (IMGSZ, IMGSZ));
+    for i in 0..3 {
+        for j in 0..3 {
+            let tol = 1e-6 * (1.0 + m_ref[i][j].abs());
+            assert!((m[i][j] as f64 - m_ref[i][j]).abs() <= tol, "{what}: M {m:?} vs ultralytics {m_ref:?}");
+        }
+    }
+    (std::array::from_fn(|i| std::array::from_fn(|j| m_ref[i][j] as f32)), m, scale)
 }
 
 #[test]

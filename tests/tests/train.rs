@@ -58,6 +58,8 @@ fn trains_writes_ultralytics_run_folder_and_kfp_outputs() {
             kfp.join("data_yaml").to_str().unwrap(),
             "--out-metrics",
             kfp.join("metrics").to_str().unwrap(),
+            "--out-mlflow-run-id",
+            kfp.join("mlflow_run_id").to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -78,6 +80,7 @@ fn trains_writes_ultralytics_run_folder_and_kfp_outputs() {
     assert_eq!(std::fs::read_to_string(kfp.join("best_pt")).unwrap(), run.join("weights/best.safetensors").display().to_string());
     assert!(std::fs::read_to_string(kfp.join("data_yaml")).unwrap().ends_with("data-synth.yaml"));
     assert!(std::fs::read_to_string(kfp.join("metrics")).unwrap().contains("mAP50-95"));
+    assert_eq!(std::fs::read_to_string(kfp.join("mlflow_run_id")).unwrap(), "", "no tracking: no run id");
     // the weights are readable by the test step
     let t = Command::new(bin("yolo-test"))
         .args(["--weights", run.join("weights/best.safetensors").to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "val", "--no-plots"])
@@ -277,8 +280,10 @@ fn resumed_training_continues_its_mlflow_run() {
     child.kill().unwrap(); // SIGKILL: no chance to end the MLflow run
     child.wait().unwrap();
 
-    let again = cmd().output().unwrap();
+    let id_out = root.join("kfp/mlflow_run_id");
+    let again = cmd().args(["--out-mlflow-run-id", id_out.to_str().unwrap()]).output().unwrap();
     assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(&id_out).unwrap(), id, "the KFP output names the one run");
     let out = String::from_utf8_lossy(&again.stdout);
     assert!(out.contains("Resuming training") && out.contains("mlflow: continuing run"), "{}", text(&again));
 

@@ -74,6 +74,9 @@ fn tunes_and_writes_ultralytics_tune_folder() {
         &[
             "--iterations",
             "3",
+            // the pipeline's tune_space left empty: ultralytics' space
+            "--space",
+            "",
             "--out-best-hyp",
             kfp.join("best_hyp").to_str().unwrap(),
             "--out-best-pt",

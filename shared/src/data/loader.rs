@@ -49,11 +49,27 @@ impl Batch {
     /// f32 in [0,1], resized to `shape` (h, w) by [`resize_bilinear`] when given (multi-scale).
     pub fn to_tensor_at(&self, device: &Device, shape: Option<(usize, usize)>) -> Result<Tensor> {
         let (b, h, w) = self.shape;
-        let data: Vec<f32> = self.images.iter().map(|&v| v as f32 / 255.0).collect();
         Ok(match shape {
-            Some((oh, ow)) if (oh, ow) != (h, w) => Tensor::from_vec(resize_bilinear(&data, b * 3, (h, w), (oh, ow)), (b, 3, oh, ow), device)?,
-            _ => Tensor::from_vec(data, (b, 3, h, w), device)?,
+            Some((oh, ow)) if (oh, ow) != (h, w) => Tensor::from_vec(self.resized_floats((oh, ow)), (b, 3, oh, ow), device)?,
+            _ => Tensor::from_vec(self.unit_floats(), (b, 3, h, w), device)?,
         })
+    }
+
+    /// The batch as the model sees it after the multi-scale resize to `shape` (h, w), back in u8
+    /// as ultralytics' `plot_images` makes it (×255, truncated), for `train_batch*.jpg`. Labels
+    /// are normalised, so they stay as they are.
+    pub fn resized(&self, shape: (usize, usize)) -> Batch {
+        let images = self.resized_floats(shape).into_iter().map(|v| (v * 255.0) as u8).collect();
+        Batch { images, shape: (self.shape.0, shape.0, shape.1), targets: self.targets.clone(), paths: self.paths.clone(), indices: self.indices.clone() }
+    }
+
+    fn unit_floats(&self) -> Vec<f32> {
+        self.images.iter().map(|&v| v as f32 / 255.0).collect()
+    }
+
+    fn resized_floats(&self, shape: (usize, usize)) -> Vec<f32> {
+        let (b, h, w) = self.shape;
+        resize_bilinear(&self.unit_floats(), b * 3, (h, w), shape)
     }
 }
 
@@ -332,6 +348,19 @@ mod tests {
         }
         let t = a[0].to_tensor(&Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[4, 3, 64, 64]);
+    }
+
+    #[test]
+    fn resized_batch_is_the_model_input_in_bytes() {
+        let images: Vec<u8> = (0..2 * 3 * 4 * 6).map(|v| (v * 37 % 256) as u8).collect();
+        let targets = Targets { batch_idx: vec![1], cls: vec![0], bboxes: vec![[0.5, 0.5, 0.2, 0.4]] };
+        let b = Batch { images, shape: (2, 4, 6), targets, paths: vec![PathBuf::from("a"), PathBuf::from("b")], indices: vec![3, 7] };
+        let r = b.resized((6, 9));
+        assert_eq!(r.shape, (2, 6, 9));
+        assert_eq!((&r.targets, &r.paths, &r.indices), (&b.targets, &b.paths, &b.indices));
+        let x: Vec<f32> = b.to_tensor_at(&Device::Cpu, Some((6, 9))).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(r.images, x.iter().map(|v| (v * 255.0) as u8).collect::<Vec<_>>());
+        assert_ne!(r.images.len(), b.images.len());
     }
 
     #[test]

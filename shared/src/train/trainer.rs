@@ -624,7 +624,9 @@ impl Trainer {
                 bar.update(epoch, self.epochs, self.state.tloss.unwrap_or([0.0; 3]), batch.targets.len(), x.dim(3)?, i, run + 1);
                 if self.hyp.plots && plot_idx.contains(&ni) {
                     let p = self.save_dir.join(format!("train_batch{ni}.jpg"));
-                    if let Err(e) = crate::plot::batch::plot_training_batch(&batch, &self.names, &p) {
+                    // as ultralytics: the batch the model saw, after the multi-scale resize
+                    let seen = resized.filter(|&s| s != (h, w)).map(|s| batch.resized(s));
+                    if let Err(e) = crate::plot::batch::plot_training_batch(seen.as_ref().unwrap_or(&batch), &self.names, &p) {
                         eprintln!("warning: {e}");
                     }
                 }

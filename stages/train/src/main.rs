@@ -103,6 +103,11 @@ struct Args {
     #[arg(long = "out-data-yaml", value_name = "PATH")]
     out_data_yaml: Option<PathBuf>,
 
+    /// KFP output: the MLflow run id of this training (`mlflow_run_id`; empty without tracking, or
+    /// when the server could not be reached and the records were spooled).
+    #[arg(long = "out-mlflow-run-id", value_name = "PATH")]
+    out_mlflow_run_id: Option<PathBuf>,
+
     /// KFP v2 `system.Metrics` artifact with the final validation of best.
     #[arg(long = "out-metrics", value_name = "PATH")]
     out_metrics: Option<PathBuf>,
@@ -119,6 +124,9 @@ struct Args {
     #[command(flatten)]
     tracking: TrackingArgs,
 }
+
+/// How long the run-id output waits for the tracking server to have created the run.
+const RUN_ID_WAIT: Duration = Duration::from_secs(10);
 
 fn main() {
     let args = Args::parse();
@@ -178,6 +186,13 @@ fn real_main(args: Args) -> Result<()> {
             write_metrics_text(p, out.final_val.as_ref().map(|v| &v.metrics))?;
         }
         kfp::write_v1_metrics(&out.save_dir.join("mlpipeline-metrics.json"), &pairs)?;
+        if let Some(p) = &args.out_mlflow_run_id {
+            let id = tracker.run_id(RUN_ID_WAIT).unwrap_or_default();
+            if id.is_empty() && tracker.is_enabled() {
+                eprintln!("warning: the MLflow run id is not known (server unreachable), so {} is empty", p.display());
+            }
+            kfp::write_output_param(p, &id)?;
+        }
         println!("best: {best}\nlast: {last}");
         Ok(())
     })

@@ -68,7 +68,8 @@ struct Args {
     #[arg(long = "data-yaml", visible_alias = "data", value_name = "YAML")]
     data_yaml: String,
 
-    /// Search space yaml (`lr0: [1.0e-5, 1.0e-2]`, `momentum: [0.6, 0.98, 0.3]`); default ultralytics 8.4's.
+    /// Search space yaml (`lr0: [1.0e-5, 1.0e-2]`, `momentum: [0.6, 0.98, 0.3]`); default (or
+    /// empty, the pipeline's `tune_space` left blank) ultralytics 8.4's.
     #[arg(long, value_name = "YAML")]
     space: Option<PathBuf>,
 
@@ -139,7 +140,7 @@ fn real_main(args: Args) -> Result<()> {
     let root = DataRoot::from_flag(args.data_root.as_deref());
     let under_root = |p: &Path| root.under(p);
     // Everything a user can get wrong is checked before the first iteration trains.
-    let space = match &args.space {
+    let space = match args.space.as_deref().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => Space::load(&under_root(p))?,
         None => Space::default(),
     };
