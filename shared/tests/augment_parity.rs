@@ -145,9 +145,11 @@ fn load_mosaic_affine_hsv_mixup_match_ultralytics() {
     assert_labels("perspective", &out, pc);
 
     // CutMix: applied twice, skipped when every area covers a box, skipped when the area holds
-    // no box of the second image
-    let kinds: Vec<&str> = c["cutmix"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["no_free_area", "applied", "applied", "no_source_box"]);
+    // no box of the second image (the two applied cuts keep a box with 0.1 <= ioa < 0.5 and drop
+    // one with ioa < 0.1, so the 0.1 threshold is pinned from both sides)
+    let mut kinds: Vec<&str> = c["cutmix"].as_array().unwrap().iter().map(|k| k["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["applied", "applied", "no_free_area", "no_source_box"]);
     for (n, case) in c["cutmix"].as_array().unwrap().iter().enumerate() {
         let (a, b) = (case["a"].as_u64().unwrap() as usize, case["b"].as_u64().unwrap() as usize);
         let d = mixup::CutMixDraws { areas: serde_json::from_value(case["areas"].clone()).unwrap(), choice: case["choice"].as_f64().unwrap() };

@@ -71,7 +71,7 @@ struct Args {
     /// Search space yaml (`lr0: [1.0e-5, 1.0e-2]`, `momentum: [0.6, 0.98, 0.3]`); default (or
     /// empty, the pipeline's `tune_space` left blank) ultralytics 8.4's.
     #[arg(long, value_name = "YAML")]
-    space: Option<PathBuf>,
+    space: Option<String>,
 
     /// Iterations in total, over all workers (ultralytics' default 300).
     #[arg(long, default_value_t = 300, value_name = "N")]
@@ -140,8 +140,8 @@ fn real_main(args: Args) -> Result<()> {
     let root = DataRoot::from_flag(args.data_root.as_deref());
     let under_root = |p: &Path| root.under(p);
     // Everything a user can get wrong is checked before the first iteration trains.
-    let space = match args.space.as_deref().filter(|p| !p.as_os_str().is_empty()) {
-        Some(p) => Space::load(&under_root(p))?,
+    let space = match args.space.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => Space::load(&under_root(Path::new(p)))?,
         None => Space::default(),
     };
     let mut hyp = root.load_cfg(&args.cfg_yaml)?;
