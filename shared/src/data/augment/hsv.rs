@@ -44,16 +44,22 @@ fn tables() -> &'static Tables {
 /// One pixel RGB → OpenCV 8-bit HSV (H in 0..180).
 #[inline(always)]
 pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
-    let t = tables();
+    hsv_with(tables(), r, g, b)
+}
+
+/// [`rgb_to_hsv`] with the division tables at hand (the image loop looks them up once).
+#[inline(always)]
+fn hsv_with(t: &Tables, r: u8, g: u8, b: u8) -> [u8; 3] {
     let (r, g, b) = (r as i32, g as i32, b as i32);
     let v = r.max(g).max(b);
     let vmin = r.min(g).min(b);
     let diff = v - vmin;
     let vr = if v == r { -1 } else { 0 };
     let vg = if v == g { -1 } else { 0 };
-    let s = (diff * t.sdiv[v as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+    // v and diff are within 0..=255: the u8 casts are exact and spare the bounds checks
+    let s = (diff * t.sdiv[v as u8 as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
     let mut h = (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff))));
-    h = (h * t.hdiv180[diff as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+    h = (h * t.hdiv180[diff as u8 as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
     if h < 0 {
         h += 180;
     }
@@ -94,11 +100,11 @@ pub fn hsv_to_rgb(h: u8, s: u8, v: u8, simd: bool) -> [u8; 3] {
 #[inline(always)]
 fn quantize(x: f32, simd: bool) -> u8 {
     let y = x * 255.0;
-    if simd {
-        y.trunc().clamp(0.0, 255.0) as u8
-    } else {
-        y.round_ties_even().clamp(0.0, 255.0) as u8
-    }
+    let y = if simd { y.trunc() } else { y.round_ties_even() };
+    // max/min rather than clamp + `as u8`: the same values (NaN → 0), without the saturation checks
+    let y = y.max(0.0).min(255.0);
+    // SAFETY: y is finite and within 0..=255.
+    unsafe { y.to_int_unchecked::<i32>() as u8 }
 }
 
 /// Per (h, s): the factors `1 - s`, `1 - s·h`, `1 - s·(1 - h)` of [`hsv_to_rgb_f`] and the
@@ -158,12 +164,12 @@ pub fn random_hsv(img: &mut RgbImage, r: [f64; 3]) {
 /// instructions instead of libm calls for trunc/round/fma).
 #[inline(always)]
 fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
-    let fa = factors();
+    let (fa, t) = (factors(), tables());
     for row in raw.chunks_exact_mut(w * 3) {
         // OpenCV converts row by row: whole blocks of 32 pixels in its SIMD loop, the rest scalar.
         let simd_px = if w >= SIMD_PIXELS { (w - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
         for (x, p) in row.chunks_exact_mut(3).enumerate() {
-            let [h, s, v] = rgb_to_hsv(p[0], p[1], p[2]);
+            let [h, s, v] = hsv_with(t, p[0], p[1], p[2]);
             let (h, s, v) = (lut[0][h as usize] as usize, lut[1][s as usize] as usize, lut[2][v as usize]);
             let k = h.min(179) * 256 + s;
             let vf = v as f32 * (1.0 / 255.0);
