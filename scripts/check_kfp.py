@@ -261,10 +261,10 @@ def sdk_equivalent(settings):
         return f"{s['image_prefix'].rstrip('/')}/yolo-{step}:{s['tag']}{cuda}"
 
     @dsl.container_component
-    def verify(model_name: str, cfg: str, data: str, model_path: OutputPath(str), cfg_yaml: OutputPath(str),
-               data_yaml: OutputPath(str)):
+    def verify(model_name: str, cfg: str, data: str, tune_space: str, model_path: OutputPath(str),
+               cfg_yaml: OutputPath(str), data_yaml: OutputPath(str)):
         return dsl.ContainerSpec(image=img("verify"), command=["yolo-verify"], args=[
-            "--model-name", model_name, "--cfg", cfg, "--data", data, "--out-model-path", model_path,
+            "--model-name", model_name, "--cfg", cfg, "--data", data, "--tune-space", tune_space, "--out-model-path", model_path,
             "--out-cfg-yaml", cfg_yaml, "--out-data-yaml", data_yaml])
 
     @dsl.container_component
@@ -379,7 +379,7 @@ def sdk_equivalent(settings):
             pvc = pvc_task.outputs["name"]
         else:
             pvc = s["pvc"]["name"]
-        v = k8s(verify(model_name=model_name, cfg=cfg, data=data), "Verify inputs", pvc, False, True)
+        v = k8s(verify(model_name=model_name, cfg=cfg, data=data, tune_space=tune_space), "Verify inputs", pvc, False, True)
         d = k8s(distribution(data_yaml=v.outputs["data_yaml"]), "Class distribution", pvc, False, True)
         p = k8s(plot(result_json=d.outputs["result_json"], cls_names_json=d.outputs["cls_names_json"]),
                 "Plot distribution", pvc, False, True)

@@ -520,6 +520,8 @@ pub fn pipeline_with(tune: &TuneOptions) -> Pipeline {
                     input("model_name", "--model-name", param("model_name")),
                     input("cfg", "--cfg", param("cfg")),
                     input("data", "--data", param("data")),
+                    // checked before training, though only tune reads it
+                    input("tune_space", "--tune-space", param("tune_space")),
                 ],
                 outputs: vec![
                     string_out("model_path", "--out-model-path"),

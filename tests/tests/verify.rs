@@ -306,3 +306,43 @@ fn help_explains_every_flag_with_an_example() {
     let o = run("yolo-verify", Path::new("/nonexistent"), &["--print-default-cfg"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("lr0: 0.01"));
 }
+
+/// The pipeline's `tune_space` is checked by verify, before train runs for hours: a good yaml
+/// is summarised, a bad one is a config problem naming its line and nothing is written, an
+/// empty value (the parameter left blank) means ultralytics' space.
+#[test]
+fn tune_space_is_checked_before_training() {
+    let vol = volume();
+    let root = vol.path();
+    let out = tempfile::tempdir().unwrap();
+    let [m, c, d] = outs(out.path());
+    let with_space = |space: &str| {
+        run(
+            "yolo-verify",
+            root,
+            &[
+                "--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "data-custom", "--tune-space", space,
+                "--out-model-path", m.to_str().unwrap(),
+                "--out-cfg-yaml", c.to_str().unwrap(),
+                "--out-data-yaml", d.to_str().unwrap(),
+            ],
+        )
+    };
+    write(root, "spaces/lr.yaml", "lr0: [1.0e-5, 1.0e-2]\nmomentum: [0.6, 0.98, 0.3]\n");
+    let o = with_space("spaces/lr.yaml");
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["tune_space"]["keys"], 2, "{j}");
+
+    let o = with_space("");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["tune_space"].is_null());
+
+    std::fs::remove_dir_all(out.path().join("out")).unwrap();
+    write(root, "spaces/bad.yaml", "lr0: [1.0e-5, 1.0e-2]\nmomentum: [0.98, 0.6]\n");
+    let o = with_space("spaces/bad.yaml");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.yaml:2") && err.contains("greater than max"), "{err}");
+    assert!(outs(out.path()).iter().all(|p| !p.exists()), "outputs written despite a bad space");
+}

@@ -64,6 +64,12 @@ struct Args {
     #[arg(long, default_value = "data-custom")]
     data: String,
 
+    /// Search space yaml for the tune step (the pipeline's `tune_space`; `key: [min, max]` lines),
+    /// checked here so a mistake shows before training; empty: ultralytics 8.4's space, nothing to
+    /// check. Example: --tune-space spaces/lr.yaml
+    #[arg(long = "tune-space", default_value = "", value_name = "YAML")]
+    tune_space: String,
+
     /// File to write the resolved model path to (KFP output `model_path`). For a built-in
     /// architecture it is its name (`yolov8n.yaml`); for official weights not on the volume, the
     /// path they will be downloaded to. Example: --out-model-path /tmp/outputs/model_path
@@ -124,7 +130,8 @@ impl std::fmt::Display for Failed {
 }
 
 fn verify(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<(), Failed> {
-    let report = check::verify(root, &args.model_name, &args.cfg, &args.data, !args.skip_image_check);
+    let mut report = check::verify(root, &args.model_name, &args.cfg, &args.data, !args.skip_image_check);
+    check::check_tune_space(root, &args.tune_space, &mut report);
     log_to(tracker, args, root, &report);
 
     for w in &report.warnings {
