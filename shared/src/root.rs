@@ -163,6 +163,18 @@ impl DataRoot {
         self.resolve_file(name, NameKind::Cfg)
     }
 
+    /// Load a tune search space (`yolo-tune --space`, `yolo-verify --tune-space`, the pipeline's
+    /// `tune_space`): the yaml at `name` under the root, with its path; `None` for an empty name,
+    /// which means ultralytics 8.4's space (the run parameter left blank).
+    pub fn load_space(&self, name: &str) -> Result<Option<(PathBuf, crate::tune::space::Space)>> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        let path = self.under(name);
+        let space = crate::tune::space::Space::load(&path)?;
+        Ok(Some((path, space)))
+    }
+
     /// Load a step's `--cfg-yaml`: a file under the root, or ultralytics' built-in defaults for
     /// `default` (when no such file exists). Every problem of the file is printed, the first is
     /// returned; warnings (ignored keys) are printed.

@@ -6,7 +6,7 @@
 //! `tune_scatter_plots.png`, `weights/`) plus the KFP outputs. Several workers (pods) can share
 //! one tune folder; a restarted worker continues where it stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,7 +15,6 @@ use kubeyolo::kfp;
 use kubeyolo::root::DataRoot;
 use kubeyolo::track::step::run_tracked;
 use kubeyolo::track::TrackingArgs;
-use kubeyolo::tune::space::Space;
 use kubeyolo::tune::tuner::{tune, TuneRequest};
 
 const ABOUT: &str = "Tune YOLOv8 hyper-parameters (ultralytics' genetic evolution), resumable, with parallel workers.";
@@ -138,12 +137,8 @@ fn main() {
 
 fn real_main(args: Args) -> Result<()> {
     let root = DataRoot::from_flag(args.data_root.as_deref());
-    let under_root = |p: &Path| root.under(p);
     // Everything a user can get wrong is checked before the first iteration trains.
-    let space = match args.space.as_deref().filter(|p| !p.is_empty()) {
-        Some(p) => Space::load(&under_root(Path::new(p)))?,
-        None => Space::default(),
-    };
+    let space = root.load_space(args.space.as_deref().unwrap_or_default())?.map(|(_, s)| s).unwrap_or_default();
     let mut hyp = root.load_cfg(&args.cfg_yaml)?;
     hyp.apply_overrides(&args.set)?;
     let model = root.resolve_model(&args.model_path)?;

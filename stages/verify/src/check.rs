@@ -90,14 +90,11 @@ pub fn verify(root: &DataRoot, model_name: &str, cfg: &str, data: &str, check_im
 /// The tune step's search space yaml (the pipeline's `tune_space`), checked as yolo-tune will
 /// read it, so a mistake is reported before training rather than after it. Empty: 8.4's space.
 pub fn check_tune_space(root: &DataRoot, space: &str, r: &mut Report) {
-    if space.is_empty() {
-        return;
-    }
-    let path = root.under(std::path::Path::new(space));
-    match kubeyolo::tune::space::Space::load(&path) {
-        Ok(s) => {
+    match root.load_space(space) {
+        Ok(Some((path, s))) => {
             r.summary.insert("tune_space".into(), json!({ "path": path.display().to_string(), "keys": s.dims.len() }));
         }
+        Ok(None) => {}
         Err(e) => r.problems.push(e),
     }
 }
