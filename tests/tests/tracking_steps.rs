@@ -22,6 +22,7 @@ fn volume() -> tempfile::TempDir {
     generate(&d.path().join("datasets/synth"), &spec).unwrap();
     std::fs::create_dir_all(d.path().join("cfg-yaml")).unwrap();
     std::fs::write(d.path().join("cfg-yaml/cfg-custom.yaml"), "epochs: 1\nimgsz: 64\nbatch: 4\n").unwrap();
+    std::fs::write(d.path().join("tune-space.yaml"), "lr0: [0.001, 0.01]\n").unwrap();
     d
 }
 
@@ -49,7 +50,7 @@ fn pipeline(root: &Path, tracking: Option<(&str, &str)>) -> PathBuf {
     let o = step(
         "yolo-verify",
         root,
-        &["--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "datasets/synth/data-synth", "--out-data-yaml", &p("data_yaml")],
+        &["--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "datasets/synth/data-synth", "--tune-space", "tune-space.yaml", "--out-data-yaml", &p("data_yaml")],
         tracking,
     );
     assert!(o.status.success(), "verify\n{}", text(&o));
@@ -107,6 +108,8 @@ fn verify_distribution_plot_log_runs_to_mlflow() {
     assert_eq!(params["verify/cfg"], "cfg-custom");
     assert_eq!(params["verify/data_yaml"].as_str(), Some(read(&out.join("data_yaml")).trim()));
     assert_eq!(params["verify/cfg_yaml"].as_str(), Some(root.join("cfg-yaml/cfg-custom.yaml").display().to_string().as_str()));
+    assert_eq!(params["verify/tune_space"], "tune-space.yaml");
+    assert_eq!(params["verify/tune_space_yaml"].as_str(), Some(root.join("tune-space.yaml").display().to_string().as_str()));
     assert_eq!(data(ok, "tags")["kubeyolo.verify.ok"], "true");
     let failed = run_of(&runs, "verify", data_param("no-such-data"));
     assert_eq!(failed["info"]["status"], "FAILED", "{failed}");

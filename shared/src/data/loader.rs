@@ -203,9 +203,13 @@ impl Job {
                     s.height()
                 )));
             }
-            let raw = s.img.as_raw();
-            for c in 0..3 {
-                images.extend(raw.iter().skip(c).step_by(3));
+            // HWC → CHW in one pass (three `step_by(3)` passes cost ~10% of a sample's instructions)
+            let at = images.len();
+            images.resize(at + 3 * h * w, 0);
+            let (r, gb) = images[at..].split_at_mut(h * w);
+            let (g, b) = gb.split_at_mut(h * w);
+            for (((p, r), g), b) in s.img.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
+                (*r, *g, *b) = (p[0], p[1], p[2]);
             }
             for (b, &c) in s.normalized_xywh().into_iter().zip(&s.cls) {
                 targets.push(bi, c, b);

@@ -505,8 +505,29 @@ fn tuning_cfg(hyp: &Hyp) -> Result<Hyp> {
         println!("Tuner: optimizer 'auto' -> 'AdamW' (as ultralytics' model.tune(): 'auto' would override the tuned lr0 and momentum)");
         h.set("optimizer", "AdamW")?;
     }
+    if let Some(w) = adaptive_lr_warning(&h) {
+        eprintln!("WARNING: {w}");
+    }
     h.set("resume", "False")?;
     Ok(h)
+}
+
+/// The base lr0 is an SGD-sized one under an Adam-family optimizer: 8.4's default `lr0: 0.01`
+/// with `model.tune()`'s AdamW. Measured (benchmarks/RESULTS.md, "Tuning"): from a trained
+/// yolov8n it wiped the model out in every iteration on both tuners (fitness under 0.021 from
+/// 0.66). The threshold is the largest lr0 ultralytics' own `auto` gives AdamW
+/// (`0.002 · 5 / (4 + nc)` ≤ 0.002).
+fn adaptive_lr_warning(h: &Hyp) -> Option<String> {
+    let opt = h.value("optimizer").and_then(|v| v.as_str())?.to_string();
+    let lr0 = h.value("lr0").and_then(|v| v.as_f64())?;
+    let adaptive = ["Adam", "Adamax", "AdamW", "NAdam", "RAdam"].iter().any(|o| o.eq_ignore_ascii_case(&opt));
+    (adaptive && lr0 > 0.002).then(|| {
+        format!(
+            "the tuner starts from optimizer {opt} with lr0 {lr0}, an SGD-sized rate: with {opt} it usually destroys a \
+             pretrained model in the first epoch. Set lr0 to 0.001 or less in the cfg yaml (ultralytics' `auto` gives \
+             AdamW at most 0.002), or set optimizer: SGD"
+        )
+    })
 }
 
 /// ultralytics' MultiTrainer run name: the yaml's stem, or its folder's name for `data.yaml`.
@@ -582,5 +603,17 @@ mod tests {
         let mut sgd = Hyp::default();
         sgd.set("optimizer", "SGD").unwrap();
         assert_eq!(tuning_cfg(&sgd).unwrap().value("optimizer").and_then(|v| v.as_str()), Some("SGD"));
+    }
+
+    #[test]
+    fn sgd_sized_lr_under_adamw_is_warned_about() {
+        let auto = tuning_cfg(&Hyp::default()).unwrap();
+        assert!(adaptive_lr_warning(&auto).is_some_and(|w| w.contains("lr0 0.01")), "8.4's default lr0 with the tuner's AdamW");
+        let mut small = auto.clone();
+        small.set("lr0", "0.001").unwrap();
+        assert_eq!(adaptive_lr_warning(&small), None);
+        let mut sgd = Hyp::default();
+        sgd.set("optimizer", "SGD").unwrap();
+        assert_eq!(adaptive_lr_warning(&tuning_cfg(&sgd).unwrap()), None);
     }
 }

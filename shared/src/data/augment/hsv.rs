@@ -107,36 +107,6 @@ fn quantize(x: f32, simd: bool) -> u8 {
     unsafe { y.to_int_unchecked::<i32>() as u8 }
 }
 
-/// Per (h, s): the factors `1 - s`, `1 - s·h`, `1 - s·(1 - h)` of [`hsv_to_rgb_f`] and the
-/// table index of each output channel. The products with v are then exactly those of OpenCV
-/// (each tab value is one f32 multiplication of v by its factor), at a fraction of the work.
-struct Factors {
-    f: Vec<[f32; 4]>,
-    pick: Vec<[u8; 3]>,
-}
-
-fn factors() -> &'static Factors {
-    static F: std::sync::OnceLock<Factors> = std::sync::OnceLock::new();
-    F.get_or_init(|| {
-        let (mut f, mut pick) = (Vec::with_capacity(180 * 256), Vec::with_capacity(180 * 256));
-        for h in 0..180u32 {
-            for s in 0..256u32 {
-                let hscale: f32 = 6.0 / 180.0;
-                let s = s as f32 * (1.0 / 255.0);
-                let mut hh = h as f32 * hscale;
-                let pre = hh.trunc();
-                hh -= pre;
-                f.push([1.0, 1.0 - s, (-s).mul_add(hh, 1.0), (-s).mul_add(1.0 - hh, 1.0)]);
-                let sector = (pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0) as usize;
-                const SECTOR: [[u8; 3]; 6] = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
-                let k = SECTOR[sector.min(5)];
-                pick.push([k[2], k[1], k[0]]); // (r, g, b)
-            }
-        }
-        Factors { f, pick }
-    })
-}
-
 /// ultralytics' three LUTs for gains `r` = uniform(-1, 1, 3) · (hsv_h, hsv_s, hsv_v), computed
 /// in float64 and truncated to uint8 as numpy's `astype` does.
 pub fn luts(r: [f64; 3]) -> [[u8; 256]; 3] {
@@ -160,27 +130,111 @@ pub fn random_hsv(img: &mut RgbImage, r: [f64; 3]) {
     hsv_rows(raw, w, &lut);
 }
 
-/// The conversion loop (compiled with AVX2+FMA when available: the same arithmetic, inline
+/// Pixels per chunk of the image loop: the per-chunk arrays stay in L1 and the passes over
+/// them are long enough to vectorise.
+const CHUNK: usize = 64;
+
+/// One chunk's planes, reused across chunks (lanes past a short tail hold finite values from
+/// the previous chunk; only the gather pass is bounded by the chunk length).
+struct Planes {
+    r: [i32; CHUNK],
+    g: [i32; CHUNK],
+    b: [i32; CHUNK],
+    v: [i32; CHUNK],
+    diff: [i32; CHUNK],
+    num: [i32; CHUNK],
+    h: [f32; CHUNK],
+    s: [f32; CHUNK],
+    vf: [f32; CHUNK],
+    out: [[u8; CHUNK]; 3],
+}
+
+/// The conversion loop (compiled with AVX2+FMA when available: the same arithmetic, vector
 /// instructions instead of libm calls for trunc/round/fma).
+///
+/// Why chunks: per pixel, the conversion is min/max/select integer arithmetic, five table
+/// lookups and f32 arithmetic with a per-sector select. Written per pixel, none of it
+/// vectorises. Split into passes over 64 pixels — deinterleave, integer HSV (vector), the
+/// table lookups (scalar), HSV→RGB with selects and quantisation (vector), interleave —
+/// only the lookups stay scalar. Each pass computes exactly [`hsv_with`] and
+/// [`hsv_to_rgb_f`] (a unit test compares them on every lane).
 #[inline(always)]
 fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
-    let (fa, t) = (factors(), tables());
+    let t = tables();
+    let mut p = Planes {
+        r: [0; CHUNK],
+        g: [0; CHUNK],
+        b: [0; CHUNK],
+        v: [0; CHUNK],
+        diff: [0; CHUNK],
+        num: [0; CHUNK],
+        h: [0.0; CHUNK],
+        s: [0.0; CHUNK],
+        vf: [0.0; CHUNK],
+        out: [[0; CHUNK]; 3],
+    };
     for row in raw.chunks_exact_mut(w * 3) {
         // OpenCV converts row by row: whole blocks of 32 pixels in its SIMD loop, the rest scalar.
         let simd_px = if w >= SIMD_PIXELS { (w - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
-        for (x, p) in row.chunks_exact_mut(3).enumerate() {
-            let [h, s, v] = hsv_with(t, p[0], p[1], p[2]);
-            let (h, s, v) = (lut[0][h as usize] as usize, lut[1][s as usize] as usize, lut[2][v as usize]);
-            let k = h.min(179) * 256 + s;
-            let vf = v as f32 * (1.0 / 255.0);
-            let f = &fa.f[k];
-            let tab = [vf * f[0], vf * f[1], vf * f[2], vf * f[3]];
-            let pick = fa.pick[k];
-            let simd = x < simd_px;
-            p[0] = quantize(tab[pick[0] as usize & 3], simd);
-            p[1] = quantize(tab[pick[1] as usize & 3], simd);
-            p[2] = quantize(tab[pick[2] as usize & 3], simd);
+        for (c, px) in row.chunks_mut(CHUNK * 3).enumerate() {
+            hsv_chunk(&mut p, px, c * CHUNK, simd_px, t, lut);
         }
+    }
+}
+
+#[inline(always)]
+fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, t: &Tables, lut: &[[u8; 256]; 3]) {
+    let n = px.len() / 3;
+    for (i, q) in px.chunks_exact(3).enumerate().take(CHUNK) {
+        (p.r[i], p.g[i], p.b[i]) = (q[0] as i32, q[1] as i32, q[2] as i32);
+    }
+    // RGB→HSV, the integer part of hsv_with (vectorised)
+    for i in 0..CHUNK {
+        let (r, g, b) = (p.r[i], p.g[i], p.b[i]);
+        let v = r.max(g).max(b);
+        let diff = v - r.min(g).min(b);
+        let vr = if v == r { -1 } else { 0 };
+        let vg = if v == g { -1 } else { 0 };
+        p.num[i] = (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff))));
+        p.v[i] = v;
+        p.diff[i] = diff;
+    }
+    // the division tables and the gains' LUTs (scalar lookups; v and diff are within 0..=255)
+    for i in 0..n.min(CHUNK) {
+        let (v, diff) = (p.v[i] as u8 as usize, p.diff[i] as u8 as usize);
+        let s = (p.diff[i] * t.sdiv[v] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        let mut h = (p.num[i] * t.hdiv180[diff] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        if h < 0 {
+            h += 180;
+        }
+        p.h[i] = lut[0][h.clamp(0, 255) as usize].min(179) as f32;
+        p.s[i] = lut[1][s as u8 as usize] as f32;
+        p.vf[i] = lut[2][v] as f32;
+    }
+    // HSV→RGB, hsv_to_rgb_f with the sector's table picked by selects, then quantize (vectorised)
+    let (hscale, c0) = (6.0f32 / 180.0, 1.0f32 / 255.0);
+    for i in 0..CHUNK {
+        let s = p.s[i] * c0;
+        let v = p.vf[i] * c0;
+        let mut hh = p.h[i] * hscale;
+        let pre = hh.trunc();
+        hh -= pre;
+        let tab0 = v;
+        let tab1 = v * (1.0 - s);
+        let tab2 = v * (-s).mul_add(hh, 1.0);
+        let tab3 = v * (-s).mul_add(1.0 - hh, 1.0);
+        let sector = pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0;
+        // OpenCV's sector_data {{1,3,0}, {1,0,2}, {3,0,1}, {0,2,1}, {0,1,3}, {2,1,0}} as (b, g, r)
+        let r = if sector < 1.0 { tab0 } else if sector < 2.0 { tab2 } else if sector < 4.0 { tab1 } else if sector < 5.0 { tab3 } else { tab0 };
+        let g = if sector < 1.0 { tab3 } else if sector < 3.0 { tab0 } else if sector < 4.0 { tab2 } else { tab1 };
+        let b = if sector < 2.0 { tab1 } else if sector < 3.0 { tab3 } else if sector < 5.0 { tab0 } else { tab2 };
+        let simd = x0 + i < simd_px;
+        p.out[0][i] = quantize(r, simd);
+        p.out[1][i] = quantize(g, simd);
+        p.out[2][i] = quantize(b, simd);
+    }
+    for (i, q) in px.chunks_exact_mut(3).enumerate().take(CHUNK) {
+        (q[0], q[1], q[2]) = (p.out[0][i], p.out[1][i], p.out[2][i]);
     }
 }
 
@@ -214,5 +268,30 @@ mod tests {
         assert!(l[0].iter().all(|&h| h < 180));
         let l = luts([0.0, -1.0, 1.0]);
         assert_eq!((l[1][200], l[2][200], l[2][100]), (0, 255, 200));
+    }
+
+    #[test]
+    fn chunked_loop_equals_per_pixel_conversion() {
+        // every lane of every pass, on widths with chunk and SIMD-block tails, with random gains
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        for (w, h) in [(640u32, 3u32), (70, 5), (31, 2), (129, 4), (1, 1)] {
+            let img0 = RgbImage::from_fn(w, h, |_, _| image::Rgb([next() as u8, next() as u8, next() as u8]));
+            for _ in 0..4 {
+                let r = [0, 1, 2].map(|_| (next() % 2001) as f64 / 1000.0 - 1.0).map(|x| x * 0.9);
+                let lut = luts(r);
+                let mut img = img0.clone();
+                random_hsv(&mut img, r);
+                let simd_px = if w as usize >= SIMD_PIXELS { (w as usize - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
+                for (x, y, p) in img0.enumerate_pixels() {
+                    let [hh, ss, vv] = rgb_to_hsv(p.0[0], p.0[1], p.0[2]);
+                    let want = hsv_to_rgb(lut[0][hh as usize], lut[1][ss as usize], lut[2][vv as usize], (x as usize) < simd_px);
+                    assert_eq!(img.get_pixel(x, y).0, want, "width {w} pixel ({x}, {y}) gains {r:?}");
+                }
+            }
+        }
     }
 }
