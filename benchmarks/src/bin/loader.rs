@@ -66,6 +66,9 @@ fn cfg(imgsz: usize) -> AugmentConfig {
 
 fn main() -> kubeyolo::Result<()> {
     let a = Args::parse();
+    // The allocator settings the train step runs with (freed buffers kept for reuse, so the
+    // per-sample canvases are not page-faulted and zeroed by the kernel each time).
+    kubeyolo::nn::cpu::tune_cpu_runtime(Some(2));
     let yaml = a.dir.join("data-synth.yaml");
     if !yaml.exists() {
         let spec = SynthSpec { images_per_split: [a.images, 2, 0], imgsz: a.imgsz as u32, jpeg: true, seed: 3, ..SynthSpec::default() };

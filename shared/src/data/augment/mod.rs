@@ -28,7 +28,7 @@ use image::RgbImage;
 use rand::Rng;
 
 use crate::data::dataset::TrainDataset;
-use crate::data::image::{letterbox_params, Letterbox, PAD_VALUE};
+use crate::data::image::{letterbox_params, Letterbox};
 
 /// The augmentation hyper-parameters (from the cfg yaml keys of the same names).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -242,7 +242,3 @@ pub fn swap_rb(img: &mut RgbImage) {
     }
 }
 
-/// A grey (114) canvas.
-pub(crate) fn grey(w: usize, h: usize) -> RgbImage {
-    RgbImage::from_pixel(w as u32, h as u32, image::Rgb([PAD_VALUE; 3]))
-}

@@ -3,7 +3,8 @@
 
 use rand::Rng;
 
-use super::{grey, uniform, Sample};
+use super::{uniform, Sample};
+use crate::data::image::PAD_VALUE;
 
 /// The mosaic's random draw: the centre (xc, yc) on the 2s×2s canvas.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,65 +29,108 @@ impl MosaicDraws {
 /// image) around the centre, as `Mosaic.get_params` / `apply_image` / `_cat_labels` do.
 pub fn mosaic4(imgs: [&Sample; 4], s: usize, d: MosaicDraws) -> Sample {
     let s2 = 2 * s as i64;
-    let mut canvas = grey(2 * s, 2 * s);
     let (xc, yc) = (d.xc, d.yc);
     let mut boxes = Vec::new();
     let mut cls = Vec::new();
+    let mut places = Vec::with_capacity(4);
     for (i, p) in imgs.iter().enumerate() {
         let (w, h) = (p.width() as i64, p.height() as i64);
-        let (x1a, y1a, x2a, y2a, x1b, y1b, x2b, y2b);
+        let (x1a, y1a, x2a, y2a, x1b, y1b);
         match i {
             0 => {
                 (x1a, y1a, x2a, y2a) = ((xc - w).max(0), (yc - h).max(0), xc, yc);
-                (x1b, y1b, x2b, y2b) = (w - (x2a - x1a), h - (y2a - y1a), w, h);
+                (x1b, y1b) = (w - (x2a - x1a), h - (y2a - y1a));
             }
             1 => {
                 (x1a, y1a, x2a, y2a) = (xc, (yc - h).max(0), (xc + w).min(s2), yc);
-                (x1b, y1b, x2b, y2b) = (0, h - (y2a - y1a), w.min(x2a - x1a), h);
+                (x1b, y1b) = (0, h - (y2a - y1a));
             }
             2 => {
                 (x1a, y1a, x2a, y2a) = ((xc - w).max(0), yc, xc, s2.min(yc + h));
-                (x1b, y1b, x2b, y2b) = (w - (x2a - x1a), 0, w, (y2a - y1a).min(h));
+                (x1b, y1b) = (w - (x2a - x1a), 0);
             }
             _ => {
                 (x1a, y1a, x2a, y2a) = (xc, yc, (xc + w).min(s2), s2.min(yc + h));
-                (x1b, y1b, x2b, y2b) = (0, 0, w.min(x2a - x1a), (y2a - y1a).min(h));
+                (x1b, y1b) = (0, 0);
             }
         }
-        copy_region(&mut canvas, &p.img, (x1a, y1a, x2a, y2a), (x1b, y1b, x2b, y2b));
+        places.extend(Placement::new(&p.img, (x1a, y1a, x2a, y2a), (x1b, y1b), 2 * s));
         let (padw, padh) = ((x1a - x1b) as f32, (y1a - y1b) as f32);
         for (b, &c) in p.boxes.iter().zip(&p.cls) {
             boxes.push([b[0] + padw, b[1] + padh, b[2] + padw, b[3] + padh]);
             cls.push(c);
         }
     }
-    let mut out = Sample { img: canvas, boxes, cls };
+    let mut out = Sample { img: canvas(2 * s, &places), boxes, cls };
     out.clip(s2 as f32, s2 as f32);
     out.remove_zero_area();
     out
 }
 
-/// numpy's `img4[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]`. The two slices always have the
-/// same size in `mosaic4` (ultralytics relies on that too); empty or reversed ranges copy nothing.
-fn copy_region(dst: &mut image::RgbImage, src: &image::RgbImage, a: (i64, i64, i64, i64), b: (i64, i64, i64, i64)) {
-    let (x1a, y1a, x2a, y2a) = a;
-    let (x1b, y1b, _, _) = b;
-    let w = (x2a - x1a).max(0) as usize;
-    let h = (y2a - y1a).max(0) as usize;
-    if w == 0 || h == 0 || x1b < 0 || y1b < 0 {
-        return;
+/// Where one image lands on the canvas: numpy's `img4[y1a:y2a, x1a:x2a] = img[y1b:y2b, x1b:x2b]`
+/// with both slices cut to what exists (the two always have the same size in `mosaic4`, which
+/// ultralytics relies on too; empty or reversed ranges place nothing).
+struct Placement<'a> {
+    src: &'a image::RgbImage,
+    x: usize,
+    y: usize,
+    w: usize,
+    h: usize,
+    sx: usize,
+    sy: usize,
+}
+
+impl<'a> Placement<'a> {
+    fn new(src: &'a image::RgbImage, (x1a, y1a, x2a, y2a): (i64, i64, i64, i64), (x1b, y1b): (i64, i64), size: usize) -> Option<Self> {
+        let (w, h) = ((x2a - x1a).max(0) as usize, (y2a - y1a).max(0) as usize);
+        if w == 0 || h == 0 || x1b < 0 || y1b < 0 || x1a < 0 || y1a < 0 {
+            return None;
+        }
+        let (x, y, sx, sy) = (x1a as usize, y1a as usize, x1b as usize, y1b as usize);
+        let w = w.min((src.width() as usize).saturating_sub(sx)).min(size.saturating_sub(x));
+        let h = h.min((src.height() as usize).saturating_sub(sy)).min(size.saturating_sub(y));
+        (w > 0 && h > 0).then_some(Placement { src, x, y, w, h, sx, sy })
     }
-    let (dw, sw) = (dst.width() as usize, src.width() as usize);
-    let (x1a, y1a, x1b, y1b) = (x1a as usize, y1a as usize, x1b as usize, y1b as usize);
-    let w = w.min(sw.saturating_sub(x1b)).min(dw.saturating_sub(x1a));
-    let h = h.min((src.height() as usize).saturating_sub(y1b)).min((dst.height() as usize).saturating_sub(y1a));
-    let s = src.as_raw();
-    let d: &mut [u8] = dst;
-    for y in 0..h {
-        let so = ((y1b + y) * sw + x1b) * 3;
-        let dof = ((y1a + y) * dw + x1a) * 3;
-        d[dof..dof + w * 3].copy_from_slice(&s[so..so + w * 3]);
+}
+
+/// The `size`² canvas: grey 114 wherever no image lands, the placed images elsewhere, each
+/// byte written once. Why: filling the whole canvas first (as numpy's `np.full` does) wrote
+/// 4·imgsz² pixels per sample, most of them overwritten at once.
+fn canvas(size: usize, places: &[Placement]) -> image::RgbImage {
+    let row = size * 3;
+    for p in places {
+        assert!(p.x + p.w <= size && p.y + p.h <= size, "mosaic: placement outside the canvas");
+        assert!(p.sx + p.w <= p.src.width() as usize && p.sy + p.h <= p.src.height() as usize, "mosaic: placement outside its image");
     }
+    let mut buf: Vec<u8> = Vec::with_capacity(row * size);
+    let dst = buf.as_mut_ptr();
+    let mut segs: Vec<&Placement> = Vec::with_capacity(places.len());
+    for y in 0..size {
+        segs.clear();
+        segs.extend(places.iter().filter(|p| (p.y..p.y + p.h).contains(&y)));
+        segs.sort_by_key(|p| p.x);
+        let mut x = 0;
+        for p in &segs {
+            // SAFETY: every write is inside row y of the allocation (x, p.x + p.w <= size, y <
+            // size), every read inside the source row (asserted above).
+            unsafe {
+                if p.x > x {
+                    std::ptr::write_bytes(dst.add(y * row + x * 3), PAD_VALUE, (p.x - x) * 3);
+                }
+                let src = p.src.as_raw().as_ptr().add(((p.sy + y - p.y) * p.src.width() as usize + p.sx) * 3);
+                std::ptr::copy_nonoverlapping(src, dst.add(y * row + p.x * 3), p.w * 3);
+            }
+            x = x.max(p.x + p.w);
+        }
+        if x < size {
+            // SAFETY: as above.
+            unsafe { std::ptr::write_bytes(dst.add(y * row + x * 3), PAD_VALUE, (size - x) * 3) };
+        }
+    }
+    // SAFETY: every row was written from column 0 to `size`: gaps with 114, the rest by copies
+    // (placements on one row never overlap: the top two meet at xc, as the bottom two do).
+    unsafe { buf.set_len(row * size) };
+    image::RgbImage::from_raw(size as u32, size as u32, buf).expect("canvas size")
 }
 
 #[cfg(test)]
@@ -116,6 +160,55 @@ mod tests {
         assert_eq!(m.boxes[1], [60.0, 16.0, 70.0, 26.0]);
         // the bottom-right box lands at y 130..134, below the canvas: clipped to zero area, dropped.
         assert_eq!(m.boxes.len(), 2);
+    }
+
+    /// The reference: numpy's order of operations, a full 114 canvas, then each image's
+    /// slice assigned in turn.
+    fn naive(imgs: [&Sample; 4], s: usize, d: MosaicDraws) -> image::RgbImage {
+        let mut canvas = image::RgbImage::from_pixel(2 * s as u32, 2 * s as u32, image::Rgb([PAD_VALUE; 3]));
+        let s2 = 2 * s as i64;
+        for (i, p) in imgs.iter().enumerate() {
+            let (w, h) = (p.width() as i64, p.height() as i64);
+            let (x1a, y1a, x2a, y2a) = match i {
+                0 => ((d.xc - w).max(0), (d.yc - h).max(0), d.xc, d.yc),
+                1 => (d.xc, (d.yc - h).max(0), (d.xc + w).min(s2), d.yc),
+                2 => ((d.xc - w).max(0), d.yc, d.xc, s2.min(d.yc + h)),
+                _ => (d.xc, d.yc, (d.xc + w).min(s2), s2.min(d.yc + h)),
+            };
+            let (x1b, y1b) = match i {
+                0 => (w - (x2a - x1a), h - (y2a - y1a)),
+                1 => (0, h - (y2a - y1a)),
+                2 => (w - (x2a - x1a), 0),
+                _ => (0, 0),
+            };
+            for y in y1a.max(0)..y2a {
+                for x in x1a.max(0)..x2a {
+                    let (sx, sy) = (x - x1a + x1b, y - y1a + y1b);
+                    if sx >= 0 && sy >= 0 && sx < w && sy < h && x < s2 && y < s2 {
+                        canvas.put_pixel(x as u32, y as u32, *p.img.get_pixel(sx as u32, sy as u32));
+                    }
+                }
+            }
+        }
+        canvas
+    }
+
+    #[test]
+    fn canvas_equals_fill_then_assign() {
+        use rand::{Rng, SeedableRng as _};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..60 {
+            let s = 32;
+            let imgs: Vec<Sample> = (0..4u8)
+                .map(|k| {
+                    let (w, h) = (rng.gen_range(1..=40u32), rng.gen_range(1..=40u32));
+                    Sample { img: image::RgbImage::from_fn(w, h, |x, y| image::Rgb([k * 50 + 1, x as u8, y as u8])), boxes: vec![], cls: vec![] }
+                })
+                .collect();
+            let d = MosaicDraws::draw(&mut rng, s);
+            let m = mosaic4([&imgs[0], &imgs[1], &imgs[2], &imgs[3]], s, d);
+            assert_eq!(m.img, naive([&imgs[0], &imgs[1], &imgs[2], &imgs[3]], s, d), "{d:?}");
+        }
     }
 
     #[test]

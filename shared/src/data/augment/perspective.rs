@@ -162,7 +162,8 @@ fn invert_affine(m: &Mat3) -> [f64; 6] {
 const CHUNK: usize = 64;
 
 /// Per-chunk working arrays: source coordinates, fractions, integer parts, the four neighbours
-/// (p00, p01, p10, p11) of each channel as bytes, and the output channels.
+/// (p00, p01, p10, p11) of each pixel packed as `r | g << 8 | b << 16` (one 4-byte load each in
+/// the image's interior; the top byte is unused), and the output channels.
 struct Chunk {
     sx: [f32; CHUNK],
     sy: [f32; CHUNK],
@@ -170,9 +171,12 @@ struct Chunk {
     b: [f32; CHUNK],
     ix: [i32; CHUNK],
     iy: [i32; CHUNK],
-    p: [[[u8; CHUNK]; 3]; 4],
+    p: [[u32; CHUNK]; 4],
     q: [[u8; CHUNK]; 3],
 }
+
+/// A border pixel (114, 114, 114) packed as the neighbours are.
+const PAD_PACKED: u32 = PAD_VALUE as u32 * 0x01_01_01;
 
 impl Chunk {
     fn new() -> Box<Self> {
@@ -183,7 +187,7 @@ impl Chunk {
             b: [0.0; CHUNK],
             ix: [0; CHUNK],
             iy: [0; CHUNK],
-            p: [[[0; CHUNK]; 3]; 4],
+            p: [[0; CHUNK]; 4],
             q: [[0; CHUNK]; 3],
         })
     }
@@ -204,44 +208,92 @@ impl Chunk {
         let (swi, shi) = (sw as i64, sh as i64);
         // the last column/row with a right/lower neighbour (none in an image under 2×2)
         let (xmax, ymax) = (sw.saturating_sub(1) as u64, sh.saturating_sub(1) as u64);
+        // 4-byte loads at all four neighbours stay inside the buffer for offsets below this
+        // (o + 3·sw + 3 + 4 <= len); 0 when no offset qualifies
+        let lim = (src.len() + 1).saturating_sub(sw * 3 + 7);
+        // Most chunks lie wholly inside the source: test that once (a vectorised pass), then
+        // load without per-pixel branches.
+        let lim_px = lim.div_ceil(3);
+        if sw * sh <= i32::MAX as usize / 3 && lim_px > 0 {
+            let (xm, ym, lp, swi32) = (xmax as u32, ymax as u32, lim_px as u32, sw as i32);
+            let mut outside = 0u32;
+            for i in 0..n {
+                let (ix, iy) = (self.ix[i], self.iy[i]);
+                let px = iy.wrapping_mul(swi32).wrapping_add(ix) as u32;
+                outside |= ((ix as u32) >= xm) as u32 | ((iy as u32) >= ym) as u32 | (px >= lp) as u32;
+            }
+            if outside == 0 {
+                self.gather_interior(src, sw, n);
+                return self.interpolate(n, seg);
+            }
+        }
         for i in 0..n {
             let (ix, iy) = (self.ix[i] as i64, self.iy[i] as i64);
             // unsigned compares: a negative value wraps to a huge one
-            if (ix as u64) < xmax && (iy as u64) < ymax {
-                // all four neighbours inside: no border checks
-                let o = (iy as usize * sw + ix as usize) * 3;
-                // SAFETY: ix + 1 < sw and iy + 1 < sh, so o + 3·sw + 6 <= 3·sw·sh <= src.len().
-                let (r0, r1) = unsafe { (src.get_unchecked(o..o + 6), src.get_unchecked(o + sw * 3..o + sw * 3 + 6)) };
-                for c in 0..3 {
-                    self.p[0][c][i] = r0[c];
-                    self.p[1][c][i] = r0[3 + c];
-                    self.p[2][c][i] = r1[c];
-                    self.p[3][c][i] = r1[3 + c];
-                }
+            let o = (iy as usize).wrapping_mul(sw).wrapping_add(ix as usize).wrapping_mul(3);
+            if (ix as u64) < xmax && (iy as u64) < ymax && o < lim {
+                // all four neighbours inside, and 4 bytes readable at each: no border checks
+                self.load_neighbours(src, sw, i, o);
             } else if ((ix + 1) as u64) > swi as u64 || ((iy + 1) as u64) > shi as u64 {
                 // the whole 2×2 neighbourhood is outside: the border value, exactly
                 self.a[i] = 0.0;
                 self.b[i] = 0.0;
                 for k in 0..4 {
-                    for c in 0..3 {
-                        self.p[k][c][i] = PAD_VALUE;
-                    }
+                    self.p[k][i] = PAD_PACKED;
                 }
             } else {
                 for (k, (dy, dx)) in [(0i64, 0i64), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
                     let (yy, xx) = (iy + dy, ix + dx);
                     let inside = xx >= 0 && xx < swi && yy >= 0 && yy < shi;
-                    let o = if inside { (yy as usize * sw + xx as usize) * 3 } else { 0 };
-                    for c in 0..3 {
-                        self.p[k][c][i] = if inside { src[o + c] } else { PAD_VALUE };
-                    }
+                    self.p[k][i] = if inside {
+                        let o = (yy as usize * sw + xx as usize) * 3;
+                        src[o] as u32 | (src[o + 1] as u32) << 8 | (src[o + 2] as u32) << 16
+                    } else {
+                        PAD_PACKED
+                    };
                 }
             }
         }
+        self.interpolate(n, seg);
+    }
+
+    /// The four neighbours of pixels 0..n, every one inside the source with 4 bytes readable
+    /// at each (checked by the caller); AVX2 gathers 8 pixels at a time where available.
+    #[inline(always)]
+    fn gather_interior(&mut self, src: &[u8], sw: usize, n: usize) {
+        let mut i = 0;
+        #[cfg(target_arch = "x86_64")]
+        if crate::nn::cpu::fastmath::avx2() {
+            // SAFETY: AVX2 is present; the caller checked every offset's 4-byte loads.
+            i = unsafe { gather_interior_avx2(src.as_ptr(), sw, &self.ix, &self.iy, &mut self.p, n) };
+        }
+        for i in i..n {
+            let o = (self.iy[i] as usize * sw + self.ix[i] as usize) * 3;
+            self.load_neighbours(src, sw, i, o);
+        }
+    }
+
+    /// Pixel i's four neighbours as 4-byte loads at `o` (its top-left neighbour's offset), the
+    /// caller having checked `o + 3·sw + 7 <= src.len()`.
+    #[inline(always)]
+    fn load_neighbours(&mut self, src: &[u8], sw: usize, i: usize, o: usize) {
+        debug_assert!(o + 3 * sw + 7 <= src.len());
+        // SAFETY: every load ends at or before o + 3·sw + 7 <= src.len() (checked by the caller).
+        let load4 = |o: usize| u32::from_le_bytes(unsafe { *(src.as_ptr().add(o) as *const [u8; 4]) });
+        self.p[0][i] = load4(o);
+        self.p[1][i] = load4(o + 3);
+        self.p[2][i] = load4(o + sw * 3);
+        self.p[3][i] = load4(o + sw * 3 + 3);
+    }
+
+    /// The bilinear interpolation of the gathered neighbours into `seg` (n RGB pixels).
+    #[inline(always)]
+    fn interpolate(&mut self, n: usize, seg: &mut [u8]) {
         for c in 0..3 {
-            let [p0, p1, p2, p3] = [&self.p[0][c], &self.p[1][c], &self.p[2][c], &self.p[3][c]];
+            let [p0, p1, p2, p3] = [&self.p[0], &self.p[1], &self.p[2], &self.p[3]];
+            let ch = |v: u32| ((v >> (8 * c)) & 0xff) as f32;
             for i in 0..n {
-                let (p0, p1, p2, p3) = (p0[i] as f32, p1[i] as f32, p2[i] as f32, p3[i] as f32);
+                let (p0, p1, p2, p3) = (ch(p0[i]), ch(p1[i]), ch(p2[i]), ch(p3[i]));
                 let v0 = self.a[i].mul_add(p1 - p0, p0);
                 let v1 = self.a[i].mul_add(p3 - p2, p2);
                 let v = self.b[i].mul_add(v1 - v0, v0);
@@ -255,6 +307,35 @@ impl Chunk {
             px.copy_from_slice(&[self.q[0][i], self.q[1][i], self.q[2][i]]);
         }
     }
+}
+
+/// [`Chunk::gather_interior`] for whole groups of 8 pixels; returns how many pixels it did.
+///
+/// # Safety
+/// AVX2 must be available, and for every i < n the 4-byte loads at offsets
+/// `o = 3·(iy[i]·sw + ix[i])`, `o + 3`, `o + 3·sw` and `o + 3·sw + 3` must lie inside `src`,
+/// with `3·sw·sh` below `i32::MAX`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_interior_avx2(src: *const u8, sw: usize, ix: &[i32; CHUNK], iy: &[i32; CHUNK], p: &mut [[u32; CHUNK]; 4], n: usize) -> usize {
+    use std::arch::x86_64::*;
+    let base = src as *const i32;
+    let (three, w, row) = (_mm256_set1_epi32(3), _mm256_set1_epi32(sw as i32), _mm256_set1_epi32(3 * sw as i32));
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_loadu_si256(ix.as_ptr().add(i) as *const __m256i);
+        let y = _mm256_loadu_si256(iy.as_ptr().add(i) as *const __m256i);
+        let o = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_mullo_epi32(y, w), x), three);
+        let o1 = _mm256_add_epi32(o, three);
+        let o2 = _mm256_add_epi32(o, row);
+        let o3 = _mm256_add_epi32(o2, three);
+        for (k, off) in [o, o1, o2, o3].into_iter().enumerate() {
+            let v = _mm256_i32gather_epi32::<1>(base, off);
+            _mm256_storeu_si256(p[k].as_mut_ptr().add(i) as *mut __m256i, v);
+        }
+        i += 8;
+    }
+    i
 }
 
 /// `x as i32` for a floored coordinate, in a form the compiler vectorises: NaN gives 0 (as
@@ -386,6 +467,31 @@ mod tests {
             let out = if perspective { warp_perspective(&img, &m, (100, 3)) } else { warp_affine(&img, &m, (100, 3)) };
             assert_eq!(out.get_pixel(0, 0).0, img.get_pixel(0, 0).0);
             assert!(out.enumerate_pixels().filter(|(x, y, _)| (*x, *y) != (0, 0)).all(|(_, _, p)| p.0 == [PAD_VALUE; 3]));
+        }
+    }
+
+    #[test]
+    fn interior_fast_path_equals_per_byte_sampling_up_to_the_last_pixel() {
+        // Half-pixel shifts put every destination pixel between four source pixels, the last
+        // one's lower-right neighbour being the buffer's final pixel (the 4-byte loads' limit).
+        for (w, h) in [(2u32, 2u32), (3, 3), (5, 4), (70, 3)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 37 + y * 11) as u8, (x * 5 + y * 90) as u8, (x * y * 13 + 1) as u8]));
+            let mut m = eye();
+            m[0][2] = -0.5;
+            m[1][2] = -0.5;
+            let out = warp_affine(&img, &m, (w as usize, h as usize));
+            for (x, y, p) in out.enumerate_pixels() {
+                let px = |xx: i64, yy: i64, c: usize| -> f32 {
+                    if xx < w as i64 && yy < h as i64 { img.get_pixel(xx as u32, yy as u32).0[c] as f32 } else { PAD_VALUE as f32 }
+                };
+                let (ix, iy) = (x as i64, y as i64);
+                for c in 0..3 {
+                    let v0 = 0.5f32.mul_add(px(ix + 1, iy, c) - px(ix, iy, c), px(ix, iy, c));
+                    let v1 = 0.5f32.mul_add(px(ix + 1, iy + 1, c) - px(ix, iy + 1, c), px(ix, iy + 1, c));
+                    let want = 0.5f32.mul_add(v1 - v0, v0).round_ties_even() as u8;
+                    assert_eq!(p.0[c], want, "{w}x{h} pixel ({x}, {y}) channel {c}");
+                }
+            }
         }
     }
 
