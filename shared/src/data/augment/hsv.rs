@@ -201,15 +201,9 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, t: &Table
         p.v[i] = v;
         p.diff[i] = diff;
     }
-    // the division tables and the gains' LUTs (v and diff are within 0..=255): AVX2 gathers 8
-    // pixels at a time where available, scalar lookups for the rest
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if crate::nn::cpu::fastmath::avx2() {
-        // SAFETY: AVX2 is present.
-        done = unsafe { lookups_avx2(p, n.min(CHUNK), t, lut) };
-    }
-    for i in done..n.min(CHUNK) {
+    // the division tables and the gains' LUTs (scalar lookups; v and diff are within 0..=255).
+    // AVX2 gathers measured slower than these loads on the benchmark machine (RESULTS.md).
+    for i in 0..n.min(CHUNK) {
         let (v, diff) = (p.v[i] as u8 as usize, p.diff[i] as u8 as usize);
         let s = (p.diff[i] * t.sdiv[v] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
         let mut h = (p.num[i] * t.hdiv180[diff] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
@@ -245,39 +239,6 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, t: &Table
     for (i, q) in px.chunks_exact_mut(3).enumerate().take(CHUNK) {
         (q[0], q[1], q[2]) = (p.out[0][i], p.out[1][i], p.out[2][i]);
     }
-}
-
-/// The lookup pass of [`hsv_chunk`] for whole groups of 8 pixels (the same integer arithmetic
-/// in 8 lanes, table reads as gathers); returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available. `p.v`, `p.diff` of the first `n` pixels are within 0..=255 (they
-/// come from 8-bit channels), so every gather index is inside its 256-entry table.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn lookups_avx2(p: &mut Planes, n: usize, t: &Tables, lut: &[[f32; 256]; 3]) -> usize {
-    use std::arch::x86_64::*;
-    let ld = |a: &[i32; CHUNK], i: usize| _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
-    let (half, zero, c180, c255) = (_mm256_set1_epi32(1 << (HSV_SHIFT - 1)), _mm256_setzero_si256(), _mm256_set1_epi32(180), _mm256_set1_epi32(255));
-    let mut i = 0;
-    while i + 8 <= n {
-        let (v, diff, num) = (ld(&p.v, i), ld(&p.diff, i), ld(&p.num, i));
-        let sdiv = _mm256_i32gather_epi32::<4>(t.sdiv.as_ptr(), v);
-        let s = _mm256_srai_epi32::<HSV_SHIFT>(_mm256_add_epi32(_mm256_mullo_epi32(diff, sdiv), half));
-        let hdiv = _mm256_i32gather_epi32::<4>(t.hdiv180.as_ptr(), diff);
-        let h = _mm256_srai_epi32::<HSV_SHIFT>(_mm256_add_epi32(_mm256_mullo_epi32(num, hdiv), half));
-        // h < 0 → h + 180, then the clamp to 0..=255 of the scalar pass
-        let h = _mm256_add_epi32(h, _mm256_and_si256(_mm256_cmpgt_epi32(zero, h), c180));
-        let h = _mm256_min_epi32(_mm256_max_epi32(h, zero), c255);
-        // s is within 0..=255 (diff <= v), as the scalar pass's `as u8` assumes; the min keeps
-        // the gather inside its table regardless
-        let s = _mm256_min_epi32(s, c255);
-        _mm256_storeu_ps(p.h.as_mut_ptr().add(i), _mm256_i32gather_ps::<4>(lut[0].as_ptr(), h));
-        _mm256_storeu_ps(p.s.as_mut_ptr().add(i), _mm256_i32gather_ps::<4>(lut[1].as_ptr(), s));
-        _mm256_storeu_ps(p.vf.as_mut_ptr().add(i), _mm256_i32gather_ps::<4>(lut[2].as_ptr(), v));
-        i += 8;
-    }
-    i
 }
 
 #[cfg(test)]

@@ -258,16 +258,11 @@ impl Chunk {
     }
 
     /// The four neighbours of pixels 0..n, every one inside the source with 4 bytes readable
-    /// at each (checked by the caller); AVX2 gathers 8 pixels at a time where available.
+    /// at each (checked by the caller). Scalar loads: AVX2 gathers measured slower on the
+    /// benchmark machine (RESULTS.md).
     #[inline(always)]
     fn gather_interior(&mut self, src: &[u8], sw: usize, n: usize) {
-        let mut i = 0;
-        #[cfg(target_arch = "x86_64")]
-        if crate::nn::cpu::fastmath::avx2() {
-            // SAFETY: AVX2 is present; the caller checked every offset's 4-byte loads.
-            i = unsafe { gather_interior_avx2(src.as_ptr(), sw, &self.ix, &self.iy, &mut self.p, n) };
-        }
-        for i in i..n {
+        for i in 0..n {
             let o = (self.iy[i] as usize * sw + self.ix[i] as usize) * 3;
             self.load_neighbours(src, sw, i, o);
         }
@@ -307,35 +302,6 @@ impl Chunk {
             px.copy_from_slice(&[self.q[0][i], self.q[1][i], self.q[2][i]]);
         }
     }
-}
-
-/// [`Chunk::gather_interior`] for whole groups of 8 pixels; returns how many pixels it did.
-///
-/// # Safety
-/// AVX2 must be available, and for every i < n the 4-byte loads at offsets
-/// `o = 3·(iy[i]·sw + ix[i])`, `o + 3`, `o + 3·sw` and `o + 3·sw + 3` must lie inside `src`,
-/// with `3·sw·sh` below `i32::MAX`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gather_interior_avx2(src: *const u8, sw: usize, ix: &[i32; CHUNK], iy: &[i32; CHUNK], p: &mut [[u32; CHUNK]; 4], n: usize) -> usize {
-    use std::arch::x86_64::*;
-    let base = src as *const i32;
-    let (three, w, row) = (_mm256_set1_epi32(3), _mm256_set1_epi32(sw as i32), _mm256_set1_epi32(3 * sw as i32));
-    let mut i = 0;
-    while i + 8 <= n {
-        let x = _mm256_loadu_si256(ix.as_ptr().add(i) as *const __m256i);
-        let y = _mm256_loadu_si256(iy.as_ptr().add(i) as *const __m256i);
-        let o = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_mullo_epi32(y, w), x), three);
-        let o1 = _mm256_add_epi32(o, three);
-        let o2 = _mm256_add_epi32(o, row);
-        let o3 = _mm256_add_epi32(o2, three);
-        for (k, off) in [o, o1, o2, o3].into_iter().enumerate() {
-            let v = _mm256_i32gather_epi32::<1>(base, off);
-            _mm256_storeu_si256(p[k].as_mut_ptr().add(i) as *mut __m256i, v);
-        }
-        i += 8;
-    }
-    i
 }
 
 /// `x as i32` for a floored coordinate, in a form the compiler vectorises: NaN gives 0 (as
