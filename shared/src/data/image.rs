@@ -234,6 +234,58 @@ pub fn to_tensor(imgs: &[&RgbImage], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (imgs.len(), 3, h, w), device)?)
 }
 
+/// Interleaved RGB (`raw`, n pixels) → three planes `r`, `g`, `b` of n bytes each (HWC → CHW,
+/// the training batch layout), every element of the planes written.
+///
+/// Why: per pixel as three byte moves this was ~10% of a training sample's preparation; with
+/// SSSE3 byte shuffles (present wherever AVX2 is) 16 pixels take 9 shuffles.
+pub(crate) fn split_channels(raw: &[u8], [r, g, b]: [&mut [std::mem::MaybeUninit<u8>]; 3]) {
+    let n = raw.len() / 3;
+    assert!(raw.len() == 3 * n && r.len() == n && g.len() == n && b.len() == n, "split_channels: sizes");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::nn::cpu::fastmath::avx2() {
+        // SAFETY: SSSE3 is present (AVX2 implies it); the sizes were checked above.
+        done = unsafe { split_channels_ssse3(raw, [r.as_mut_ptr().cast(), g.as_mut_ptr().cast(), b.as_mut_ptr().cast()], n) };
+    }
+    for i in done..n {
+        r[i].write(raw[3 * i]);
+        g[i].write(raw[3 * i + 1]);
+        b[i].write(raw[3 * i + 2]);
+    }
+}
+
+/// [`split_channels`] for whole blocks of 16 pixels; returns how many pixels it wrote.
+///
+/// # Safety
+/// SSSE3 must be available; `raw` holds 3·n bytes and each plane pointer n writable bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn split_channels_ssse3(raw: &[u8], planes: [*mut u8; 3], n: usize) -> usize {
+    use std::arch::x86_64::*;
+    // mask[c][k]: for output byte j of channel c, its source byte 3j + c lies in 16-byte
+    // register k = (3j + c) / 16 at (3j + c) % 16; other registers contribute 0 (0x80).
+    let mut mask = [[[0x80u8 as i8; 16]; 3]; 3];
+    for (c, mc) in mask.iter_mut().enumerate() {
+        for j in 0..16 {
+            let at = 3 * j + c;
+            mc[at / 16][j] = (at % 16) as i8;
+        }
+    }
+    let m: [[__m128i; 3]; 3] = mask.map(|mc| mc.map(|v| _mm_loadu_si128(v.as_ptr() as *const __m128i)));
+    let mut i = 0;
+    while i + 16 <= n {
+        let src = raw.as_ptr().add(3 * i);
+        let a = [0, 16, 32].map(|o| _mm_loadu_si128(src.add(o) as *const __m128i));
+        for c in 0..3 {
+            let v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a[0], m[c][0]), _mm_shuffle_epi8(a[1], m[c][1])), _mm_shuffle_epi8(a[2], m[c][2]));
+            _mm_storeu_si128(planes[c].add(i) as *mut __m128i, v);
+        }
+        i += 16;
+    }
+    i
+}
+
 /// ultralytics `scale_boxes(img1_shape, boxes, img0_shape)` for xyxy boxes: undo the letterbox
 /// (padding, then gain) and clip to the original image. Shapes are (height, width). With
 /// `ratio_pad` = ((gain_h, gain_w), (pad_w, pad_h)) the geometry is given instead of recomputed
@@ -322,5 +374,20 @@ mod tests {
         assert_eq!(t.dims(), &[1, 3, 1, 2]);
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(v, vec![1.0, 1.0, 0.0, 0.0, 0.2, 0.2]);
+    }
+
+    #[test]
+    fn split_channels_equals_per_pixel_moves() {
+        for n in [0usize, 1, 15, 16, 17, 100, 4099] {
+            let raw: Vec<u8> = (0..3 * n).map(|i| (i * 7 % 251) as u8).collect();
+            let mut planes = vec![std::mem::MaybeUninit::new(0u8); 3 * n];
+            let (r, gb) = planes.split_at_mut(n);
+            let (g, b) = gb.split_at_mut(n);
+            split_channels(&raw, [r, g, b]);
+            // SAFETY: every element was initialised (by MaybeUninit::new, then written).
+            let got: Vec<u8> = planes.iter().map(|v| unsafe { v.assume_init() }).collect();
+            let want: Vec<u8> = (0..3).flat_map(|c| raw.iter().skip(c).step_by(3).copied().collect::<Vec<_>>()).collect();
+            assert_eq!(got, want, "{n} pixels");
+        }
     }
 }
