@@ -6,11 +6,12 @@ use super::Sample;
 pub fn flip_horizontal(s: &mut Sample) {
     let w = s.width();
     for row in s.img.chunks_exact_mut(w * 3) {
-        for x in 0..w / 2 {
-            let (a, b) = (x * 3, (w - 1 - x) * 3);
-            for c in 0..3 {
-                row.swap(a + c, b + c);
-            }
+        // pixel x ↔ pixel w-1-x; with an odd width the middle pixel (right's first) stays
+        let (left, right) = row.split_at_mut(w / 2 * 3);
+        for (l, r) in left.chunks_exact_mut(3).zip(right.rchunks_exact_mut(3)) {
+            let t = [l[0], l[1], l[2]];
+            l.copy_from_slice(r);
+            r.copy_from_slice(&t);
         }
     }
     let wf = w as f32;
@@ -44,6 +45,11 @@ mod tests {
         let mut s = s0.clone();
         flip_horizontal(&mut s);
         assert_eq!(s.img.get_pixel(0, 1).0, [4, 1, 9]);
+        for w in [5u32, 6] {
+            let mut t = Sample { img: image::RgbImage::from_fn(w, 2, |x, y| image::Rgb([x as u8, y as u8, 9])), boxes: vec![], cls: vec![] };
+            flip_horizontal(&mut t);
+            assert_eq!(t.img, image::RgbImage::from_fn(w, 2, |x, y| image::Rgb([(w - 1 - x) as u8, y as u8, 9])), "width {w}");
+        }
         assert_eq!(s.boxes[0], [3.0, 0.5, 4.0, 2.5]);
         flip_horizontal(&mut s);
         assert_eq!(s, s0);
