@@ -205,21 +205,29 @@ fn pre_transform(
 ) -> crate::Result<Sample> {
     let s = cfg.imgsz;
     let base = ds.load_sample(index)?;
-    let sample = if cfg.mosaic > 0.0 && uniform(rng, 0.0, 1.0) <= cfg.mosaic {
-        let partners = [rng.gen_range(0..ds.len()), rng.gen_range(0..ds.len()), rng.gen_range(0..ds.len())];
-        let centre = mosaic::MosaicDraws::draw(rng, s);
-        let others = [ds.load_sample(partners[0])?, ds.load_sample(partners[1])?, ds.load_sample(partners[2])?];
-        mosaic::mosaic4([&base, &others[0], &others[1], &others[2]], s, centre)
-    } else {
-        (*base).clone()
-    };
     let size = match rect_shape {
         Some((h, w)) => (w, h),
         None => (s, s),
     };
+    let perspective = cfg.perspective != 0.0;
+    if cfg.mosaic > 0.0 && uniform(rng, 0.0, 1.0) <= cfg.mosaic {
+        let partners = [rng.gen_range(0..ds.len()), rng.gen_range(0..ds.len()), rng.gen_range(0..ds.len())];
+        let centre = mosaic::MosaicDraws::draw(rng, s);
+        let others = [ds.load_sample(partners[0])?, ds.load_sample(partners[1])?, ds.load_sample(partners[2])?];
+        // the affine's draws come next in ultralytics' order; they depend only on the canvas
+        // size, so the canvas can be built knowing which part of it the warp reads
+        let draws = perspective::AffineDraws::draw(rng, cfg);
+        let (m, scale) = perspective::affine_matrix(&draws, 2 * s, 2 * s, size);
+        let region = (!perspective)
+            .then(|| perspective::source_region(&m, size, (2 * s, 2 * s)))
+            .flatten()
+            .map_or(mosaic::Region::whole(2 * s), |(x0, y0, x1, y1)| mosaic::Region { x0, y0, x1, y1 });
+        let m4 = mosaic::mosaic4_region([&base, &others[0], &others[1], &others[2]], s, centre, region);
+        return Ok(perspective::random_perspective_at(&m4, (region.x0, region.y0), &m, scale, size, perspective));
+    }
     let draws = perspective::AffineDraws::draw(rng, cfg);
-    let (m, scale) = perspective::affine_matrix(&draws, sample.width(), sample.height(), size);
-    Ok(perspective::random_perspective(&sample, &m, scale, size, cfg.perspective != 0.0))
+    let (m, scale) = perspective::affine_matrix(&draws, base.width(), base.height(), size);
+    Ok(perspective::random_perspective(&base, &m, scale, size, perspective))
 }
 
 /// Validation-style sample (ultralytics' `LetterBox(new_shape=imgsz, scaleup=False)`), used

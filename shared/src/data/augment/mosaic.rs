@@ -28,6 +28,29 @@ impl MosaicDraws {
 /// Place `imgs` (top-left, top-right, bottom-left, bottom-right; the first is the sample's own
 /// image) around the centre, as `Mosaic.get_params` / `apply_image` / `_cat_labels` do.
 pub fn mosaic4(imgs: [&Sample; 4], s: usize, d: MosaicDraws) -> Sample {
+    mosaic4_region(imgs, s, d, Region::whole(2 * s))
+}
+
+/// A rectangle of the 2s×2s canvas: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+impl Region {
+    pub fn whole(size: usize) -> Self {
+        Region { x0: 0, y0: 0, x1: size, y1: size }
+    }
+}
+
+/// [`mosaic4`] with only `region` of the canvas built: the image is that rectangle (its pixel
+/// (0, 0) is canvas pixel (x0, y0)); boxes are in whole-canvas coordinates, as in `mosaic4`.
+/// Why: the random affine that follows reads, on average, a third of the canvas (scale
+/// 0.5–1.5 of a 2s canvas into s); building only what it reads saves most of the copying.
+pub fn mosaic4_region(imgs: [&Sample; 4], s: usize, d: MosaicDraws, region: Region) -> Sample {
     let s2 = 2 * s as i64;
     let (xc, yc) = (d.xc, d.yc);
     let mut boxes = Vec::new();
@@ -61,7 +84,7 @@ pub fn mosaic4(imgs: [&Sample; 4], s: usize, d: MosaicDraws) -> Sample {
             cls.push(c);
         }
     }
-    let mut out = Sample { img: canvas(2 * s, &places), boxes, cls };
+    let mut out = Sample { img: canvas(2 * s, region, &places), boxes, cls };
     out.clip(s2 as f32, s2 as f32);
     out.remove_zero_area();
     out
@@ -93,44 +116,48 @@ impl<'a> Placement<'a> {
     }
 }
 
-/// The `size`² canvas: grey 114 wherever no image lands, the placed images elsewhere, each
-/// byte written once. Why: filling the whole canvas first (as numpy's `np.full` does) wrote
-/// 4·imgsz² pixels per sample, most of them overwritten at once.
-fn canvas(size: usize, places: &[Placement]) -> image::RgbImage {
-    let row = size * 3;
+/// `region` of the `size`² canvas: grey 114 wherever no image lands, the placed images
+/// elsewhere, each byte written once. Why: filling the whole canvas first (as numpy's
+/// `np.full` does) wrote 4·imgsz² pixels per sample, most of them overwritten at once.
+fn canvas(size: usize, r: Region, places: &[Placement]) -> image::RgbImage {
+    assert!(r.x0 < r.x1 && r.x1 <= size && r.y0 < r.y1 && r.y1 <= size, "mosaic: region {r:?} outside the {size}² canvas");
+    let (rw, rh) = (r.x1 - r.x0, r.y1 - r.y0);
+    let row = rw * 3;
     for p in places {
         assert!(p.x + p.w <= size && p.y + p.h <= size, "mosaic: placement outside the canvas");
         assert!(p.sx + p.w <= p.src.width() as usize && p.sy + p.h <= p.src.height() as usize, "mosaic: placement outside its image");
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(row * size);
+    let mut buf: Vec<u8> = Vec::with_capacity(row * rh);
     let dst = buf.as_mut_ptr();
-    let mut segs: Vec<&Placement> = Vec::with_capacity(places.len());
-    for y in 0..size {
+    let mut segs: Vec<(usize, usize, &Placement)> = Vec::with_capacity(places.len());
+    for y in r.y0..r.y1 {
+        // the placements on this row, cut to the region's columns
         segs.clear();
-        segs.extend(places.iter().filter(|p| (p.y..p.y + p.h).contains(&y)));
-        segs.sort_by_key(|p| p.x);
-        let mut x = 0;
-        for p in &segs {
-            // SAFETY: every write is inside row y of the allocation (x, p.x + p.w <= size, y <
-            // size), every read inside the source row (asserted above).
+        segs.extend(places.iter().filter(|p| (p.y..p.y + p.h).contains(&y)).map(|p| (p.x.max(r.x0), (p.x + p.w).min(r.x1), p)).filter(|(lo, hi, _)| lo < hi));
+        segs.sort_by_key(|&(lo, _, _)| lo);
+        let out = (y - r.y0) * row;
+        let mut x = r.x0;
+        for &(lo, hi, p) in &segs {
+            // SAFETY: writes stay in this row of the allocation (r.x0 <= x, lo, hi <= r.x1);
+            // reads stay in the source row (lo - p.x + p.sx + (hi - lo) <= p.sx + p.w, asserted).
             unsafe {
-                if p.x > x {
-                    std::ptr::write_bytes(dst.add(y * row + x * 3), PAD_VALUE, (p.x - x) * 3);
+                if lo > x {
+                    std::ptr::write_bytes(dst.add(out + (x - r.x0) * 3), PAD_VALUE, (lo - x) * 3);
                 }
-                let src = p.src.as_raw().as_ptr().add(((p.sy + y - p.y) * p.src.width() as usize + p.sx) * 3);
-                std::ptr::copy_nonoverlapping(src, dst.add(y * row + p.x * 3), p.w * 3);
+                let src = p.src.as_raw().as_ptr().add(((p.sy + y - p.y) * p.src.width() as usize + p.sx + lo - p.x) * 3);
+                std::ptr::copy_nonoverlapping(src, dst.add(out + (lo - r.x0) * 3), (hi - lo) * 3);
             }
-            x = x.max(p.x + p.w);
+            x = x.max(hi);
         }
-        if x < size {
+        if x < r.x1 {
             // SAFETY: as above.
-            unsafe { std::ptr::write_bytes(dst.add(y * row + x * 3), PAD_VALUE, (size - x) * 3) };
+            unsafe { std::ptr::write_bytes(dst.add(out + (x - r.x0) * 3), PAD_VALUE, (r.x1 - x) * 3) };
         }
     }
-    // SAFETY: every row was written from column 0 to `size`: gaps with 114, the rest by copies
+    // SAFETY: every row was written from r.x0 to r.x1: gaps with 114, the rest by copies
     // (placements on one row never overlap: the top two meet at xc, as the bottom two do).
-    unsafe { buf.set_len(row * size) };
-    image::RgbImage::from_raw(size as u32, size as u32, buf).expect("canvas size")
+    unsafe { buf.set_len(row * rh) };
+    image::RgbImage::from_raw(rw as u32, rh as u32, buf).expect("canvas size")
 }
 
 #[cfg(test)]
@@ -209,6 +236,45 @@ mod tests {
             let m = mosaic4([&imgs[0], &imgs[1], &imgs[2], &imgs[3]], s, d);
             assert_eq!(m.img, naive([&imgs[0], &imgs[1], &imgs[2], &imgs[3]], s, d), "{d:?}");
         }
+    }
+
+    /// Building only the part of the canvas the affine reads gives the same warped image and
+    /// boxes as building it all, for ultralytics' default draws and wider ones (rotation, shear,
+    /// scales that read the whole canvas or beyond it).
+    #[test]
+    fn region_canvas_warps_like_the_whole_canvas() {
+        use crate::data::augment::perspective::{self as pp, AffineDraws};
+        use rand::{Rng, SeedableRng as _};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let s = 64;
+        let mut partial = 0;
+        for k in 0..80 {
+            let imgs: Vec<Sample> = (0..4u8)
+                .map(|i| {
+                    let (w, h) = (rng.gen_range(20..=64u32), rng.gen_range(20..=64u32));
+                    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([i * 60 + (x % 7) as u8, (x * y % 251) as u8, y as u8]));
+                    Sample { img, boxes: vec![[2.0, 3.0, w as f32 - 4.0, h as f32 - 2.0]], cls: vec![i as usize] }
+                })
+                .collect();
+            let ims = [&imgs[0], &imgs[1], &imgs[2], &imgs[3]];
+            let d = MosaicDraws::draw(&mut rng, s);
+            let wide = k % 2 == 1;
+            let a = AffineDraws {
+                perspective: [0.0; 2],
+                angle: if wide { rng.gen_range(-45.0..45.0) } else { 0.0 },
+                scale: rng.gen_range(if wide { 0.3..2.0 } else { 0.5..1.5 }),
+                shear: if wide { [rng.gen_range(-10.0..10.0), rng.gen_range(-10.0..10.0)] } else { [0.0; 2] },
+                translate: [rng.gen_range(0.4..0.6), rng.gen_range(0.4..0.6)],
+            };
+            let (m, scale) = pp::affine_matrix(&a, 2 * s, 2 * s, (s, s));
+            let whole = pp::random_perspective(&mosaic4(ims, s, d), &m, scale, (s, s), false);
+            let (x0, y0, x1, y1) = pp::source_region(&m, (s, s), (2 * s, 2 * s)).expect("a region");
+            partial += ((x1 - x0) * (y1 - y0) < 4 * s * s) as usize;
+            let r = Region { x0, y0, x1, y1 };
+            let part = pp::random_perspective_at(&mosaic4_region(ims, s, d, r), (x0, y0), &m, scale, (s, s), false);
+            assert_eq!(part, whole, "case {k}: {a:?} region {r:?}");
+        }
+        assert!(partial > 40, "most cases must build only part of the canvas ({partial} of 80)");
     }
 
     #[test]

@@ -91,7 +91,13 @@ pub fn affine_matrix(d: &AffineDraws, img_w: usize, img_h: usize, size: (usize, 
 
 /// `RandomPerspective.apply_image` + `apply_instances` with the matrix given.
 pub fn random_perspective(sample: &Sample, m: &Mat3, scale: f64, size: (usize, usize), perspective: bool) -> Sample {
-    let img = if perspective { warp_perspective(&sample.img, m, size) } else { warp_affine(&sample.img, m, size) };
+    random_perspective_at(sample, (0, 0), m, scale, size, perspective)
+}
+
+/// [`random_perspective`] of a source of which `sample.img` holds only the part from pixel
+/// `origin` on (see [`source_region`]); boxes and `m` are in whole-source coordinates.
+pub fn random_perspective_at(sample: &Sample, origin: (usize, usize), m: &Mat3, scale: f64, size: (usize, usize), perspective: bool) -> Sample {
+    let img = if perspective { warp_perspective_at(&sample.img, origin, m, size) } else { warp_affine_at(&sample.img, origin, m, size) };
     let mut boxes = Vec::with_capacity(sample.boxes.len());
     for b in &sample.boxes {
         let corners = [(b[0], b[1]), (b[2], b[3]), (b[0], b[3]), (b[2], b[1])];
@@ -195,14 +201,16 @@ impl Chunk {
     /// Bilinear samples at `(sx[i], sy[i])`, i < n, as OpenCV 5's warp kernels compute them (see
     /// the module docs), into `seg` (n RGB pixels).
     #[inline(always)]
-    fn sample(&mut self, src: &[u8], sw: usize, sh: usize, n: usize, seg: &mut [u8]) {
+    fn sample(&mut self, src: &[u8], (sw, sh): (usize, usize), (ox, oy): (i32, i32), n: usize, seg: &mut [u8]) {
         for i in 0..n {
             let fx = self.sx[i].floor();
             let fy = self.sy[i].floor();
             self.a[i] = self.sx[i] - fx;
             self.b[i] = self.sy[i] - fy;
-            self.ix[i] = to_i32(fx);
-            self.iy[i] = to_i32(fy);
+            // integer parts relative to the part of the source `src` holds (exact: the
+            // coordinates and fractions are those of the whole source)
+            self.ix[i] = to_i32(fx) - ox;
+            self.iy[i] = to_i32(fy) - oy;
         }
         assert!(src.len() >= sw * sh * 3, "warp: source buffer smaller than its size");
         let (swi, shi) = (sw as i64, sh as i64);
@@ -317,7 +325,7 @@ fn to_i32(x: f32) -> i32 {
 /// The affine warp's rows (compiled with AVX2+FMA when available: the same arithmetic, inline
 /// `fma`/`round` instructions and 8-lane loops instead of libm calls).
 #[inline(always)]
-fn affine_rows_gen(src: &[u8], sw: usize, sh: usize, mf: &[f32; 6], w: usize, out: &mut [u8]) {
+fn affine_rows_gen(src: &[u8], sw: usize, sh: usize, origin: (i32, i32), mf: &[f32; 6], w: usize, out: &mut [u8]) {
     let mut ch = Chunk::new();
     for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
         let yf = y as f32;
@@ -330,14 +338,14 @@ fn affine_rows_gen(src: &[u8], sw: usize, sh: usize, mf: &[f32; 6], w: usize, ou
                 ch.sx[i] = mf[0].mul_add(xf, rx);
                 ch.sy[i] = mf[3].mul_add(xf, ry);
             }
-            ch.sample(src, sw, sh, n, seg);
+            ch.sample(src, (sw, sh), origin, n, seg);
         }
     }
 }
-multiversioned!(fn affine_rows = affine_rows_gen / affine_rows_avx2(src: &[u8], sw: usize, sh: usize, mf: &[f32; 6], w: usize, out: &mut [u8]) -> ());
+multiversioned!(fn affine_rows = affine_rows_gen / affine_rows_avx2(src: &[u8], sw: usize, sh: usize, origin: (i32, i32), mf: &[f32; 6], w: usize, out: &mut [u8]) -> ());
 
 #[inline(always)]
-fn perspective_rows_gen(src: &[u8], sw: usize, sh: usize, mf: &[f32; 9], w: usize, out: &mut [u8]) {
+fn perspective_rows_gen(src: &[u8], sw: usize, sh: usize, origin: (i32, i32), mf: &[f32; 9], w: usize, out: &mut [u8]) {
     let mut ch = Chunk::new();
     for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
         let yf = y as f32;
@@ -351,22 +359,55 @@ fn perspective_rows_gen(src: &[u8], sw: usize, sh: usize, mf: &[f32; 9], w: usiz
                 ch.sx[i] = mf[0].mul_add(xf, rx) * ww;
                 ch.sy[i] = mf[3].mul_add(xf, ry) * ww;
             }
-            ch.sample(src, sw, sh, n, seg);
+            ch.sample(src, (sw, sh), origin, n, seg);
         }
     }
 }
-multiversioned!(fn perspective_rows = perspective_rows_gen / perspective_rows_avx2(src: &[u8], sw: usize, sh: usize, mf: &[f32; 9], w: usize, out: &mut [u8]) -> ());
+multiversioned!(fn perspective_rows = perspective_rows_gen / perspective_rows_avx2(src: &[u8], sw: usize, sh: usize, origin: (i32, i32), mf: &[f32; 9], w: usize, out: &mut [u8]) -> ());
 
 /// `cv2.warpAffine(img, M[:2], dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB).
 pub fn warp_affine(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
+    warp_affine_at(img, (0, 0), m, size)
+}
+
+/// [`warp_affine`] of a source of which `img` holds the part from pixel `origin` on, holding
+/// at least the pixels [`source_region`] names (the rest of the source is never read).
+pub fn warp_affine_at(img: &RgbImage, origin: (usize, usize), m: &Mat3, size: (usize, usize)) -> RgbImage {
     let inv = invert_affine(m);
     let mf = inv.map(|v| v as f32);
     let (w, h) = size;
     let (sw, sh) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let mut out = vec![0u8; w * h * 3];
-    affine_rows(src, sw, sh, &mf, w, &mut out);
+    affine_rows(src, sw, sh, origin_i32(origin), &mf, w, &mut out);
     RgbImage::from_raw(w as u32, h as u32, out).expect("buffer size matches")
+}
+
+fn origin_i32((x, y): (usize, usize)) -> (i32, i32) {
+    (i32::try_from(x).expect("warp origin"), i32::try_from(y).expect("warp origin"))
+}
+
+/// The part of a `src` (w, h) source that `warp_affine` into `size` reads: every pixel a
+/// destination pixel interpolates from, with a 2-pixel margin for the f32 coordinates (the
+/// bound is computed in f64 from the corners, where an affine map takes its extremes). None
+/// when the matrix is degenerate or the part is empty.
+pub fn source_region(m: &Mat3, size: (usize, usize), src: (usize, usize)) -> Option<(usize, usize, usize, usize)> {
+    let inv = invert_affine(m);
+    let (w, h) = (size.0.max(1) as f64 - 1.0, size.1.max(1) as f64 - 1.0);
+    let corners = [(0.0, 0.0), (w, 0.0), (0.0, h), (w, h)];
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for (x, y) in corners {
+        let (sx, sy) = (inv[0] * x + inv[1] * y + inv[2], inv[3] * x + inv[4] * y + inv[5]);
+        (x0, y0, x1, y1) = (x0.min(sx), y0.min(sy), x1.max(sx), y1.max(sy));
+    }
+    if ![x0, y0, x1, y1].iter().all(|v| v.is_finite() && v.abs() < 1e9) {
+        return None;
+    }
+    // neighbours floor(s) and floor(s) + 1, plus the margin; clamped to the source
+    let lo = |v: f64| (v.floor() - 2.0).max(0.0) as usize;
+    let (rx0, ry0) = (lo(x0), lo(y0));
+    let (rx1, ry1) = (((x1.floor() + 4.0).max(0.0) as usize).min(src.0), ((y1.floor() + 4.0).max(0.0) as usize).min(src.1));
+    (rx0 < rx1 && ry0 < ry1).then_some((rx0, ry0, rx1, ry1))
 }
 
 /// `cv2.warpPerspective(img, M, dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB): the
@@ -374,13 +415,18 @@ pub fn warp_affine(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
 /// sampling as [`warp_affine`]. Only used when `perspective` is non-zero (ultralytics' default
 /// is 0); the parity fixtures cover the affine path.
 pub fn warp_perspective(img: &RgbImage, m: &Mat3, size: (usize, usize)) -> RgbImage {
+    warp_perspective_at(img, (0, 0), m, size)
+}
+
+/// [`warp_perspective`] of a source of which `img` holds the part from pixel `origin` on.
+fn warp_perspective_at(img: &RgbImage, origin: (usize, usize), m: &Mat3, size: (usize, usize)) -> RgbImage {
     let inv = invert3(m);
     let mf: [f32; 9] = inv.map(|v| v as f32);
     let (w, h) = size;
     let (sw, sh) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let mut out = vec![0u8; w * h * 3];
-    perspective_rows(src, sw, sh, &mf, w, &mut out);
+    perspective_rows(src, sw, sh, origin_i32(origin), &mf, w, &mut out);
     RgbImage::from_raw(w as u32, h as u32, out).expect("buffer size matches")
 }
 
