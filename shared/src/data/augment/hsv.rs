@@ -41,6 +41,18 @@ fn tables() -> &'static Tables {
     })
 }
 
+/// Numerators of OpenCV's `sdiv_table` (255·2¹²) and `hdiv_table180` (180·2¹² / 6).
+const SDIV_NUM: f32 = (255 << HSV_SHIFT) as f32;
+const HDIV_NUM: f32 = ((180 << HSV_SHIFT) / 6) as f32;
+
+/// Entry `d` of a division table `round(num / d)` (0 for d = 0), as the image loop computes it.
+#[inline(always)]
+fn div_entry(num: f32, d: i32) -> i32 {
+    let q = if d > 0 { (num / d as f32).round_ties_even() } else { 0.0 };
+    // SAFETY: q is finite and below 2²¹.
+    unsafe { q.to_int_unchecked::<i32>() }
+}
+
 /// One pixel RGB → OpenCV 8-bit HSV (H in 0..180).
 #[inline(always)]
 pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
@@ -141,10 +153,12 @@ struct Planes {
     g: [i32; CHUNK],
     b: [i32; CHUNK],
     v: [i32; CHUNK],
-    diff: [i32; CHUNK],
-    num: [i32; CHUNK],
-    h: [f32; CHUNK],
-    s: [f32; CHUNK],
+    /// OpenCV's 8-bit H and S of each pixel (the LUT indices)
+    h: [i32; CHUNK],
+    s: [i32; CHUNK],
+    /// the same after the gains' LUTs, as floats
+    hf: [f32; CHUNK],
+    sf: [f32; CHUNK],
     vf: [f32; CHUNK],
     out: [[u8; CHUNK]; 3],
 }
@@ -160,16 +174,15 @@ struct Planes {
 /// [`hsv_to_rgb_f`] (a unit test compares them on every lane).
 #[inline(always)]
 fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
-    let t = tables();
     let mut p = Planes {
         r: [0; CHUNK],
         g: [0; CHUNK],
         b: [0; CHUNK],
         v: [0; CHUNK],
-        diff: [0; CHUNK],
-        num: [0; CHUNK],
-        h: [0.0; CHUNK],
-        s: [0.0; CHUNK],
+        h: [0; CHUNK],
+        s: [0; CHUNK],
+        hf: [0.0; CHUNK],
+        sf: [0.0; CHUNK],
         vf: [0.0; CHUNK],
         out: [[0; CHUNK]; 3],
     };
@@ -179,13 +192,13 @@ fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
         // OpenCV converts row by row: whole blocks of 32 pixels in its SIMD loop, the rest scalar.
         let simd_px = if w >= SIMD_PIXELS { (w - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
         for (c, px) in row.chunks_mut(CHUNK * 3).enumerate() {
-            hsv_chunk(&mut p, px, c * CHUNK, simd_px, t, &lut);
+            hsv_chunk(&mut p, px, c * CHUNK, simd_px, &lut);
         }
     }
 }
 
 #[inline(always)]
-fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, t: &Tables, lut: &[[f32; 256]; 3]) {
+fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, lut: &[[f32; 256]; 3]) {
     let n = px.len() / 3;
     for (i, q) in px.chunks_exact(3).enumerate().take(CHUNK) {
         (p.r[i], p.g[i], p.b[i]) = (q[0] as i32, q[1] as i32, q[2] as i32);
@@ -197,29 +210,29 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, t: &Table
         let diff = v - r.min(g).min(b);
         let vr = if v == r { -1 } else { 0 };
         let vg = if v == g { -1 } else { 0 };
-        p.num[i] = (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff))));
+        let num = (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff))));
+        // OpenCV's division tables, computed: the f32 quotient rounds to the table's integer
+        // for every entry (a test checks all 255), and divisions vectorise where loads do not
+        let s = (diff * div_entry(SDIV_NUM, v) + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        let mut h = (num * div_entry(HDIV_NUM, diff) + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        h += if h < 0 { 180 } else { 0 };
+        p.h[i] = h.clamp(0, 255);
+        p.s[i] = s.clamp(0, 255);
         p.v[i] = v;
-        p.diff[i] = diff;
     }
-    // the division tables and the gains' LUTs (scalar lookups; v and diff are within 0..=255).
-    // AVX2 gathers measured slower than these loads on the benchmark machine (RESULTS.md).
+    // the gains' LUTs (scalar lookups; every index is within 0..=255). AVX2 gathers measured
+    // slower than these loads on the benchmark machine (RESULTS.md).
     for i in 0..n.min(CHUNK) {
-        let (v, diff) = (p.v[i] as u8 as usize, p.diff[i] as u8 as usize);
-        let s = (p.diff[i] * t.sdiv[v] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
-        let mut h = (p.num[i] * t.hdiv180[diff] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
-        if h < 0 {
-            h += 180;
-        }
-        p.h[i] = lut[0][h.clamp(0, 255) as usize];
-        p.s[i] = lut[1][s as u8 as usize];
-        p.vf[i] = lut[2][v];
+        p.hf[i] = lut[0][p.h[i] as u8 as usize];
+        p.sf[i] = lut[1][p.s[i] as u8 as usize];
+        p.vf[i] = lut[2][p.v[i] as u8 as usize];
     }
     // HSV→RGB, hsv_to_rgb_f with the sector's table picked by selects, then quantize (vectorised)
     let (hscale, c0) = (6.0f32 / 180.0, 1.0f32 / 255.0);
     for i in 0..CHUNK {
-        let s = p.s[i] * c0;
+        let s = p.sf[i] * c0;
         let v = p.vf[i] * c0;
-        let mut hh = p.h[i] * hscale;
+        let mut hh = p.hf[i] * hscale;
         let pre = hh.trunc();
         hh -= pre;
         let tab0 = v;
@@ -263,6 +276,15 @@ mod tests {
         random_hsv(&mut img, [0.0; 3]);
         let worst = img.as_raw().iter().zip(img0.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
         assert!(worst <= 4, "{worst}");
+    }
+
+    #[test]
+    fn computed_division_entries_equal_the_tables() {
+        let t = tables();
+        for d in 0..256 {
+            assert_eq!(div_entry(SDIV_NUM, d as i32), t.sdiv[d], "sdiv[{d}]");
+            assert_eq!(div_entry(HDIV_NUM, d as i32), t.hdiv180[d], "hdiv180[{d}]");
+        }
     }
 
     #[test]
