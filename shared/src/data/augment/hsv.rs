@@ -62,44 +62,50 @@ pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
 /// [`rgb_to_hsv`] with the division tables at hand (the image loop looks them up once).
 #[inline(always)]
 fn hsv_with(t: &Tables, r: u8, g: u8, b: u8) -> [u8; 3] {
-    let (r, g, b) = (r as i32, g as i32, b as i32);
-    let v = r.max(g).max(b);
-    let vmin = r.min(g).min(b);
-    let diff = v - vmin;
-    let vr = if v == r { -1 } else { 0 };
-    let vg = if v == g { -1 } else { 0 };
+    let (v, diff, num) = hsv_parts(r as i32, g as i32, b as i32);
     // v and diff are within 0..=255: the u8 casts are exact and spare the bounds checks
     let s = (diff * t.sdiv[v as u8 as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
-    let mut h = (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff))));
-    h = (h * t.hdiv180[diff as u8 as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+    let mut h = (num * t.hdiv180[diff as u8 as usize] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
     if h < 0 {
         h += 180;
     }
     [h.clamp(0, 255) as u8, s as u8, v as u8]
 }
 
+/// RGB2HSV_b's V, V − min and hue numerator (before the division by the difference).
+#[inline(always)]
+fn hsv_parts(r: i32, g: i32, b: i32) -> (i32, i32, i32) {
+    let v = r.max(g).max(b);
+    let diff = v - r.min(g).min(b);
+    let vr = if v == r { -1 } else { 0 };
+    let vg = if v == g { -1 } else { 0 };
+    (v, diff, (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff)))))
+}
+
 /// The f32 (b, g, r) in 0..1 of OpenCV's HSV2RGB_simd (also its scalar native path, which
 /// computes the same products for s > 0 and returns v for s = 0 — the same values).
 #[inline(always)]
 fn hsv_to_rgb_f(h: u8, s: u8, v: u8) -> [f32; 3] {
-    let hscale: f32 = 6.0 / 180.0;
-    let c0: f32 = 1.0 / 255.0;
-    let s = s as f32 * c0;
-    let v = v as f32 * c0;
-    let mut hh = h as f32 * hscale;
-    let pre = hh.trunc();
-    hh -= pre;
-    let tab0 = v;
-    let tab1 = v * (1.0 - s);
-    // GCC contracts `1 - s·h` into a fused multiply-add in OpenCV's AVX2 build (-ffp-contract=fast).
-    let tab2 = v * (-s).mul_add(hh, 1.0);
-    let tab3 = v * (-s).mul_add(1.0 - hh, 1.0);
-    let sector = (pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0) as i32;
+    let (tab, sector) = hsv_tabs(h as f32, s as f32, v as f32);
+    let sector = sector as i32;
     // (b, g, r) per sector: OpenCV's sector_data {{1,3,0}, {1,0,2}, {3,0,1}, {0,2,1}, {0,1,3}, {2,1,0}}.
-    let tab = [tab0, tab1, tab2, tab3];
     const SECTOR: [[usize; 3]; 6] = [[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]];
     let k = SECTOR[sector.clamp(0, 5) as usize];
     [tab[k[0]], tab[k[1]], tab[k[2]]]
+}
+
+/// HSV2RGB_simd's four candidate values `v`, `v(1 - s)`, `v(1 - s·h)`, `v(1 - s(1 - h))` (h
+/// the fraction within the sector) and the sector 0..6 (as a float), from 8-bit H, S, V.
+#[inline(always)]
+fn hsv_tabs(h: f32, s: f32, v: f32) -> ([f32; 4], f32) {
+    let (hscale, c0) = (6.0f32 / 180.0, 1.0f32 / 255.0);
+    let (s, v) = (s * c0, v * c0);
+    let mut hh = h * hscale;
+    let pre = hh.trunc();
+    hh -= pre;
+    // GCC contracts `1 - s·h` into a fused multiply-add in OpenCV's AVX2 build (-ffp-contract=fast).
+    let tab = [v, v * (1.0 - s), v * (-s).mul_add(hh, 1.0), v * (-s).mul_add(1.0 - hh, 1.0)];
+    (tab, pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0)
 }
 
 /// One pixel OpenCV 8-bit HSV → RGB; `simd` selects the SIMD loop's truncation (else rounding).
@@ -205,12 +211,7 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, lut: &[[f
     }
     // RGB→HSV, the integer part of hsv_with (vectorised)
     for i in 0..CHUNK {
-        let (r, g, b) = (p.r[i], p.g[i], p.b[i]);
-        let v = r.max(g).max(b);
-        let diff = v - r.min(g).min(b);
-        let vr = if v == r { -1 } else { 0 };
-        let vg = if v == g { -1 } else { 0 };
-        let num = (vr & (g - b)) + (!vr & ((vg & (b - r + 2 * diff)) + (!vg & (r - g + 4 * diff))));
+        let (v, diff, num) = hsv_parts(p.r[i], p.g[i], p.b[i]);
         // OpenCV's division tables, computed: the f32 quotient rounds to the table's integer
         // for every entry (a test checks all 255), and divisions vectorise where loads do not
         let s = (diff * div_entry(SDIV_NUM, v) + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
@@ -228,18 +229,8 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, lut: &[[f
         p.vf[i] = lut[2][p.v[i] as u8 as usize];
     }
     // HSV→RGB, hsv_to_rgb_f with the sector's table picked by selects, then quantize (vectorised)
-    let (hscale, c0) = (6.0f32 / 180.0, 1.0f32 / 255.0);
     for i in 0..CHUNK {
-        let s = p.sf[i] * c0;
-        let v = p.vf[i] * c0;
-        let mut hh = p.hf[i] * hscale;
-        let pre = hh.trunc();
-        hh -= pre;
-        let tab0 = v;
-        let tab1 = v * (1.0 - s);
-        let tab2 = v * (-s).mul_add(hh, 1.0);
-        let tab3 = v * (-s).mul_add(1.0 - hh, 1.0);
-        let sector = pre - (pre * (1.0f32 / 6.0)).trunc() * 6.0;
+        let ([tab0, tab1, tab2, tab3], sector) = hsv_tabs(p.hf[i], p.sf[i], p.vf[i]);
         // OpenCV's sector_data {{1,3,0}, {1,0,2}, {3,0,1}, {0,2,1}, {0,1,3}, {2,1,0}} as (b, g, r)
         let r = if sector < 1.0 { tab0 } else if sector < 2.0 { tab2 } else if sector < 4.0 { tab1 } else if sector < 5.0 { tab3 } else { tab0 };
         let g = if sector < 1.0 { tab3 } else if sector < 3.0 { tab0 } else if sector < 4.0 { tab2 } else { tab1 };
