@@ -59,7 +59,8 @@ pub fn rgb_to_hsv(r: u8, g: u8, b: u8) -> [u8; 3] {
     hsv_with(tables(), r, g, b)
 }
 
-/// [`rgb_to_hsv`] with the division tables at hand (the image loop looks them up once).
+/// [`rgb_to_hsv`] with the division tables at hand: the per-pixel reference the image loop
+/// ([`hsv_rows_gen`]) is tested against.
 #[inline(always)]
 fn hsv_with(t: &Tables, r: u8, g: u8, b: u8) -> [u8; 3] {
     let (v, diff, num) = hsv_parts(r as i32, g as i32, b as i32);
@@ -153,7 +154,8 @@ pub fn random_hsv(img: &mut RgbImage, r: [f64; 3]) {
 const CHUNK: usize = 64;
 
 /// One chunk's planes, reused across chunks (lanes past a short tail hold finite values from
-/// the previous chunk; only the gather pass is bounded by the chunk length).
+/// the previous chunk; only the LUT pass, whose indices must be in range, is bounded by the
+/// chunk length).
 struct Planes {
     r: [i32; CHUNK],
     g: [i32; CHUNK],
@@ -174,10 +176,10 @@ struct Planes {
 ///
 /// Why chunks: per pixel, the conversion is min/max/select integer arithmetic, five table
 /// lookups and f32 arithmetic with a per-sector select. Written per pixel, none of it
-/// vectorises. Split into passes over 64 pixels — deinterleave, integer HSV (vector), the
-/// table lookups (scalar), HSV→RGB with selects and quantisation (vector), interleave —
-/// only the lookups stay scalar. Each pass computes exactly [`hsv_with`] and
-/// [`hsv_to_rgb_f`] (a unit test compares them on every lane).
+/// vectorises. Split into passes over 64 pixels — deinterleave, integer HSV with the division
+/// tables computed (vector), the gains' LUTs (scalar), HSV→RGB with selects and quantisation
+/// (vector), interleave — only the three LUT reads stay scalar. The result is exactly
+/// [`hsv_with`] and [`hsv_to_rgb_f`] per pixel (a unit test compares every pixel).
 #[inline(always)]
 fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
     let mut p = Planes {
