@@ -286,6 +286,53 @@ unsafe fn split_channels_ssse3(raw: &[u8], planes: [*mut u8; 3], n: usize) -> us
     i
 }
 
+/// Three planes `r`, `g`, `b` of n bytes → interleaved RGB `out` (3·n bytes): the inverse of
+/// [`split_channels`], for the per-chunk kernels that compute each channel in its own lanes.
+pub(crate) fn merge_channels([r, g, b]: [&[u8]; 3], out: &mut [u8]) {
+    let n = out.len() / 3;
+    assert!(out.len() == 3 * n && r.len() >= n && g.len() >= n && b.len() >= n, "merge_channels: sizes");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::nn::cpu::fastmath::avx2() {
+        // SAFETY: SSSE3 is present (AVX2 implies it); the sizes were checked above.
+        done = unsafe { merge_channels_ssse3([r, g, b], out, n) };
+    }
+    for i in done..n {
+        out[3 * i..3 * i + 3].copy_from_slice(&[r[i], g[i], b[i]]);
+    }
+}
+
+/// [`merge_channels`] for whole blocks of 16 pixels; returns how many pixels it wrote.
+///
+/// # Safety
+/// SSSE3 must be available; each plane holds n bytes and `out` 3·n.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn merge_channels_ssse3(planes: [&[u8]; 3], out: &mut [u8], n: usize) -> usize {
+    use std::arch::x86_64::*;
+    // mask[k][c]: output byte j of 16-byte register k is channel (16k + j) % 3 of pixel
+    // (16k + j) / 3; the other channels contribute 0 (0x80) there.
+    let mut mask = [[[0x80u8 as i8; 16]; 3]; 3];
+    for (k, mk) in mask.iter_mut().enumerate() {
+        for j in 0..16 {
+            let at = 16 * k + j;
+            mk[at % 3][j] = (at / 3) as i8;
+        }
+    }
+    let m: [[__m128i; 3]; 3] = mask.map(|mk| mk.map(|v| _mm_loadu_si128(v.as_ptr() as *const __m128i)));
+    let mut i = 0;
+    while i + 16 <= n {
+        let p = planes.map(|pl| _mm_loadu_si128(pl.as_ptr().add(i) as *const __m128i));
+        let dst = out.as_mut_ptr().add(3 * i);
+        for k in 0..3 {
+            let v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(p[0], m[k][0]), _mm_shuffle_epi8(p[1], m[k][1])), _mm_shuffle_epi8(p[2], m[k][2]));
+            _mm_storeu_si128(dst.add(16 * k) as *mut __m128i, v);
+        }
+        i += 16;
+    }
+    i
+}
+
 /// ultralytics `scale_boxes(img1_shape, boxes, img0_shape)` for xyxy boxes: undo the letterbox
 /// (padding, then gain) and clip to the original image. Shapes are (height, width). With
 /// `ratio_pad` = ((gain_h, gain_w), (pad_w, pad_h)) the geometry is given instead of recomputed
@@ -374,6 +421,17 @@ mod tests {
         assert_eq!(t.dims(), &[1, 3, 1, 2]);
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(v, vec![1.0, 1.0, 0.0, 0.0, 0.2, 0.2]);
+    }
+
+    #[test]
+    fn merge_channels_inverts_split_channels() {
+        for n in [0usize, 1, 15, 16, 17, 100, 4099] {
+            let raw: Vec<u8> = (0..3 * n).map(|i| (i * 7 % 251) as u8).collect();
+            let planes: Vec<Vec<u8>> = (0..3).map(|c| raw.iter().skip(c).step_by(3).copied().collect()).collect();
+            let mut out = vec![0u8; 3 * n];
+            merge_channels([&planes[0], &planes[1], &planes[2]], &mut out);
+            assert_eq!(out, raw, "{n} pixels");
+        }
     }
 
     #[test]

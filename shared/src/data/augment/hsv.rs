@@ -242,9 +242,7 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, lut: &[[f
         p.out[1][i] = quantize(g, simd);
         p.out[2][i] = quantize(b, simd);
     }
-    for (i, q) in px.chunks_exact_mut(3).enumerate().take(CHUNK) {
-        (q[0], q[1], q[2]) = (p.out[0][i], p.out[1][i], p.out[2][i]);
-    }
+    crate::data::image::merge_channels([&p.out[0], &p.out[1], &p.out[2]], &mut px[..3 * n.min(CHUNK)]);
 }
 
 #[cfg(test)]

@@ -306,9 +306,7 @@ impl Chunk {
                 self.q[c][i] = unsafe { v.to_int_unchecked::<i32>() } as u8;
             }
         }
-        for (i, px) in seg.chunks_exact_mut(3).enumerate() {
-            px.copy_from_slice(&[self.q[0][i], self.q[1][i], self.q[2][i]]);
-        }
+        crate::data::image::merge_channels([&self.q[0], &self.q[1], &self.q[2]], &mut seg[..3 * n]);
     }
 }
 
