@@ -208,9 +208,9 @@ impl Job {
             images.reserve(3 * h * w);
             let (r, gb) = images.spare_capacity_mut()[..3 * h * w].split_at_mut(h * w);
             let (g, b) = gb.split_at_mut(h * w);
-            assert_eq!(s.img.as_raw().len(), 3 * h * w, "loader: image buffer is not {w}x{h} RGB");
             crate::data::image::split_channels(s.img.as_raw(), [r, g, b]);
-            // SAFETY: split_channels wrote all 3·h·w elements after `at`.
+            // SAFETY: split_channels wrote all 3·h·w elements after `at` (the image is w×h,
+            // checked above; split_channels asserts the sizes match).
             unsafe { images.set_len(at + 3 * h * w) };
             for (b, &c) in s.normalized_xywh().into_iter().zip(&s.cls) {
                 targets.push(bi, c, b);

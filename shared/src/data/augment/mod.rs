@@ -218,10 +218,9 @@ fn pre_transform(
         // size, so the canvas can be built knowing which part of it the warp reads
         let draws = perspective::AffineDraws::draw(rng, cfg);
         let (m, scale) = perspective::affine_matrix(&draws, 2 * s, 2 * s, size);
-        let region = (!perspective)
-            .then(|| perspective::source_region(&m, size, (2 * s, 2 * s)))
-            .flatten()
-            .map_or(mosaic::Region::whole(2 * s), |(x0, y0, x1, y1)| mosaic::Region { x0, y0, x1, y1 });
+        // (warpPerspective reads the whole canvas)
+        let part = if perspective { None } else { perspective::source_region(&m, size, (2 * s, 2 * s)) };
+        let region = part.unwrap_or(perspective::Region::whole(2 * s));
         let m4 = mosaic::mosaic4_region([&base, &others[0], &others[1], &others[2]], s, centre, region);
         return Ok(perspective::random_perspective_at(&m4, (region.x0, region.y0), &m, scale, size, perspective));
     }

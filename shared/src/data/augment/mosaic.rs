@@ -3,6 +3,7 @@
 
 use rand::Rng;
 
+use super::perspective::Region;
 use super::{uniform, Sample};
 use crate::data::image::PAD_VALUE;
 
@@ -29,21 +30,6 @@ impl MosaicDraws {
 /// image) around the centre, as `Mosaic.get_params` / `apply_image` / `_cat_labels` do.
 pub fn mosaic4(imgs: [&Sample; 4], s: usize, d: MosaicDraws) -> Sample {
     mosaic4_region(imgs, s, d, Region::whole(2 * s))
-}
-
-/// A rectangle of the 2s×2s canvas: columns `x0..x1`, rows `y0..y1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
-    pub x0: usize,
-    pub y0: usize,
-    pub x1: usize,
-    pub y1: usize,
-}
-
-impl Region {
-    pub fn whole(size: usize) -> Self {
-        Region { x0: 0, y0: 0, x1: size, y1: size }
-    }
 }
 
 /// [`mosaic4`] with only `region` of the canvas built: the image is that rectangle (its pixel
@@ -268,10 +254,9 @@ mod tests {
             };
             let (m, scale) = pp::affine_matrix(&a, 2 * s, 2 * s, (s, s));
             let whole = pp::random_perspective(&mosaic4(ims, s, d), &m, scale, (s, s), false);
-            let (x0, y0, x1, y1) = pp::source_region(&m, (s, s), (2 * s, 2 * s)).expect("a region");
-            partial += ((x1 - x0) * (y1 - y0) < 4 * s * s) as usize;
-            let r = Region { x0, y0, x1, y1 };
-            let part = pp::random_perspective_at(&mosaic4_region(ims, s, d, r), (x0, y0), &m, scale, (s, s), false);
+            let r = pp::source_region(&m, (s, s), (2 * s, 2 * s)).expect("a region");
+            partial += ((r.x1 - r.x0) * (r.y1 - r.y0) < 4 * s * s) as usize;
+            let part = pp::random_perspective_at(&mosaic4_region(ims, s, d, r), (r.x0, r.y0), &m, scale, (s, s), false);
             assert_eq!(part, whole, "case {k}: {a:?} region {r:?}");
         }
         assert!(partial > 40, "most cases must build only part of the canvas ({partial} of 80)");

@@ -385,11 +385,27 @@ fn origin_i32((x, y): (usize, usize)) -> (i32, i32) {
     (i32::try_from(x).expect("warp origin"), i32::try_from(y).expect("warp origin"))
 }
 
+/// A rectangle of a warp's source: columns `x0..x1`, rows `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x0: usize,
+    pub y0: usize,
+    pub x1: usize,
+    pub y1: usize,
+}
+
+impl Region {
+    /// The whole of a `size`² source.
+    pub fn whole(size: usize) -> Self {
+        Region { x0: 0, y0: 0, x1: size, y1: size }
+    }
+}
+
 /// The part of a `src` (w, h) source that `warp_affine` into `size` reads: every pixel a
 /// destination pixel interpolates from, with a 2-pixel margin for the f32 coordinates (the
 /// bound is computed in f64 from the corners, where an affine map takes its extremes). None
 /// when the matrix is degenerate or the part is empty.
-pub fn source_region(m: &Mat3, size: (usize, usize), src: (usize, usize)) -> Option<(usize, usize, usize, usize)> {
+pub fn source_region(m: &Mat3, size: (usize, usize), src: (usize, usize)) -> Option<Region> {
     let inv = invert_affine(m);
     let (w, h) = (size.0.max(1) as f64 - 1.0, size.1.max(1) as f64 - 1.0);
     let corners = [(0.0, 0.0), (w, 0.0), (0.0, h), (w, h)];
@@ -405,7 +421,7 @@ pub fn source_region(m: &Mat3, size: (usize, usize), src: (usize, usize)) -> Opt
     let lo = |v: f64| (v.floor() - 2.0).max(0.0) as usize;
     let (rx0, ry0) = (lo(x0), lo(y0));
     let (rx1, ry1) = (((x1.floor() + 4.0).max(0.0) as usize).min(src.0), ((y1.floor() + 4.0).max(0.0) as usize).min(src.1));
-    (rx0 < rx1 && ry0 < ry1).then_some((rx0, ry0, rx1, ry1))
+    (rx0 < rx1 && ry0 < ry1).then_some(Region { x0: rx0, y0: ry0, x1: rx1, y1: ry1 })
 }
 
 /// `cv2.warpPerspective(img, M, dsize=size, borderValue=114)` (INTER_LINEAR, 8-bit RGB): the
