@@ -44,6 +44,10 @@ struct Args {
     /// Time candle's unfolded eval forward instead of the folded CPU network (`nn::fused`).
     #[arg(long)]
     unfused: bool,
+    /// With --profile: alternate each profiled pass with one where the direct AVX-512 conv
+    /// kernels are off (every conv on the gemm crate), and print both per-layer medians.
+    #[arg(long)]
+    ab_direct: bool,
 }
 
 fn num_threads() -> usize {
@@ -115,12 +119,31 @@ fn main() {
         if a.profile {
             let x = candle_core::Tensor::zeros((1, 3, s, s), candle_core::DType::F32, &Device::Cpu).expect("input");
             // Medians over --runs passes, per layer.
-            let passes: Vec<Vec<(usize, String, f64)>> = (0..a.runs).map(|_| net.profile(&x).expect("profile")).collect();
-            let mut total = 0.0;
+            // With --ab-direct, passes alternate with the direct kernels off (same process, so
+            // both sides see the same machine load).
+            let (mut passes, mut gemm_only) = (Vec::new(), Vec::new());
+            for _ in 0..a.runs {
+                passes.push(net.profile(&x).expect("profile"));
+                if a.ab_direct {
+                    kubeyolo::nn::cpu::direct::set_enabled(false);
+                    gemm_only.push(net.profile(&x).expect("profile"));
+                    kubeyolo::nn::cpu::direct::set_enabled(true);
+                }
+            }
+            let (mut total, mut total_gemm) = (0.0, 0.0);
             for (k, (i, t, _)) in passes[0].iter().enumerate() {
                 let ms = median(passes.iter().map(|p| p[k].2));
                 total += ms;
-                eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms");
+                if a.ab_direct {
+                    let mg = median(gemm_only.iter().map(|p| p[k].2));
+                    total_gemm += mg;
+                    eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms (gemm only {mg:8.2} ms)");
+                } else {
+                    eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms");
+                }
+            }
+            if a.ab_direct {
+                eprintln!("  {s}: sum of layer medians with direct kernels {total:.2} ms, gemm only {total_gemm:.2} ms: {:.3}x", total / total_gemm);
             }
             let gflop = lm.model.summary(s).gflops;
             eprintln!("  {s}: sum of layer medians {total:.2} ms for {gflop:.2} GFLOP ({s}x{s}): {:.1} GFLOP/s", gflop / total * 1e3);

@@ -90,6 +90,10 @@ struct Args {
     /// Print forward / loss / backward / optimizer (clip + step + EMA) times of every timed step.
     #[arg(long)]
     phases: bool,
+    /// Alternate kubeyolo's timed steps with the direct AVX-512 conv kernels on and off (every
+    /// conv on the gemm crate) and report both medians; the on-steps are the headline.
+    #[arg(long)]
+    ab_direct: bool,
 }
 
 
@@ -230,12 +234,20 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
     );
 
     let (mut rust_steps, mut torch_steps, mut pair_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut all_steps, mut gemm_only) = (Vec::new(), Vec::new());
     for r in 0..a.repeats {
         for _ in 0..a.warmup {
             rust.step()?;
         }
         let mut times = Vec::new();
         for i in 0..a.iters {
+            if a.ab_direct {
+                kubeyolo::nn::cpu::direct::set_enabled(false);
+                let s = rust.step()?;
+                gemm_only.push(s.total);
+                println!("  kubeyolo repeat {r} step {i}, direct kernels off: {:.3} s (forward {:.3}, backward {:.3})", s.total, s.phases[0], s.phases[2]);
+                kubeyolo::nn::cpu::direct::set_enabled(true);
+            }
             let s = rust.step()?;
             if a.phases {
                 println!(
@@ -244,6 +256,7 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
                 );
             }
             times.push(s.total);
+            all_steps.push(s.total);
         }
         let m = median(&mut times);
         println!("kubeyolo repeat {r}: {:.3} s/step, {:.4} s/image", m, m / a.batch as f64);
@@ -274,6 +287,10 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
         step_gflop / rs,
         100.0 * step_gflop / rs / peak
     );
+    if a.ab_direct {
+        let (on, off) = (median(&mut all_steps), median(&mut gemm_only));
+        println!("kubeyolo step with direct kernels {on:.3} s, gemm only {off:.3} s (medians of {} alternating steps): {:.3}x", all_steps.len(), on / off);
+    }
     if !torch_steps.is_empty() {
         let ts = median(&mut torch_steps);
         println!("pytorch : {:.4} s/image (median), {:.1} GFLOP/s achieved", ts / a.batch as f64, step_gflop / ts);

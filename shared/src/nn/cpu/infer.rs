@@ -5,8 +5,10 @@
 //! Why: the eval path built from candle ops ran every Conv as im2col + GEMM, then a bias add and
 //! a SiLU as two more passes over the activation (SiLU single-threaded), and re-folded BatchNorm
 //! on every call: `yolo-predict` took 1.8–2.4× ultralytics' time (issue 15). Here:
-//! - stride-1 "same" convs use the shifted GEMMs of [`super::shifted`] (no im2col matrix); other
-//!   strided convs build im2col bands; 1×1 convs read the image in place;
+//! - stride-1 "same" convs use the shifted convs of [`super::shifted`] (no im2col matrix);
+//!   stride-2 3×3 convs on small outputs run phase-split ([`super::phased`]) on the direct
+//!   kernel, other strided convs build im2col bands; 1×1 convs read the image in place (on the
+//!   direct kernel where the CPU has AVX-512F, else the GEMM);
 //! - the output is cut into tiles (output-channel range × output-row band) that rayon spreads
 //!   over threads, each with a single-threaded GEMM whose output is still in cache when its
 //!   epilogue runs, so one image (batch 1, prediction) uses every core;
@@ -22,7 +24,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::conv::{im2col_rows, sgemm_raw, threads, Geom};
+use super::direct;
 use super::fastmath::{multiversioned, sigmoid, uninit_f32};
+use super::phased::Phased;
 use super::shifted::{taps, Shifted};
 
 /// How a call may use threads: spread its tiles over rayon (an image at a time), or run them
@@ -37,6 +41,13 @@ pub(crate) enum Par {
 /// of im2col band or wide shifted output one tile keeps in scratch (≈ L2-sized).
 const MIN_TILE_COLS: usize = 256;
 const TILE_SCRATCH: usize = 256 * 1024;
+
+/// Output pixels and weight floats up to which stride-2 convs run phase-split on the direct
+/// kernel ([`Phased`]). Larger ones build im2col bands for the GEMM, which stay in L2 where
+/// the phase planes of a large input do not, and whose packing pays off on 128 → 256 weights:
+/// measured per layer with `inference --profile --ab-direct` (benchmarks/RESULTS.md, issue 15).
+const PHASED_MAX_PIXELS: usize = 40 * 40;
+const PHASED_MAX_WEIGHTS: usize = 160 * 1024;
 
 thread_local! {
     /// Per-thread scratch reused across calls (im2col bands, wide shifted outputs).
@@ -100,6 +111,49 @@ fn epilogue_gen(y: &mut [f32], src: Option<&[f32]>, b: f32, act: bool, res: Opti
 
 multiversioned!(fn epilogue = epilogue_gen / epilogue_avx2(y: &mut [f32], src: Option<&[f32]>, b: f32, act: bool, res: Option<&[f32]>) -> ());
 
+/// A conv the direct kernel computes on a wide output grid (rows of `wide_row()` columns, the
+/// last few garbage) from a per-channel re-laid-out copy of the image: zero-padded for stride 1
+/// ([`Shifted`]), split into phase planes for stride 2 ([`Phased`]).
+trait Wide: Sync {
+    /// Floats per re-laid-out channel.
+    fn plane_len(&self) -> usize;
+    /// One channel (H, W) → its re-laid-out plane.
+    fn prepare_plane(&self, xc: &[f32], out: &mut [f32]);
+    fn wide_row(&self) -> usize;
+    /// Output channels `os`, rows `oys` of the wide grid into `zw`, weights in tap order.
+    fn tile(&self, xp: &[f32], wk: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism);
+}
+
+impl Wide for Shifted {
+    fn plane_len(&self) -> usize {
+        Shifted::plane_len(self)
+    }
+    fn prepare_plane(&self, xc: &[f32], out: &mut [f32]) {
+        self.pad_plane(xc, out)
+    }
+    fn wide_row(&self) -> usize {
+        Shifted::wide_row(self)
+    }
+    fn tile(&self, xp: &[f32], _wk: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+        self.forward_tile(xp, os, oys, zw, par)
+    }
+}
+
+impl Wide for Phased {
+    fn plane_len(&self) -> usize {
+        Phased::plane_len(self)
+    }
+    fn prepare_plane(&self, xc: &[f32], out: &mut [f32]) {
+        self.split_plane(xc, out)
+    }
+    fn wide_row(&self) -> usize {
+        Phased::wide_row(self)
+    }
+    fn tile(&self, xp: &[f32], wk: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+        self.forward_tile(xp, wk, os, oys, zw, par)
+    }
+}
+
 /// A Conv with BatchNorm folded in: `act(conv(x, w) + b)`, or a plain conv with bias
 /// (`act = false`, the Detect head's last 1×1 convs).
 #[derive(Debug, Clone)]
@@ -112,7 +166,8 @@ pub(crate) struct FoldedConv {
     pub act: bool,
     /// (O, C, k, k): the im2col / pointwise GEMM's left operand.
     w: Vec<f32>,
-    /// The same weights per kernel tap, for stride-1 "same" convs ([`Shifted`]).
+    /// The same weights per kernel tap, for stride-1 "same" convs ([`Shifted`]) and stride-2
+    /// 3×3 convs ([`Phased`]).
     taps: Option<Arc<Vec<f32>>>,
     b: Vec<f32>,
 }
@@ -122,7 +177,7 @@ impl FoldedConv {
     pub fn new((c, o, k): (usize, usize, usize), (s, p): (usize, usize), act: bool, w: Vec<f32>, b: Vec<f32>) -> Self {
         assert_eq!((w.len(), b.len()), (o * c * k * k, o), "folded conv: weight/bias sizes");
         let g = self::Geom { n: 1, c, h: k, w: k, o, kh: k, kw: k, stride: s, pad: p, oh: 1, ow: 1 };
-        let taps = Shifted::applies(&g).then(|| Arc::new(taps(o, c, k, &w)));
+        let taps = (Shifted::applies(&g) || Phased::applies(&g)).then(|| Arc::new(taps(o, c, k, &w)));
         FoldedConv { c, o, k, s, p, act, w, taps, b }
     }
 
@@ -151,8 +206,9 @@ impl FoldedConv {
             assert_eq!(r.len(), g.out_len(), "folded conv: residual is not (O, OH, OW)");
         }
         match &self.taps {
-            Some(wk) => self.run_shifted(x, &g, Shifted::with_taps(&g, wk.clone()), dst, res, par),
-            None => self.run_gemm(x, &g, dst, res, par),
+            Some(wk) if Shifted::applies(&g) => self.run_wide(x, &g, &Shifted::with_taps(&g, wk.clone()), dst, res, par),
+            Some(_) if direct::available() && g.p() <= PHASED_MAX_PIXELS && g.ckk() * g.o <= PHASED_MAX_WEIGHTS => self.run_wide(x, &g, &Phased::new(&g), dst, res, par),
+            _ => self.run_gemm(x, &g, dst, res, par),
         }
     }
 
@@ -194,14 +250,15 @@ impl FoldedConv {
         }
     }
 
-    fn run_shifted(&self, x: &[f32], g: &Geom, sh: Shifted, dst: Rows, res: Option<&[f32]>, par: Par) {
-        // One zero-padded copy of the image, shared read-only by every tile.
-        let mut xp = uninit_f32(sh.padded_len());
+    /// A conv computed on a wide output grid from a re-laid-out copy of the image ([`Wide`]).
+    fn run_wide(&self, x: &[f32], g: &Geom, sh: &impl Wide, dst: Rows, res: Option<&[f32]>, par: Par) {
+        // One re-laid-out copy of the image, shared read-only by every tile.
+        let mut xp = uninit_f32(g.c * sh.plane_len());
         let hw = g.h * g.w;
         if par == Par::Tiles {
-            xp.par_chunks_mut(sh.plane_len()).zip(x.par_chunks(hw)).for_each(|(xpc, xc)| sh.pad_plane(xc, xpc));
+            xp.par_chunks_mut(sh.plane_len()).zip(x.par_chunks(hw)).for_each(|(xpc, xc)| sh.prepare_plane(xc, xpc));
         } else {
-            sh.pad(x, &mut xp);
+            xp.chunks_mut(sh.plane_len()).zip(x.chunks(hw)).for_each(|(xpc, xc)| sh.prepare_plane(xc, xpc));
         }
         let wp = sh.wide_row();
         let (tiles, rows) = self.tiles(g, g.o * wp, par);
@@ -209,7 +266,7 @@ impl FoldedConv {
         Self::for_tiles(tiles, par, |os, oys, gpar| {
             with_scratch(os.len() * rows * wp, |zw| {
                 let cols = oys.len() * wp;
-                sh.forward_tile(&xp, os.clone(), oys.clone(), &mut zw[..os.len() * cols], gpar);
+                sh.tile(&xp, self.taps.as_deref().expect("wide convs have tap weights"), os.clone(), oys.clone(), &mut zw[..os.len() * cols], gpar);
                 for (i, o) in os.clone().enumerate() {
                     for (r, oy) in oys.clone().enumerate() {
                         let src = &zw[i * cols + r * wp..][..ow];
@@ -246,7 +303,11 @@ impl FoldedConv {
                 // SAFETY: rows os × columns c0.. of `dst` were bounds-checked above and belong
                 // to this tile alone; the operands hold every element their strides address.
                 unsafe {
-                    sgemm_raw(os.len(), cols, ckk, (dst.ptr.add(at), dst.ld), false, (&self.w[os.start * ckk..], ckk, false), (rhs, rhs_ld, false), gpar);
+                    if pointwise && matches!(gpar, gemm::Parallelism::None) && direct::available() {
+                        direct::conv_raw(rhs, (p, g.c), &[0], &self.w, os.clone(), cols, (dst.ptr.add(at), dst.ld), false);
+                    } else {
+                        sgemm_raw(os.len(), cols, ckk, (dst.ptr.add(at), dst.ld), false, (&self.w[os.start * ckk..], ckk, false), (rhs, rhs_ld, false), gpar);
+                    }
                 }
                 for o in os.clone() {
                     // SAFETY: as above; the GEMM is done with these elements.

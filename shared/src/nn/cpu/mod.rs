@@ -2,6 +2,9 @@
 //!
 //! - GEMM convolution: [`conv`] (im2col/col2im + `gemm`, candle ops for autograd), [`shifted`]
 //!   (stride-1 "same" convs as accumulating GEMMs on shifted views of one padded copy);
+//! - [`direct`]: an AVX-512 kernel for those shifted convs (all taps accumulated in registers,
+//!   no packing), used by their forward where the CPU has AVX-512F, and by the eval path also
+//!   for 1×1 convs and, through [`phased`], stride-2 3×3 convs;
 //! - training blocks as single autograd nodes: [`conv_bn`] (Conv + BatchNorm + SiLU), [`c2f`],
 //!   [`detect_branch`], all run by [`fused_op`]; [`batchnorm`] (train BatchNorm + SiLU);
 //! - inference: [`infer`] (folded Conv with bias, SiLU and residual in the GEMM's output pass);
@@ -32,6 +35,8 @@ pub mod fastmath;
 pub(crate) mod buffers;
 pub mod conv;
 pub(crate) mod shifted;
+pub mod direct;
+pub(crate) mod phased;
 pub mod batchnorm;
 pub(crate) mod fused_op;
 pub(crate) mod conv_bn;

@@ -13,10 +13,16 @@
 //!
 //! with `off_t = ki·Wp + kj`. Each padded channel plane carries `k − 1` extra zeros so every
 //! shifted view stays inside its own plane (views of neighbouring channels never alias).
+//!
+//! Where the CPU has AVX-512F the forward runs on [`super::direct`] instead of the k² GEMMs
+//! (same sum, all taps in registers). The backward stays on GEMMs: running dX as the same
+//! kernel on the padded dZ with the taps reversed, and the 1×1 convs of the training blocks on
+//! it, measured 2–4% slower per training step (`train_step --ab-direct`, issue 13).
 
 use std::sync::Arc;
 
 use super::conv::{sgemm_ld, Geom};
+use super::direct;
 use super::fastmath::copy_short;
 
 /// The geometry and re-laid-out weights of one shifted conv.
@@ -51,11 +57,6 @@ impl Shifted {
         Shifted { g: *g, wp, plane, pw: g.oh * wp, wk }
     }
 
-    /// Floats of the zero-padded input copy ([`Self::pad`]).
-    pub fn padded_len(&self) -> usize {
-        self.g.c * self.plane
-    }
-
     /// Padded row length W + 2p: an output row `oy` occupies wide columns `oy·Wp ..`.
     pub fn wide_row(&self) -> usize {
         self.wp
@@ -66,6 +67,12 @@ impl Shifted {
     /// padded input `xp` ([`Self::pad`]).
     pub fn forward_tile(&self, xp: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
         let (c, cols) = (self.g.c, oys.len() * self.wp);
+        if direct::available() {
+            // All taps at once in registers, reading the padded image in place (no packing).
+            let offs: Vec<usize> = (0..self.g.kh * self.g.kw).map(|t| self.tap_offset(t)).collect();
+            direct::conv(&xp[oys.start * self.wp..], (self.plane, c), &offs, &self.wk, os, cols, (zw, cols), false, par);
+            return;
+        }
         for t in 0..self.g.kh * self.g.kw {
             let off = self.tap_offset(t) + oys.start * self.wp;
             let w = &self.w_tap(t)[os.start * c..];
