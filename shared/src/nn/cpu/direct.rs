@@ -15,7 +15,6 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 
 /// Pixels (wide-grid columns) per micro-tile: three 16-float vectors.
 pub(crate) const COLS: usize = 48;
@@ -33,19 +32,10 @@ pub fn set_enabled(on: bool) {
     DISABLED.store(!on, Ordering::Relaxed);
 }
 
-/// Whether the kernel runs: this CPU has AVX-512F (checked once) and it is not switched off.
+/// Whether the kernel runs: this CPU has AVX-512 ([`super::fastmath::avx512`]) and the kernel
+/// is not switched off.
 pub(crate) fn available() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    !DISABLED.load(Ordering::Relaxed) && *HAS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::is_x86_feature_detected!("avx512f") && std::env::var_os("KUBEYOLO_NO_AVX512").is_none()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    !DISABLED.load(Ordering::Relaxed) && super::fastmath::avx512()
 }
 
 /// A shifted convolution: for each output channel `o` in `os` and column `q < cols`,

@@ -4,7 +4,8 @@
 //! Why: the BatchNorm+SiLU kernels spent ~10% of a training step in libm's scalar `expf`
 //! (which also blocks vectorization), and zero-filling output buffers that a GEMM overwrites
 //! anyway cost another ~5% (`memset`). Rust builds for baseline x86-64 (SSE2), so hot loops are
-//! compiled twice — once with AVX2+FMA enabled — and picked at run time ([`avx2`]).
+//! compiled three times — with AVX-512, with AVX2+FMA, and baseline — and picked at run time
+//! ([`avx512`], [`avx2`]).
 
 use std::sync::OnceLock;
 
@@ -43,6 +44,27 @@ pub(crate) fn avx2() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Whether this CPU runs AVX-512 (F, BW, DQ, VL) code, checked once; `KUBEYOLO_NO_AVX512=1`
+/// says no (the AVX2 versions and the GEMMs run instead).
+pub(crate) fn avx512() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("avx512vl")
+                && avx2()
+                && std::env::var_os("KUBEYOLO_NO_AVX512").is_none()
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -102,9 +124,10 @@ mod tests {
     }
 }
 
-/// Defines `$name(args) -> ret` that runs `$generic(args)` compiled with AVX2+FMA when the CPU
-/// has them (through the `$avx` wrapper) and as baseline code otherwise. `$generic` should be
-/// `#[inline(always)]` so its body is compiled into both versions.
+/// Defines `$name(args) -> ret` that runs `$generic(args)` compiled with AVX-512F when the CPU
+/// has it ([`avx512`]), with AVX2+FMA when it has those (through the `$avx` wrapper), and as
+/// baseline code otherwise. `$generic` should be `#[inline(always)]` so its body is compiled
+/// into every version.
 macro_rules! multiversioned {
     ($vis:vis fn $name:ident = $generic:ident / $avx:ident ( $($a:ident : $t:ty),* ) -> $r:ty) => {
         #[cfg(target_arch = "x86_64")]
@@ -115,9 +138,20 @@ macro_rules! multiversioned {
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($a: $t),*) -> $r {
             #[cfg(target_arch = "x86_64")]
-            if $crate::nn::cpu::fastmath::avx2() {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                return unsafe { $avx($($a),*) };
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($a: $t),*) -> $r {
+                    $generic($($a),*)
+                }
+                if $crate::nn::cpu::fastmath::avx512() {
+                    // SAFETY: the CPU supports AVX-512F/BW/DQ/VL (checked at run time).
+                    return unsafe { wide($($a),*) };
+                }
+                if $crate::nn::cpu::fastmath::avx2() {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+                    return unsafe { $avx($($a),*) };
+                }
             }
             $generic($($a),*)
         }
