@@ -39,14 +39,13 @@ pub(crate) fn available() -> bool {
 }
 
 /// A shifted convolution: for each output channel `o` in `os` and column `q < cols`,
-/// `dst[(o − os.start)·ld + q] (+)= Σ_t Σ_c w[(t·O + o)·C + c] · x[c·plane + offs[t] + q]`
-/// (added to what is there when `acc`).
+/// `dst[(o − os.start)·ld + q] = Σ_t Σ_c w[(t·O + o)·C + c] · x[c·plane + offs[t] + q]`.
 ///
 /// `x`: C planes of `plane` floats (a padded image from the tile's first column, or an image
 /// itself for a 1×1 conv with `offs = [0]`); `w`: taps × O × C (O = `w.len() / (taps·C)`).
 /// With `par` = Rayon, column ranges of whole micro-tiles run on the threads.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f32], os: Range<usize>, cols: usize, (dst, ld): (&mut [f32], usize), acc: bool, par: gemm::Parallelism) {
+pub(crate) fn conv(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f32], os: Range<usize>, cols: usize, (dst, ld): (&mut [f32], usize), par: gemm::Parallelism) {
     if os.is_empty() || cols == 0 {
         return;
     }
@@ -62,13 +61,13 @@ pub(crate) fn conv(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f
                         let dp = dp;
                         // SAFETY: the tasks' column ranges are disjoint and inside `dst`'s rows
                         // (asserted above).
-                        unsafe { conv_raw(&x[q0..], (plane, c), offs, w, os, per.min(cols - q0), (dp.0.add(q0), ld), acc) };
+                        unsafe { conv_raw(&x[q0..], (plane, c), offs, w, os, per.min(cols - q0), (dp.0.add(q0), ld)) };
                     });
                 }
             });
         }
         // SAFETY: `dst` holds every element written (asserted above) and is borrowed mutably.
-        _ => unsafe { conv_raw(x, (plane, c), offs, w, os, cols, (dp.0, ld), acc) },
+        _ => unsafe { conv_raw(x, (plane, c), offs, w, os, cols, (dp.0, ld)) },
     }
 }
 
@@ -76,10 +75,10 @@ pub(crate) fn conv(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f
 /// of the same rows).
 ///
 /// # Safety
-/// `dst + i·ld + q` must be valid for reads and writes, and used by no one else, for every
+/// `dst + i·ld + q` must be valid for writes, and used by no one else, for every
 /// `i < os.len()`, `q < cols`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn conv_raw(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f32], os: Range<usize>, cols: usize, (dst, ld): (*mut f32, usize), acc: bool) {
+pub(crate) unsafe fn conv_raw(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f32], os: Range<usize>, cols: usize, (dst, ld): (*mut f32, usize)) {
     assert!(available(), "direct conv: AVX-512F not available");
     let o_all = w.len() / (offs.len() * c).max(1);
     assert_eq!(w.len(), offs.len() * o_all * c, "direct conv: weights are not taps × O × C");
@@ -88,12 +87,12 @@ pub(crate) unsafe fn conv_raw(x: &[f32], (plane, c): (usize, usize), offs: &[usi
         return;
     }
     let max_off = offs.iter().copied().max().unwrap_or(0);
-    assert!(x.len() >= (c - 1) * plane + max_off + cols, "direct conv: input too short");
+    assert!(c > 0 && x.len() >= (c - 1) * plane + max_off + cols, "direct conv: no channels or input too short");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512F is present (asserted); the asserts above bound every input index the
     // kernel reads (tail columns are masked, not read or written), the caller the outputs.
     unsafe {
-        avx512::tile(x.as_ptr(), (plane, c), offs, w.as_ptr(), o_all, os, cols, (dst, ld), acc)
+        avx512::tile(x.as_ptr(), (plane, c), offs, w.as_ptr(), o_all, os, cols, (dst, ld))
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("direct conv: x86-64 only")
@@ -117,7 +116,7 @@ mod avx512 {
     /// in groups whose weights fit in L2, so they are not re-read from L3 for every column block.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile(x: *const f32, (plane, c): (usize, usize), offs: &[usize], w: *const f32, o_all: usize, os: Range<usize>, cols: usize, (dst, ld): (*mut f32, usize), acc: bool) {
+    pub(super) unsafe fn tile(x: *const f32, (plane, c): (usize, usize), offs: &[usize], w: *const f32, o_all: usize, os: Range<usize>, cols: usize, (dst, ld): (*mut f32, usize)) {
         let group = (L2_WEIGHTS / (offs.len() * c)).max(ROWS) / ROWS * ROWS;
         for g0 in os.clone().step_by(group) {
             let g = g0..(g0 + group).min(os.end);
@@ -129,7 +128,7 @@ mod avx512 {
                 while o < g.end {
                     let d = dst.add((o - os.start) * ld + q);
                     let wo = w.add(o * c);
-                    let args = (x.add(q), plane, c, offs, wo, o_all * c, d, ld, masks, n, acc);
+                    let args = (x.add(q), plane, c, offs, wo, o_all * c, d, ld, masks, n);
                     o += match g.end - o {
                         r if r >= ROWS => micro::<ROWS>(args),
                         r if r >= 4 => micro::<4>(args),
@@ -155,13 +154,13 @@ mod avx512 {
 
     /// Arguments of [`micro`]: input at the block's first column, plane stride, channels, tap
     /// offsets, weights at the block's first channel in tap 0, tap stride (O·C), output and its
-    /// row stride, column masks, columns, accumulate.
-    type Micro<'a> = (*const f32, usize, usize, &'a [usize], *const f32, usize, *mut f32, usize, [__mmask16; 3], usize, bool);
+    /// row stride, column masks, columns.
+    type Micro<'a> = (*const f32, usize, usize, &'a [usize], *const f32, usize, *mut f32, usize, [__mmask16; 3], usize);
 
     /// R output channels × `n` ≤ 48 columns; returns R.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn micro<const R: usize>((x, plane, c, offs, w, tap_stride, dst, ld, m, n, add): Micro) -> usize {
+    unsafe fn micro<const R: usize>((x, plane, c, offs, w, tap_stride, dst, ld, m, n): Micro) -> usize {
         let mut acc = [[_mm512_setzero_ps(); 3]; R];
         let full = n == COLS;
         for (t, &off) in offs.iter().enumerate() {
@@ -186,17 +185,10 @@ mod avx512 {
         for (j, a) in acc.iter().enumerate() {
             for (v, &av) in a.iter().enumerate() {
                 let d = dst.add(j * ld + 16 * v);
-                let mut r = av;
                 if full {
-                    if add {
-                        r = _mm512_add_ps(r, _mm512_loadu_ps(d));
-                    }
-                    _mm512_storeu_ps(d, r);
+                    _mm512_storeu_ps(d, av);
                 } else {
-                    if add {
-                        r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m[v], d));
-                    }
-                    _mm512_mask_storeu_ps(d, m[v], r);
+                    _mm512_mask_storeu_ps(d, m[v], av);
                 }
             }
         }
@@ -209,7 +201,8 @@ mod tests {
     use super::*;
 
     /// Against the defining sum, over channel counts that exercise every micro-tile height
-    /// (8, 4, 2, 1) and column counts with and without a masked tail.
+    /// (8, 4, 2, 1), column counts with and without a masked tail, weight groups smaller than
+    /// O, serial and over rayon.
     #[test]
     fn matches_the_sum() {
         if !available() {
@@ -222,18 +215,16 @@ mod tests {
             let w: Vec<f32> = (0..offs.len() * o_all * c).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
             let os = 1.min(o_all - 1)..o_all;
             let ld = cols + 3;
-            for (acc, par) in [(false, gemm::Parallelism::None), (true, gemm::Parallelism::Rayon(2))] {
-                let start: Vec<f32> = (0..os.len() * ld).map(|i| if acc { i as f32 * 0.01 } else { f32::NAN }).collect();
-                let mut dst = start.clone();
-                conv(&x, (plane, c), &offs, &w, os.clone(), cols, (&mut dst, ld), acc, par);
+            for par in [gemm::Parallelism::None, gemm::Parallelism::Rayon(2)] {
+                let mut dst = vec![f32::NAN; os.len() * ld];
+                conv(&x, (plane, c), &offs, &w, os.clone(), cols, (&mut dst, ld), par);
                 for (i, o) in os.clone().enumerate() {
                     for q in 0..cols {
-                        let sum: f32 = (0..offs.len()).flat_map(|t| (0..c).map(move |cc| (t, cc))).map(|(t, cc)| w[(t * o_all + o) * c + cc] * x[cc * plane + offs[t] + q]).sum();
-                        let want = if acc { sum + start[i * ld + q] } else { sum };
+                        let want: f32 = (0..offs.len()).flat_map(|t| (0..c).map(move |cc| (t, cc))).map(|(t, cc)| w[(t * o_all + o) * c + cc] * x[cc * plane + offs[t] + q]).sum();
                         let got = dst[i * ld + q];
-                        assert!((got - want).abs() < 1e-5, "c {c} o {o} q {q} acc {acc}: {got} vs {want}");
+                        assert!((got - want).abs() < 1e-5, "c {c} o {o} q {q}: {got} vs {want}");
                     }
-                    assert!(dst[i * ld + cols..(i + 1) * ld].iter().zip(&start[i * ld + cols..(i + 1) * ld]).all(|(a, b)| a.to_bits() == b.to_bits()), "wrote past its columns");
+                    assert!(dst[i * ld + cols..(i + 1) * ld].iter().all(|v| v.is_nan()), "wrote past its columns");
                 }
             }
         }

@@ -304,7 +304,7 @@ impl FoldedConv {
                 // to this tile alone; the operands hold every element their strides address.
                 unsafe {
                     if pointwise && matches!(gpar, gemm::Parallelism::None) && direct::available() {
-                        direct::conv_raw(rhs, (p, g.c), &[0], &self.w, os.clone(), cols, (dst.ptr.add(at), dst.ld), false);
+                        direct::conv_raw(rhs, (p, g.c), &[0], &self.w, os.clone(), cols, (dst.ptr.add(at), dst.ld));
                     } else {
                         sgemm_raw(os.len(), cols, ckk, (dst.ptr.add(at), dst.ld), false, (&self.w[os.start * ckk..], ckk, false), (rhs, rhs_ld, false), gpar);
                     }

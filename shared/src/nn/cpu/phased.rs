@@ -86,7 +86,7 @@ impl Phased {
     /// ([`super::shifted::taps`]).
     pub fn forward_tile(&self, xs: &[f32], wk: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
         let cols = oys.len() * self.wh;
-        direct::conv(&xs[oys.start * self.wh..], (self.plane_len(), self.g.c), &self.offs, wk, os, cols, (zw, cols), false, par);
+        direct::conv(&xs[oys.start * self.wh..], (self.plane_len(), self.g.c), &self.offs, wk, os, cols, (zw, cols), par);
     }
 }
 

@@ -70,7 +70,7 @@ impl Shifted {
         if direct::available() {
             // All taps at once in registers, reading the padded image in place (no packing).
             let offs: Vec<usize> = (0..self.g.kh * self.g.kw).map(|t| self.tap_offset(t)).collect();
-            direct::conv(&xp[oys.start * self.wp..], (self.plane, c), &offs, &self.wk, os, cols, (zw, cols), false, par);
+            direct::conv(&xp[oys.start * self.wp..], (self.plane, c), &offs, &self.wk, os, cols, (zw, cols), par);
             return;
         }
         for t in 0..self.g.kh * self.g.kw {
