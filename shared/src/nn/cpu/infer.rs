@@ -120,8 +120,8 @@ trait Wide: Sync {
     /// One channel (H, W) → its re-laid-out plane.
     fn prepare_plane(&self, xc: &[f32], out: &mut [f32]);
     fn wide_row(&self) -> usize;
-    /// Output channels `os`, rows `oys` of the wide grid into `zw`, weights in tap order.
-    fn tile(&self, xp: &[f32], wk: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism);
+    /// Output channels `os`, rows `oys` of the wide grid into `zw`.
+    fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism);
 }
 
 impl Wide for Shifted {
@@ -134,7 +134,7 @@ impl Wide for Shifted {
     fn wide_row(&self) -> usize {
         Shifted::wide_row(self)
     }
-    fn tile(&self, xp: &[f32], _wk: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+    fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
         self.forward_tile(xp, os, oys, zw, par)
     }
 }
@@ -149,8 +149,8 @@ impl Wide for Phased {
     fn wide_row(&self) -> usize {
         Phased::wide_row(self)
     }
-    fn tile(&self, xp: &[f32], wk: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
-        self.forward_tile(xp, wk, os, oys, zw, par)
+    fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+        self.forward_tile(xp, os, oys, zw, par)
     }
 }
 
@@ -207,7 +207,7 @@ impl FoldedConv {
         }
         match &self.taps {
             Some(wk) if Shifted::applies(&g) => self.run_wide(x, &g, &Shifted::with_taps(&g, wk.clone()), dst, res, par),
-            Some(_) if direct::available() && g.p() <= PHASED_MAX_PIXELS && g.ckk() * g.o <= PHASED_MAX_WEIGHTS => self.run_wide(x, &g, &Phased::new(&g), dst, res, par),
+            Some(wk) if direct::available() && g.p() <= PHASED_MAX_PIXELS && g.ckk() * g.o <= PHASED_MAX_WEIGHTS => self.run_wide(x, &g, &Phased::with_taps(&g, wk.clone()), dst, res, par),
             _ => self.run_gemm(x, &g, dst, res, par),
         }
     }
@@ -266,7 +266,7 @@ impl FoldedConv {
         Self::for_tiles(tiles, par, |os, oys, gpar| {
             with_scratch(os.len() * rows * wp, |zw| {
                 let cols = oys.len() * wp;
-                sh.tile(&xp, self.taps.as_deref().expect("wide convs have tap weights"), os.clone(), oys.clone(), &mut zw[..os.len() * cols], gpar);
+                sh.tile(&xp, os.clone(), oys.clone(), &mut zw[..os.len() * cols], gpar);
                 for (i, o) in os.clone().enumerate() {
                     for (r, oy) in oys.clone().enumerate() {
                         let src = &zw[i * cols + r * wp..][..ow];

@@ -11,10 +11,12 @@
 //! per row) every tap reads one contiguous run of one phase plane. The split is one pass over
 //! the input instead of im2col's 2.25.
 
+use std::sync::Arc;
+
 use super::conv::Geom;
 use super::direct;
 
-/// The geometry of one phase-split conv.
+/// The geometry and tap-ordered weights of one phase-split conv.
 pub(crate) struct Phased {
     g: Geom,
     /// Phase-plane row length ⌈(W + 2)/2⌉ = OW + 1, and floats per phase plane (one spare:
@@ -23,6 +25,8 @@ pub(crate) struct Phased {
     pp: usize,
     /// Each tap's offset from a channel's first phase plane.
     offs: [usize; 9],
+    /// Weights in tap order ([`super::shifted::taps`]), shared like [`super::shifted::Shifted`]'s.
+    wk: Arc<Vec<f32>>,
 }
 
 impl Phased {
@@ -31,8 +35,10 @@ impl Phased {
         g.stride == 2 && g.kh == 3 && g.kw == 3 && g.pad == 1
     }
 
-    pub fn new(g: &Geom) -> Self {
+    /// With weights already in tap order ([`super::shifted::taps`]).
+    pub fn with_taps(g: &Geom, wk: Arc<Vec<f32>>) -> Self {
         debug_assert!(Self::applies(g));
+        debug_assert_eq!(wk.len(), 9 * g.o * g.c);
         let (hh, wh) = ((g.h + 3) / 2, (g.w + 3) / 2);
         debug_assert_eq!((g.oh + 1, g.ow + 1), (hh, wh));
         let pp = hh * wh + 1;
@@ -41,7 +47,7 @@ impl Phased {
             let (ki, kj) = (t / 3, t % 3);
             *off = (2 * (ki % 2) + kj % 2) * pp + (ki / 2) * wh + kj / 2;
         }
-        Phased { g: *g, wh, pp, offs }
+        Phased { g: *g, wh, pp, offs, wk }
     }
 
     /// Floats per channel of the split input (four phase planes).
@@ -82,11 +88,10 @@ impl Phased {
     }
 
     /// Output channels `os`, output rows `oys` of the wide grid into `zw` (`os.len()` rows of
-    /// `oys.len()·Wh`), from the split input `xs` with weights `wk` in tap order
-    /// ([`super::shifted::taps`]).
-    pub fn forward_tile(&self, xs: &[f32], wk: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+    /// `oys.len()·Wh`), from the split input `xs`.
+    pub fn forward_tile(&self, xs: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
         let cols = oys.len() * self.wh;
-        direct::conv(&xs[oys.start * self.wh..], (self.plane_len(), self.g.c), &self.offs, wk, os, cols, (zw, cols), par);
+        direct::conv(&xs[oys.start * self.wh..], (self.plane_len(), self.g.c), &self.offs, &self.wk, os, cols, (zw, cols), par);
     }
 }
 
@@ -116,16 +121,15 @@ mod tests {
         }
         for &(c, o, h, w) in &[(3, 16, 9, 12), (5, 9, 8, 7), (2, 3, 1, 1), (4, 8, 2, 3)] {
             let g = Geom::new((1, c, h, w), (o, c, 3, 3), 2, 1).unwrap();
-            let ph = Phased::new(&g);
             let x: Vec<f32> = (0..c * h * w).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
             let wt: Vec<f32> = (0..o * c * 9).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+            let ph = Phased::with_taps(&g, Arc::new(super::super::shifted::taps(o, c, 3, &wt)));
             let mut xs = vec![f32::NAN; c * ph.plane_len()];
             for (xc, out) in x.chunks_exact(h * w).zip(xs.chunks_exact_mut(ph.plane_len())) {
                 ph.split_plane(xc, out);
             }
-            let wk = super::super::shifted::taps(o, c, 3, &wt);
             let mut zw = vec![f32::NAN; o * g.oh * ph.wide_row()];
-            ph.forward_tile(&xs, &wk, 0..o, 0..g.oh, &mut zw, gemm::Parallelism::None);
+            ph.forward_tile(&xs, 0..o, 0..g.oh, &mut zw, gemm::Parallelism::None);
             for oo in 0..o {
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {

@@ -35,6 +35,8 @@ pub(crate) struct Shifted {
     /// Weights per tap: `wk[t]` is W_t (O, C), t = ki·k + kj (shared: the eval path re-lays
     /// the weights out once and builds a `Shifted` per input size).
     wk: Arc<Vec<f32>>,
+    /// Each tap's offset into a padded plane, `ki·Wp + kj`.
+    offs: Vec<usize>,
 }
 
 impl Shifted {
@@ -54,7 +56,8 @@ impl Shifted {
         let wp = g.w + 2 * g.pad;
         let plane = (g.h + 2 * g.pad) * wp + g.kh - 1;
         debug_assert_eq!(wk.len(), g.kh * g.kw * g.o * g.c);
-        Shifted { g: *g, wp, plane, pw: g.oh * wp, wk }
+        let offs = (0..g.kh * g.kw).map(|t| (t / g.kw) * wp + t % g.kw).collect();
+        Shifted { g: *g, wp, plane, pw: g.oh * wp, wk, offs }
     }
 
     /// Padded row length W + 2p: an output row `oy` occupies wide columns `oy·Wp ..`.
@@ -69,8 +72,7 @@ impl Shifted {
         let (c, cols) = (self.g.c, oys.len() * self.wp);
         if direct::available() {
             // All taps at once in registers, reading the padded image in place (no packing).
-            let offs: Vec<usize> = (0..self.g.kh * self.g.kw).map(|t| self.tap_offset(t)).collect();
-            direct::conv(&xp[oys.start * self.wp..], (self.plane, c), &offs, &self.wk, os, cols, (zw, cols), par);
+            direct::conv(&xp[oys.start * self.wp..], (self.plane, c), &self.offs, &self.wk, os, cols, (zw, cols), par);
             return;
         }
         for t in 0..self.g.kh * self.g.kw {
@@ -81,7 +83,7 @@ impl Shifted {
     }
 
     fn tap_offset(&self, t: usize) -> usize {
-        (t / self.g.kw) * self.wp + t % self.g.kw
+        self.offs[t]
     }
 
     fn w_tap(&self, t: usize) -> &[f32] {
