@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::blocks::{Bottleneck, Conv, Detect, DetectBranch, HeadOutput, Hw};
 use super::cpu::channel_ops::{max_pool_plane_fast, upsample2x_plane};
 use super::cpu::conv::threads;
-use super::cpu::fastmath::{exp, sigmoid, uninit_f32};
+use super::cpu::fastmath::{exp, multiversioned, sigmoid, uninit_f32};
 use super::cpu::infer::{FoldedConv, Par, Rows};
 use super::model::{Block, YoloModel};
 
@@ -270,11 +270,7 @@ impl FDetect {
             }
             let mut den = vec![0f32; a];
             for (j, bin) in bins.chunks_exact(a).enumerate() {
-                for ((dd, s), (&v, &m)) in d.iter_mut().zip(den.iter_mut()).zip(bin.iter().zip(&mx)) {
-                    let e = exp(v - m);
-                    *s += e;
-                    *dd += j as f32 * e;
-                }
+                dfl_bin(d, &mut den, bin, &mx, j as f32);
             }
             d.iter_mut().zip(&den).for_each(|(dd, s)| *dd /= s);
         };
@@ -301,10 +297,29 @@ impl FDetect {
                 }
             }
         }
-        per_plane(probs, &raw[4 * r * a..], (a, a), par, |p, z| p.iter_mut().zip(z).for_each(|(p, &z)| *p = sigmoid(z)));
+        per_plane(probs, &raw[4 * r * a..], (a, a), par, sigmoid_row);
         out
     }
 }
+
+/// One DFL bin `j` of a side: `den += e`, `d += j·e` with `e = exp(v − max)`. Multiversioned
+/// (like the other element-wise loops) so `exp`'s fused multiply-adds are instructions.
+#[inline(always)]
+fn dfl_bin_gen(d: &mut [f32], den: &mut [f32], bin: &[f32], mx: &[f32], j: f32) {
+    for ((dd, s), (&v, &m)) in d.iter_mut().zip(den.iter_mut()).zip(bin.iter().zip(mx)) {
+        let e = exp(v - m);
+        *s += e;
+        *dd += j * e;
+    }
+}
+multiversioned!(fn dfl_bin = dfl_bin_gen / dfl_bin_avx2(d: &mut [f32], den: &mut [f32], bin: &[f32], mx: &[f32], j: f32) -> ());
+
+/// `p = sigmoid(z)` element-wise.
+#[inline(always)]
+fn sigmoid_row_gen(p: &mut [f32], z: &[f32]) {
+    p.iter_mut().zip(z).for_each(|(p, &z)| *p = sigmoid(z));
+}
+multiversioned!(fn sigmoid_row = sigmoid_row_gen / sigmoid_row_avx2(p: &mut [f32], z: &[f32]) -> ());
 
 /// A [`YoloModel`] folded for CPU inference.
 pub struct FusedModel {

@@ -11,6 +11,12 @@ use std::sync::OnceLock;
 
 /// `e^x` for f32 to ~2e-7 relative error, branch-free so loops over it vectorize.
 /// Inputs are clamped to [−87, 88] (results stay finite and normal).
+///
+/// Written with fused multiply-adds (`mul_add`): in the AVX2 and AVX-512 versions of a
+/// [`multiversioned`] loop each is one instruction, which made SiLU ~20% cheaper than separate
+/// multiplies and adds (the division is not its bottleneck: a reciprocal by Newton steps was
+/// slower). Call it from multiversioned loops only — in baseline code each `mul_add` is a
+/// libm `fmaf` call.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
@@ -21,11 +27,11 @@ pub(crate) fn exp(x: f32) -> f32 {
     // every step a SIMD instruction.
     let x = if x < -87.0 { -87.0 } else { x };
     let x = if x > 88.0 { 88.0 } else { x };
-    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let t = x.mul_add(std::f32::consts::LOG2_E, ROUND);
     let n = t - ROUND;
-    let f = (x - n * LN2_HI) - n * LN2_LO;
+    let f = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     // Taylor polynomial of e^f on |f| ≤ ln2/2 (error ≤ f⁷/7! ≈ 1.2e-7).
-    let p = 1.0 + f * (1.0 + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    let p = f.mul_add(f.mul_add(f.mul_add(f.mul_add(f.mul_add(f.mul_add(1.0 / 720.0, 1.0 / 120.0), 1.0 / 24.0), 1.0 / 6.0), 0.5), 1.0), 1.0);
     // t's low mantissa bits hold the integer n (|n| ≤ 127 ≪ 2^22): 2^n built from them.
     let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
     p * scale
