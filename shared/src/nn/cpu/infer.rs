@@ -124,35 +124,27 @@ trait Wide: Sync {
     fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism);
 }
 
-impl Wide for Shifted {
-    fn plane_len(&self) -> usize {
-        Shifted::plane_len(self)
-    }
-    fn prepare_plane(&self, xc: &[f32], out: &mut [f32]) {
-        self.pad_plane(xc, out)
-    }
-    fn wide_row(&self) -> usize {
-        Shifted::wide_row(self)
-    }
-    fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
-        self.forward_tile(xp, os, oys, zw, par)
-    }
+/// `Wide` for a conv type from its own methods (`$prepare`: how it re-lays out one channel).
+macro_rules! wide_from_methods {
+    ($t:ty, $prepare:ident) => {
+        impl Wide for $t {
+            fn plane_len(&self) -> usize {
+                <$t>::plane_len(self)
+            }
+            fn prepare_plane(&self, xc: &[f32], out: &mut [f32]) {
+                self.$prepare(xc, out)
+            }
+            fn wide_row(&self) -> usize {
+                <$t>::wide_row(self)
+            }
+            fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+                self.forward_tile(xp, os, oys, zw, par)
+            }
+        }
+    };
 }
-
-impl Wide for Phased {
-    fn plane_len(&self) -> usize {
-        Phased::plane_len(self)
-    }
-    fn prepare_plane(&self, xc: &[f32], out: &mut [f32]) {
-        self.split_plane(xc, out)
-    }
-    fn wide_row(&self) -> usize {
-        Phased::wide_row(self)
-    }
-    fn tile(&self, xp: &[f32], os: Range<usize>, oys: Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
-        self.forward_tile(xp, os, oys, zw, par)
-    }
-}
+wide_from_methods!(Shifted, pad_plane);
+wide_from_methods!(Phased, split_plane);
 
 /// A Conv with BatchNorm folded in: `act(conv(x, w) + b)`, or a plain conv with bias
 /// (`act = false`, the Detect head's last 1×1 convs).
