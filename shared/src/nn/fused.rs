@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::blocks::{Bottleneck, Conv, Detect, DetectBranch, HeadOutput, Hw};
 use super::cpu::channel_ops::{max_pool_plane_fast, upsample2x_plane};
 use super::cpu::conv::threads;
-use super::cpu::fastmath::{exp, multiversioned, sigmoid, uninit_f32};
+use super::cpu::fastmath::{dfl_side, multiversioned, sigmoid, uninit_f32};
 use super::cpu::infer::{FoldedConv, Par, Rows};
 use super::model::{Block, YoloModel};
 
@@ -263,16 +263,7 @@ impl FDetect {
                 d.copy_from_slice(&raw[side * a..(side + 1) * a]);
                 return;
             }
-            let bins = &raw[side * r * a..(side + 1) * r * a];
-            let mut mx = bins[..a].to_vec();
-            for bin in bins.chunks_exact(a).skip(1) {
-                mx.iter_mut().zip(bin).for_each(|(m, &v)| *m = m.max(v));
-            }
-            let mut den = vec![0f32; a];
-            for (j, bin) in bins.chunks_exact(a).enumerate() {
-                dfl_bin(d, &mut den, bin, &mx, j as f32);
-            }
-            d.iter_mut().zip(&den).for_each(|(dd, s)| *dd /= s);
+            dfl_side(&raw[side * r * a..(side + 1) * r * a], d);
         };
         if par == Par::Tiles {
             dist.par_chunks_exact_mut(a).enumerate().for_each(|(side, d)| side_dist(side, d));
@@ -302,19 +293,8 @@ impl FDetect {
     }
 }
 
-/// One DFL bin `j` of a side: `den += e`, `d += j·e` with `e = exp(v − max)`. Multiversioned
-/// (like the other element-wise loops) so `exp`'s fused multiply-adds are instructions.
-#[inline(always)]
-fn dfl_bin_gen(d: &mut [f32], den: &mut [f32], bin: &[f32], mx: &[f32], j: f32) {
-    for ((dd, s), (&v, &m)) in d.iter_mut().zip(den.iter_mut()).zip(bin.iter().zip(mx)) {
-        let e = exp(v - m);
-        *s += e;
-        *dd += j * e;
-    }
-}
-multiversioned!(fn dfl_bin = dfl_bin_gen / dfl_bin_avx2(d: &mut [f32], den: &mut [f32], bin: &[f32], mx: &[f32], j: f32) -> ());
-
-/// `p = sigmoid(z)` element-wise.
+/// `p = sigmoid(z)` element-wise (multiversioned, so `exp`'s fused multiply-adds are
+/// instructions).
 #[inline(always)]
 fn sigmoid_row_gen(p: &mut [f32], z: &[f32]) {
     p.iter_mut().zip(z).for_each(|(p, &z)| *p = sigmoid(z));

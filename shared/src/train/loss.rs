@@ -33,7 +33,7 @@ use rayon::prelude::*;
 use super::assigner::{AnchorGrid, GtBox, Positive, TaskAlignedAssigner};
 use crate::data::Targets;
 use crate::nn::blocks::HeadOutput;
-use crate::nn::cpu::fastmath::{exp as fexp, multiversioned};
+use crate::nn::cpu::fastmath::{dfl_side, exp as fexp, multiversioned};
 use crate::{Error, Result};
 
 /// Loss gains (ultralytics' `box`, `cls`, `dfl` hyper-parameters).
@@ -550,36 +550,11 @@ pub(crate) fn ciou_grad(b1: &[f64; 4], b2: &[f64; 4]) -> (f64, [f64; 4]) {
 }
 
 /// DFL expectation for one level of one image: `x` (4·r, hw) logits → `out` (4, hw) distances.
-#[inline(always)]
-fn decode_gen(x: &[f32], out: &mut [f32], hw: usize, r: usize) {
-    let mut mx = vec![0f32; hw];
-    let mut sum = vec![0f32; hw];
-    let mut wsum = vec![0f32; hw];
-    for s in 0..4 {
-        mx.copy_from_slice(&x[s * r * hw..s * r * hw + hw]);
-        for j in 1..r {
-            let row = &x[(s * r + j) * hw..(s * r + j + 1) * hw];
-            for (m, &v) in mx.iter_mut().zip(row) {
-                *m = if v > *m { v } else { *m };
-            }
-        }
-        sum.fill(0.0);
-        wsum.fill(0.0);
-        for j in 0..r {
-            let row = &x[(s * r + j) * hw..(s * r + j + 1) * hw];
-            let jf = j as f32;
-            for p in 0..hw {
-                let e = fexp(row[p] - mx[p]);
-                sum[p] += e;
-                wsum[p] += e * jf;
-            }
-        }
-        for p in 0..hw {
-            out[s * hw + p] = wsum[p] / sum[p];
-        }
+fn decode_level(x: &[f32], out: &mut [f32], hw: usize, r: usize) {
+    for (bins, side) in x.chunks_exact(r * hw).zip(out.chunks_exact_mut(hw)) {
+        dfl_side(bins, side);
     }
 }
-multiversioned!(fn decode_level = decode_gen / decode_avx2(x: &[f32], out: &mut [f32], hw: usize, r: usize) -> ());
 
 /// ln(1 + u) for u ∈ [0, 1], branch-free: 2·atanh(u / (2 + u)) by its odd series (s ≤ 1/3,
 /// 7 terms: ≤ 2e-8 relative truncation).

@@ -43,6 +43,33 @@ pub(crate) fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + exp(-z))
 }
 
+/// The DFL expectation of one box side (ultralytics' `DFL`): `bins` holds r planes of
+/// n = `out.len()` logits (`bins[j·n + p]`), and `out[p] = Σ_j j · softmax_j(bins[·][p])` with the softmax
+/// shifted by its maximum. Shared by the loss (`train::loss`) and the eval decode (`nn::fused`).
+#[inline(always)]
+fn dfl_side_gen(bins: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    assert!(n > 0 && bins.len() % n == 0, "DFL: {} logits are not whole planes of {n}", bins.len());
+    let mut mx = bins[..n].to_vec();
+    for row in bins.chunks_exact(n).skip(1) {
+        for (m, &v) in mx.iter_mut().zip(row) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let mut sum = vec![0f32; n];
+    out.fill(0.0);
+    for (j, row) in bins.chunks_exact(n).enumerate() {
+        let jf = j as f32;
+        for (((o, s), &v), &m) in out.iter_mut().zip(sum.iter_mut()).zip(row).zip(&mx) {
+            let e = exp(v - m);
+            *s += e;
+            *o += e * jf;
+        }
+    }
+    out.iter_mut().zip(&sum).for_each(|(o, s)| *o /= s);
+}
+multiversioned!(pub(crate) fn dfl_side = dfl_side_gen / dfl_side_avx2(bins: &[f32], out: &mut [f32]) -> ());
+
 /// Whether this CPU runs AVX2 + FMA code (checked once).
 pub(crate) fn avx2() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
