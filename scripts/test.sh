@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # kubeyolo's whole test suite, from a fresh clone: the README's second command.
 #
+# 0. checks the formatting (`cargo fmt --all --check`, settings in rustfmt.toml; `cargo fmt --all`
+#    fixes it), where the toolchain has rustfmt,
 # 1. builds the workspace while the Python venvs install (real MLflow + moto S3 server; real kfp SDK;
 #    the Katib SDK),
 # 2. starts a real `mlflow server` and an S3-compatible server on loopback (scripts/services.sh),
@@ -11,6 +13,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+echo "== cargo fmt --all --check (rustfmt.toml; \`cargo fmt --all\` fixes it)"
+if ! cargo fmt --version >/dev/null 2>&1; then
+  echo "   (skipped: this toolchain has no rustfmt)"
+elif ! cargo fmt --all --check >/dev/null; then
+  cargo fmt --all --check | head -40 || true
+  echo "formatting differs from rustfmt: run \`cargo fmt --all\`" >&2
+  exit 1
+fi
 
 echo "== python venvs (mlflow, kfp, katib) in the background; building the workspace"
 logdir=$(mktemp -d)

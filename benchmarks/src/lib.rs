@@ -33,8 +33,25 @@ pub fn gemm_gflops(m: usize, n: usize, k: usize, threads: usize) -> f64 {
         // SAFETY: a (m×k), b (k×n), c (m×n) are row-major and outlive the call.
         unsafe {
             gemm::gemm(
-                m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0,
-                false, false, false, par,
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
             )
         };
         best = best.min(t.elapsed().as_secs_f64());
@@ -79,7 +96,12 @@ pub fn random_targets(rng: &mut Lcg, batch: usize, nc: usize, per_image: usize) 
 
 /// Writes targets as ultralytics' batch keys (`batch_idx`, `cls`, `bboxes`) plus `imgsz` (h, w) and
 /// any `extra` arrays into one npz for the Python side of a benchmark.
-pub fn write_targets_npz(path: &Path, t: &Targets, imgsz: (usize, usize), extra: &[(&str, &Tensor)]) -> kubeyolo::Result<()> {
+pub fn write_targets_npz(
+    path: &Path,
+    t: &Targets,
+    imgsz: (usize, usize),
+    extra: &[(&str, &Tensor)],
+) -> kubeyolo::Result<()> {
     let cpu = &Device::Cpu;
     let bi = Tensor::from_vec(t.batch_idx.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.len(), cpu)?;
     let cl = Tensor::from_vec(t.cls.iter().map(|&v| v as i64).collect::<Vec<_>>(), t.len(), cpu)?;

@@ -105,7 +105,8 @@ pub fn build_step_binaries(bin_dir: &Path, missing_steps: &[&str]) -> bool {
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
     let Some(ws) = workspace.filter(|w| w.join("Cargo.toml").is_file()) else { return false };
-    let crates: Vec<&str> = missing_steps.iter().copied().filter(|s| ws.join("stages").join(s).join("Cargo.toml").is_file()).collect();
+    let crates: Vec<&str> =
+        missing_steps.iter().copied().filter(|s| ws.join("stages").join(s).join("Cargo.toml").is_file()).collect();
     if crates.is_empty() {
         return true;
     }
@@ -129,7 +130,10 @@ pub fn build_step_binaries(bin_dir: &Path, missing_steps: &[&str]) -> bool {
             cmd.args(["--profile", other]);
         }
     }
-    eprintln!("building the missing step binaries: cargo build {}", crates.iter().map(|c| format!("-p yolo-{c}")).collect::<Vec<_>>().join(" "));
+    eprintln!(
+        "building the missing step binaries: cargo build {}",
+        crates.iter().map(|c| format!("-p yolo-{c}")).collect::<Vec<_>>().join(" ")
+    );
     match cmd.status() {
         Ok(s) if s.success() => true,
         Ok(_) => {

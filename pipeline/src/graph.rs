@@ -347,7 +347,10 @@ impl Pipeline {
                         }
                         // Outputs of a loop are lists in KFP (one value per worker): not passed on.
                         if prod.workers > 1 {
-                            return Err(format!("step '{}' reads '{step}', which runs as {} workers", s.name, prod.workers));
+                            return Err(format!(
+                                "step '{}' reads '{step}', which runs as {} workers",
+                                s.name, prod.workers
+                            ));
                         }
                     }
                 }
@@ -359,7 +362,10 @@ impl Pipeline {
             }
             let worker_inputs = s.inputs.iter().filter(|i| i.source == Source::Worker).count();
             if s.workers == 0 || (s.workers > 1) != (worker_inputs == 1) || worker_inputs > 1 {
-                return Err(format!("step '{}': {} workers need exactly one worker input when > 1 (has {worker_inputs})", s.name, s.workers));
+                return Err(format!(
+                    "step '{}': {} workers need exactly one worker input when > 1 (has {worker_inputs})",
+                    s.name, s.workers
+                ));
             }
             for c in &s.conditions {
                 match self.param(c.param) {
@@ -439,7 +445,9 @@ impl TuneOptions {
             return Err(Error::usage("--tune-iterations must be at least 1"));
         }
         if self.epochs == Some(0) {
-            return Err(Error::usage("--tune-epochs must be at least 1").with_hint("leave it out to train the cfg's epochs"));
+            return Err(
+                Error::usage("--tune-epochs must be at least 1").with_hint("leave it out to train the cfg's epochs")
+            );
         }
         if self.workers == 0 {
             return Err(Error::usage("--tune-workers must be at least 1"));
@@ -495,15 +503,30 @@ pub fn pipeline_with(tune: &TuneOptions) -> Pipeline {
                 default: "yolov8n.pt",
                 help: "weights (.pt) or model yaml (.yaml) under /data",
             },
-            Param { name: "cfg", ty: ParamType::String, default: "cfg-custom", help: "training cfg yaml under /data (.yaml optional)" },
-            Param { name: "data", ty: ParamType::String, default: "data-custom", help: "dataset yaml under /data (.yaml optional)" },
+            Param {
+                name: "cfg",
+                ty: ParamType::String,
+                default: "cfg-custom",
+                help: "training cfg yaml under /data (.yaml optional)",
+            },
+            Param {
+                name: "data",
+                ty: ParamType::String,
+                default: "data-custom",
+                help: "dataset yaml under /data (.yaml optional)",
+            },
             Param {
                 name: "bool_train",
                 ty: ParamType::Bool,
                 default: "true",
                 help: "run train and test (false: only verify, distribution and plot)",
             },
-            Param { name: "bool_tune", ty: ParamType::Bool, default: "false", help: "also tune after train (needs bool_train)" },
+            Param {
+                name: "bool_tune",
+                ty: ParamType::Bool,
+                default: "false",
+                help: "also tune after train (needs bool_train)",
+            },
             Param {
                 name: "tune_space",
                 ty: ParamType::String,

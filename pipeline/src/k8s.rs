@@ -62,7 +62,8 @@ pub fn security_context(s: &CompileSettings) -> Option<Value> {
 /// (`nodeSelector`, `tolerations`) of the pod running `step`, `None` where empty.
 pub fn scheduling(s: &CompileSettings, step: &Step) -> (Option<Value>, Option<Value>) {
     let (selector, tolerations) = s.scheduling(step);
-    let selector = (!selector.is_empty()).then(|| Value::Object(selector.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
+    let selector =
+        (!selector.is_empty()).then(|| Value::Object(selector.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
     let tolerations = (!tolerations.is_empty()).then(|| {
         Value::Array(
             tolerations

@@ -219,8 +219,12 @@ fn validate(o: &KatibOptions, s: &CompileSettings) -> Result<()> {
     s.validate()?;
     o.tune.validate()?;
     if s.pvc.create.is_some() {
-        return Err(Error::usage("--create-pvc does not apply to --format katib: a Katib trial mounts an existing claim")
-            .with_hint("create the claim first (kubectl apply, or one pipeline run with --create-pvc), then pass --pvc NAME"));
+        return Err(Error::usage(
+            "--create-pvc does not apply to --format katib: a Katib trial mounts an existing claim",
+        )
+        .with_hint(
+            "create the claim first (kubectl apply, or one pipeline run with --create-pvc), then pass --pvc NAME",
+        ));
     }
     // Katib's own rule for Experiment names (validator.go) is stricter than DNS-1123.
     let name_ok = o.name.len() <= 63
@@ -295,7 +299,10 @@ mod tests {
         let exp = build(&train(), &options(), &CompileSettings::default()).unwrap();
         let params = exp["spec"]["parameters"].as_array().unwrap();
         assert_eq!(params.len(), Space::default().dims.len());
-        assert_eq!(params[0], json!({ "name": "lr0", "parameterType": "double", "feasibleSpace": { "min": "1e-5", "max": "0.01" } }));
+        assert_eq!(
+            params[0],
+            json!({ "name": "lr0", "parameterType": "double", "feasibleSpace": { "min": "1e-5", "max": "0.01" } })
+        );
         let cm = params.iter().find(|p| p["name"] == "close_mosaic").unwrap();
         assert_eq!(cm["parameterType"], "int");
         assert_eq!(cm["feasibleSpace"], json!({ "min": "0", "max": "10" }));
@@ -307,7 +314,10 @@ mod tests {
         assert_eq!(exp["spec"]["maxTrialCount"], 12);
         assert_eq!(exp["spec"]["parallelTrialCount"], 3);
         assert_eq!(exp["spec"]["maxFailedTrialCount"], 3);
-        assert!(a.iter().all(|x| check_shell_safe("arg", &x.replace("${trialParameters.", "").replace('}', "")).is_ok()), "{a:?}");
+        assert!(
+            a.iter().all(|x| check_shell_safe("arg", &x.replace("${trialParameters.", "").replace('}', "")).is_ok()),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -318,8 +328,12 @@ mod tests {
         assert_eq!(exp["spec"]["parameters"].as_array().unwrap().len(), 1);
         let a = args(&exp);
         assert!(a.windows(2).any(|w| w[0] == "--set" && w[1] == "mosaic=0.5"), "{a:?}");
-        let names: Vec<&str> =
-            exp["spec"]["trialTemplate"]["trialParameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = exp["spec"]["trialTemplate"]["trialParameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["trialName", "lr0"]);
     }
 
@@ -344,7 +358,11 @@ mod tests {
             assert_eq!(e.kind, kubeyolo::ErrorKind::Usage, "{o:?}: {e}");
         }
         let mut created = s.clone();
-        created.pvc.create = Some(crate::settings::CreatePvc { storage_class: String::new(), size: "5Gi".into(), access_mode: "ReadWriteOnce".into() });
+        created.pvc.create = Some(crate::settings::CreatePvc {
+            storage_class: String::new(),
+            size: "5Gi".into(),
+            access_mode: "ReadWriteOnce".into(),
+        });
         assert!(build(&train(), &options(), &created).is_err());
     }
 }

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kubeyolo::{Error, Result};
-use kubeyolo_pipeline::settings::{CompileSettings, CreatePvc, MlflowSettings, PvcSettings, Requests, Toleration};
+use kubeyolo_pipeline::graph::TuneOptions;
+use kubeyolo_pipeline::katib::{self, KatibOptions};
 use kubeyolo_pipeline::runner::docker::DockerExecutor;
 use kubeyolo_pipeline::runner::process::ProcessExecutor;
 use kubeyolo_pipeline::runner::{self, Executor};
-use kubeyolo_pipeline::graph::TuneOptions;
-use kubeyolo_pipeline::katib::{self, KatibOptions};
+use kubeyolo_pipeline::settings::{CompileSettings, CreatePvc, MlflowSettings, PvcSettings, Requests, Toleration};
 use kubeyolo_pipeline::{demo, graph, v1, v2};
 
 #[derive(Parser)]
@@ -311,7 +311,10 @@ impl CompileArgs {
         if !self.set.is_empty() {
             Some(("--set", "the pipeline's run parameters are set in the Kubeflow 'Create run' form"))
         } else if self.tune_space.is_some() {
-            Some(("--tune-space", "for the pipeline's tune step, set the `tune_space` run parameter (a yaml on the volume)"))
+            Some((
+                "--tune-space",
+                "for the pipeline's tune step, set the `tune_space` run parameter (a yaml on the volume)",
+            ))
         } else if self.katib_namespace.is_some() {
             Some(("--katib-namespace", "a pipeline runs in the namespace it is started in"))
         } else {
@@ -325,7 +328,8 @@ impl CompileArgs {
             .iter()
             .map(|kv| {
                 kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
-                    Error::usage(format!("--gpu-node-selector '{kv}' is not KEY=VALUE")).with_hint("e.g. nvidia.com/gpu.present=true")
+                    Error::usage(format!("--gpu-node-selector '{kv}' is not KEY=VALUE"))
+                        .with_hint("e.g. nvidia.com/gpu.present=true")
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -346,8 +350,10 @@ impl CompileArgs {
             },
             shm_size: (self.shm_size != "0").then(|| self.shm_size.clone()),
             gpus: self.gpus,
-            light: (!self.no_requests).then(|| Requests { cpu: self.light_cpu.clone(), memory: self.light_memory.clone() }),
-            heavy: (!self.no_requests).then(|| Requests { cpu: self.heavy_cpu.clone(), memory: self.heavy_memory.clone() }),
+            light: (!self.no_requests)
+                .then(|| Requests { cpu: self.light_cpu.clone(), memory: self.light_memory.clone() }),
+            heavy: (!self.no_requests)
+                .then(|| Requests { cpu: self.heavy_cpu.clone(), memory: self.heavy_memory.clone() }),
             mlflow: MlflowSettings {
                 secret: self.mlflow_secret.clone(),
                 auth_secret: self.mlflow_auth_secret.clone(),
@@ -375,7 +381,9 @@ fn compile(args: CompileArgs) -> Result<()> {
         }
         Format::Katib => {
             let params = runner::parse_params(&p, &args.set)?;
-            if let Some(k) = args.set.iter().filter_map(|kv| kv.split_once('=')).map(|(k, _)| k).find(|k| k.starts_with("bool_")) {
+            if let Some(k) =
+                args.set.iter().filter_map(|kv| kv.split_once('=')).map(|(k, _)| k).find(|k| k.starts_with("bool_"))
+            {
                 return Err(Error::usage(format!("--set {k}: a Katib experiment always trains"))
                     .with_hint("set model_name, cfg or data"));
             }

@@ -103,7 +103,8 @@ impl Toleration {
             None => (kv.to_string(), None),
         };
         let t = Toleration { key, value, effect };
-        let effect_ok = t.effect.as_deref().map_or(true, |e| ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e));
+        let effect_ok =
+            t.effect.as_deref().map_or(true, |e| ["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e));
         if t.key.is_empty() || t.key.contains(char::is_whitespace) || !effect_ok {
             return Err(Error::usage(format!("--gpu-toleration '{text}' is not KEY[=VALUE][:EFFECT]"))
                 .with_hint("e.g. nvidia.com/gpu:NoSchedule; EFFECT is NoSchedule, PreferNoSchedule or NoExecute"));
@@ -221,7 +222,9 @@ impl CompileSettings {
                 .with_hint("e.g. --image-prefix registry.example.com/kubeyolo"));
         }
         if self.tag.is_empty() || !self.tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            return Err(Error::usage(format!("bad --tag '{}'", self.tag)).with_hint("letters, digits, '.', '_' and '-' only"));
+            return Err(
+                Error::usage(format!("bad --tag '{}'", self.tag)).with_hint("letters, digits, '.', '_' and '-' only")
+            );
         }
         check_dns1123("--pvc", &self.pvc.name)?;
         if let Some(c) = &self.pvc.create {

@@ -27,7 +27,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::graph::{group_number, ArtifactType, Group, OutputKind, ParamType, Pipeline, Source, Step, V1_METRICS, V1_UI_METADATA};
+use crate::graph::{
+    group_number, ArtifactType, Group, OutputKind, ParamType, Pipeline, Source, Step, V1_METRICS, V1_UI_METADATA,
+};
 use crate::k8s;
 use crate::settings::CompileSettings;
 use kubeyolo::{Error, Result};
@@ -126,7 +128,8 @@ pub fn build(p: &Pipeline, s: &CompileSettings) -> Result<Value> {
         .map(|x| json!({ "default": v1_default(x.ty, x.default), "name": x.name, "optional": true, "type": v1_type(x.ty) }))
         .collect();
     let pipeline_spec = json!({ "description": p.description, "inputs": spec_inputs, "name": p.name });
-    let arguments: Vec<Value> = p.params.iter().map(|x| json!({ "name": x.name, "value": v1_default(x.ty, x.default) })).collect();
+    let arguments: Vec<Value> =
+        p.params.iter().map(|x| json!({ "name": x.name, "value": v1_default(x.ty, x.default) })).collect();
 
     Ok(json!({
         "apiVersion": "argoproj.io/v1alpha1",
@@ -378,7 +381,11 @@ fn step_template(g: &Groups, step: &Step, s: &CompileSettings) -> Value {
         let name = format!("{}-{}", step.name, o.v1_name());
         // kfp 1.8 declares an output parameter only when a task consumes it (the file is an
         // artifact either way): tune's outputs, read by no step, are artifacts only.
-        let consumed = g.p.steps.iter().flat_map(|st| &st.inputs).any(|i| i.source == Source::Output { step: step.name, output: o.name });
+        let consumed =
+            g.p.steps
+                .iter()
+                .flat_map(|st| &st.inputs)
+                .any(|i| i.source == Source::Output { step: step.name, output: o.name });
         if o.kind == OutputKind::Parameter && consumed {
             out_params.push(json!({ "name": name, "valueFrom": { "path": path } }));
         }

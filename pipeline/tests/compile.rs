@@ -19,13 +19,7 @@ fn kfp_python(test: &str) -> Option<PathBuf> {
 }
 
 fn compile(args: &[&str], out: &Path) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_kubeyolo"))
-        .arg("compile")
-        .args(args)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kubeyolo")).arg("compile").args(args).arg("-o").arg(out).output().unwrap();
     o
 }
 
@@ -33,9 +27,19 @@ fn check(py: &Path, file: &Path, extra: &[&str]) -> Output {
     Command::new(py).arg(repo().join("scripts/check_kfp.py")).arg(file).args(extra).output().unwrap()
 }
 
-
-const REFERENCE: &[&str] =
-    &["--format", "v2", "--image-prefix", "REGISTRY", "--tag", "TAG", "--pvc", "pvc-local-cocodata", "--gpus", "0", "--no-requests"];
+const REFERENCE: &[&str] = &[
+    "--format",
+    "v2",
+    "--image-prefix",
+    "REGISTRY",
+    "--tag",
+    "TAG",
+    "--pvc",
+    "pvc-local-cocodata",
+    "--gpus",
+    "0",
+    "--no-requests",
+];
 
 #[test]
 fn v2_reference_settings_reproduce_the_sdk_compilation() {
@@ -65,10 +69,33 @@ fn v2_full_settings_equal_the_sdk_build() {
     let out = dir.path().join("p.yaml");
     let o = compile(
         &[
-            "--image-prefix", "reg.example.com/kubeyolo", "--tag", "0.1.0", "--pvc", "yolo-data", "--create-pvc",
-            "--pvc-size", "5Gi", "--shm-size", "2Gi", "--gpus", "2", "--heavy-cpu", "4", "--heavy-memory", "16G",
-            "--mlflow-secret", "mlflow-s3", "--mlflow-auth-secret", "mlflow-auth", "--mlflow-configmap", "mlflow-settings",
-            "--mlflow-tracking-uri", "http://mlflow-server-service.mlflow-system.svc:5000", "--mlflow-experiment", "yolo",
+            "--image-prefix",
+            "reg.example.com/kubeyolo",
+            "--tag",
+            "0.1.0",
+            "--pvc",
+            "yolo-data",
+            "--create-pvc",
+            "--pvc-size",
+            "5Gi",
+            "--shm-size",
+            "2Gi",
+            "--gpus",
+            "2",
+            "--heavy-cpu",
+            "4",
+            "--heavy-memory",
+            "16G",
+            "--mlflow-secret",
+            "mlflow-s3",
+            "--mlflow-auth-secret",
+            "mlflow-auth",
+            "--mlflow-configmap",
+            "mlflow-settings",
+            "--mlflow-tracking-uri",
+            "http://mlflow-server-service.mlflow-system.svc:5000",
+            "--mlflow-experiment",
+            "yolo",
         ],
         &out,
     );
@@ -94,10 +121,16 @@ fn v2_full_settings_equal_the_sdk_build() {
     assert!(c.status.success(), "check_kfp failed (defaults):\n{}", text(&c));
 
     // Everything omittable omitted (CPU cluster, no shm mount, no requests), plain tracking URI.
-    let o = compile(&["--gpus", "0", "--shm-size", "0", "--no-requests", "--mlflow-tracking-uri", "http://mlflow:5000"], &out);
+    let o = compile(
+        &["--gpus", "0", "--shm-size", "0", "--no-requests", "--mlflow-tracking-uri", "http://mlflow:5000"],
+        &out,
+    );
     assert!(o.status.success(), "{}", text(&o));
     let yaml = std::fs::read_to_string(&out).unwrap();
-    assert!(!yaml.contains("nvidia.com/gpu") && !yaml.contains("emptyDirMounts") && !yaml.contains("resources:"), "{yaml}");
+    assert!(
+        !yaml.contains("nvidia.com/gpu") && !yaml.contains("emptyDirMounts") && !yaml.contains("resources:"),
+        "{yaml}"
+    );
     let settings = r#"{"image_prefix":"kubeyolo","tag":"latest","pvc":{"name":"pvc-local-cocodata"},"gpus":0,
         "mlflow":{"tracking_uri":"http://mlflow:5000"}}"#;
     let c = check(&py, &out, &["--sdk-equivalent", settings]);
@@ -126,7 +159,10 @@ fn v2_train_run_dir_is_keyed_by_the_run_and_retried() {
         let comp = &spec["components"]["comp-train"]["inputDefinitions"]["parameters"]["run_id"];
         assert_eq!(comp["parameterType"].as_str(), Some("STRING"));
         let task = &spec["components"]["comp-condition-1"]["dag"]["tasks"]["train"];
-        assert_eq!(task["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"].as_str(), Some("{{$.pipeline_job_uuid}}"));
+        assert_eq!(
+            task["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"].as_str(),
+            Some("{{$.pipeline_job_uuid}}")
+        );
         let retry = &task["retryPolicy"];
         assert_eq!(retry["maxRetryCount"].as_u64(), Some(2), "{retry:?}");
         assert_eq!(retry["backoffDuration"].as_str(), Some("60s"));
@@ -136,7 +172,10 @@ fn v2_train_run_dir_is_keyed_by_the_run_and_retried() {
         assert_eq!(yaml.matches("pipeline_job_uuid").count(), 2, "{yaml}");
         assert_eq!(yaml.matches("retryPolicy").count(), 2, "{yaml}");
         let tune = &spec["components"]["comp-condition-2"]["dag"]["tasks"]["tune"];
-        assert_eq!(tune["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"].as_str(), Some("{{$.pipeline_job_uuid}}"));
+        assert_eq!(
+            tune["inputs"]["parameters"]["run_id"]["runtimeValue"]["constant"].as_str(),
+            Some("{{$.pipeline_job_uuid}}")
+        );
         assert_eq!(tune["retryPolicy"], task["retryPolicy"], "tune retries like train");
     }
     let Some(py) = kfp_python("v2_run_id") else { return };
@@ -219,8 +258,15 @@ fn v2_gpu_steps_use_cuda_images_and_gpu_scheduling() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.yaml");
     let args = [
-        "--gpus", "1", "--run-as-root", "--gpu-node-selector", "nvidia.com/gpu.present=true",
-        "--gpu-toleration", "nvidia.com/gpu:NoSchedule", "--gpu-toleration", "dedicated=gpu:NoExecute",
+        "--gpus",
+        "1",
+        "--run-as-root",
+        "--gpu-node-selector",
+        "nvidia.com/gpu.present=true",
+        "--gpu-toleration",
+        "nvidia.com/gpu:NoSchedule",
+        "--gpu-toleration",
+        "dedicated=gpu:NoExecute",
     ];
     let o = compile(&args, &out);
     assert!(o.status.success(), "{}", text(&o));
@@ -228,7 +274,9 @@ fn v2_gpu_steps_use_cuda_images_and_gpu_scheduling() {
     let mut docs = serde_yaml::Deserializer::from_str(&yaml);
     let spec: serde_yaml::Value = serde::Deserialize::deserialize(docs.next().unwrap()).unwrap();
     let platform: serde_yaml::Value = serde::Deserialize::deserialize(docs.next().unwrap()).unwrap();
-    let image = |step: &str| spec["deploymentSpec"]["executors"][format!("exec-{step}")]["container"]["image"].as_str().unwrap().to_string();
+    let image = |step: &str| {
+        spec["deploymentSpec"]["executors"][format!("exec-{step}")]["container"]["image"].as_str().unwrap().to_string()
+    };
     for step in ["train", "test", "tune"] {
         assert_eq!(image(step), format!("kubeyolo/yolo-{step}:latest-cuda"));
     }
@@ -276,7 +324,11 @@ fn v2_checker_rejects_broken_variants() {
         // (the driver substitutes whole constants only), or directly in an argument (the
         // launcher substitutes input/output placeholders only).
         ("run id inside a constant", "constant: '{{$.pipeline_job_uuid}}'", "constant: 'runs/{{$.pipeline_job_uuid}}'"),
-        ("run id in an argument", "runs/detect/{{$.inputs.parameters['run_id']}}", "runs/detect/{{$.pipeline_job_uuid}}"),
+        (
+            "run id in an argument",
+            "runs/detect/{{$.inputs.parameters['run_id']}}",
+            "runs/detect/{{$.pipeline_job_uuid}}",
+        ),
         ("retry policy typo", "maxRetryCount: 2", "maxRetries: 2"),
     ];
     for (what, from, to) in breaks {

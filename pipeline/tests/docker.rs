@@ -34,7 +34,15 @@ fn docker_runner_reports_missing_images_and_pulls_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
     let o = kubeyolo()
-        .args(["run", "-q", "--runner", "docker", "--image-prefix", "kubeyolo-no-such-registry.invalid/x", "--data-dir"])
+        .args([
+            "run",
+            "-q",
+            "--runner",
+            "docker",
+            "--image-prefix",
+            "kubeyolo-no-such-registry.invalid/x",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .arg("--run-dir")
         .arg(&run_dir)

@@ -34,7 +34,6 @@ fn check(py: &Path, file: &Path, extra: &[&str]) -> Output {
     Command::new(py).arg(repo().join("scripts/check_katib.py")).arg(file).args(extra).output().unwrap()
 }
 
-
 fn container(exp: &Value) -> &Value {
     &exp["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
 }
@@ -50,7 +49,11 @@ fn katib_experiment_passes_the_sdk_models_and_katibs_rules() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exp.yaml");
     let space = dir.path().join("space.yaml");
-    std::fs::write(&space, "lr0: [1.0e-4, 1.0e-2]\nmomentum: [0.6, 0.98, 0.3]\nclose_mosaic: [0, 5]\nmosaic: [1.0, 1.0]\n").unwrap();
+    std::fs::write(
+        &space,
+        "lr0: [1.0e-4, 1.0e-2]\nmomentum: [0.6, 0.98, 0.3]\nclose_mosaic: [0, 5]\nmosaic: [1.0, 1.0]\n",
+    )
+    .unwrap();
 
     let exp = katib(&[], &out);
     assert_eq!(exp["kind"].as_str(), Some("Experiment"));
@@ -59,7 +62,12 @@ fn katib_experiment_passes_the_sdk_models_and_katibs_rules() {
     assert_eq!(exp["spec"]["algorithm"]["algorithmName"].as_str(), Some("tpe"));
     assert_eq!(exp["spec"]["objective"]["objectiveMetricName"].as_str(), Some("fitness"));
     assert_eq!(exp["spec"]["objective"]["type"].as_str(), Some("maximize"));
-    let extra: Vec<&str> = exp["spec"]["objective"]["additionalMetricNames"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let extra: Vec<&str> = exp["spec"]["objective"]["additionalMetricNames"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(extra, ["mAP50-95", "mAP50", "precision", "recall"]);
     assert_eq!(exp["spec"]["metricsCollectorSpec"]["collector"]["kind"].as_str(), Some("File"));
     let c = container(&exp);
@@ -67,33 +75,65 @@ fn katib_experiment_passes_the_sdk_models_and_katibs_rules() {
     assert_eq!(c["command"][0].as_str(), Some("yolo-train"));
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"].as_str(), Some("1"));
     let a = args(&exp);
-    for (flag, value) in [("--model-path", "yolov8n.pt"), ("--cfg-yaml", "cfg-custom"), ("--data-yaml", "data-custom")] {
+    for (flag, value) in [("--model-path", "yolov8n.pt"), ("--cfg-yaml", "cfg-custom"), ("--data-yaml", "data-custom")]
+    {
         let i = a.iter().position(|x| x == flag).unwrap();
         assert_eq!(a[i + 1], value, "the pipeline's run-parameter defaults");
     }
     // 8.4's default space without copy_paste: every key searched, each passed as --set.
-    let params: Vec<&str> = exp["spec"]["parameters"].as_sequence().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let params: Vec<&str> =
+        exp["spec"]["parameters"].as_sequence().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(params.contains(&"lr0") && params.contains(&"cutmix") && !params.contains(&"copy_paste"), "{params:?}");
     for p in &params {
         assert!(a.contains(&format!("{p}=${{trialParameters.{p}}}")), "{p} not set in {a:?}");
     }
-    let vols = serde_yaml::to_string(&exp["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["volumes"]).unwrap();
+    let vols = serde_yaml::to_string(&exp["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["volumes"])
+        .unwrap();
     assert!(vols.contains("claimName: pvc-local-cocodata"), "{vols}");
 
     let custom = katib(
         &[
-            "--tune-iterations", "30", "--tune-workers", "3", "--tune-epochs", "10", "--katib-algorithm", "random",
-            "--set", "cfg=cfg-insight3", "--set", "data=data-insight3", "--set", "model_name=yolov8s.pt",
-            "--tune-space", space.to_str().unwrap(), "--katib-name", "insight3", "--katib-namespace", "kubeflow-user",
-            "--pvc", "yolo-data", "--gpus", "0", "--no-requests", "--mlflow-secret", "mlflow-s3",
-            "--mlflow-configmap", "mlflow-settings", "--image-prefix", "reg.example.com/kubeyolo", "--tag", "0.1.0",
+            "--tune-iterations",
+            "30",
+            "--tune-workers",
+            "3",
+            "--tune-epochs",
+            "10",
+            "--katib-algorithm",
+            "random",
+            "--set",
+            "cfg=cfg-insight3",
+            "--set",
+            "data=data-insight3",
+            "--set",
+            "model_name=yolov8s.pt",
+            "--tune-space",
+            space.to_str().unwrap(),
+            "--katib-name",
+            "insight3",
+            "--katib-namespace",
+            "kubeflow-user",
+            "--pvc",
+            "yolo-data",
+            "--gpus",
+            "0",
+            "--no-requests",
+            "--mlflow-secret",
+            "mlflow-s3",
+            "--mlflow-configmap",
+            "mlflow-settings",
+            "--image-prefix",
+            "reg.example.com/kubeyolo",
+            "--tag",
+            "0.1.0",
         ],
         &dir.path().join("custom.yaml"),
     );
     assert_eq!(custom["metadata"]["namespace"].as_str(), Some("kubeflow-user"));
     assert_eq!(custom["spec"]["maxTrialCount"].as_u64(), Some(30));
     assert_eq!(custom["spec"]["parallelTrialCount"].as_u64(), Some(3));
-    let params: Vec<&str> = custom["spec"]["parameters"].as_sequence().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let params: Vec<&str> =
+        custom["spec"]["parameters"].as_sequence().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(params, ["lr0", "momentum", "close_mosaic"], "the user's space, in file order; mosaic is fixed");
     let a = args(&custom);
     for needed in ["epochs=10", "mosaic=1.0", "cfg-insight3", "data-insight3", "yolov8s.pt"] {
@@ -106,7 +146,13 @@ fn katib_experiment_passes_the_sdk_models_and_katibs_rules() {
     assert!(!env.contains("value: AWS"), "no credential as a literal: {env}");
 
     let gpu = katib(
-        &["--run-as-root", "--gpu-node-selector", "nvidia.com/gpu.present=true", "--gpu-toleration", "nvidia.com/gpu:NoSchedule"],
+        &[
+            "--run-as-root",
+            "--gpu-node-selector",
+            "nvidia.com/gpu.present=true",
+            "--gpu-toleration",
+            "nvidia.com/gpu:NoSchedule",
+        ],
         &dir.path().join("gpu.yaml"),
     );
     let pod = &gpu["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"];
@@ -161,14 +207,27 @@ fn katib_checker_rejects_broken_variants() {
 #[test]
 fn train_metrics_text_is_what_the_katib_collector_reads() {
     let bin = Path::new(env!("CARGO_BIN_EXE_kubeyolo")).parent().unwrap().join("yolo-train");
-    assert!(bin.is_file(), "yolo-train is not built beside kubeyolo: run `cargo build -p yolo-train` (cargo test --workspace builds it)");
+    assert!(
+        bin.is_file(),
+        "yolo-train is not built beside kubeyolo: run `cargo build -p yolo-train` (cargo test --workspace builds it)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let spec = kubeyolo_pipeline::demo::DemoSpec { images_per_split: [8, 2, 2], imgsz: 64, epochs: 1, ..Default::default() };
+    let spec =
+        kubeyolo_pipeline::demo::DemoSpec { images_per_split: [8, 2, 2], imgsz: 64, epochs: 1, ..Default::default() };
     kubeyolo_pipeline::demo::prepare(&data, &spec).unwrap();
     let metrics = dir.path().join("katib/metrics.txt");
     let o = Command::new(&bin)
-        .args(["--model-path", "yolov8n.yaml", "--cfg-yaml", "cfg-custom", "--data-yaml", "data-custom", "--run-dir", "runs/detect/trial-1"])
+        .args([
+            "--model-path",
+            "yolov8n.yaml",
+            "--cfg-yaml",
+            "cfg-custom",
+            "--data-yaml",
+            "data-custom",
+            "--run-dir",
+            "runs/detect/trial-1",
+        ])
         .arg("--data-root")
         .arg(&data)
         .arg("--out-metrics-text")
@@ -192,7 +251,8 @@ fn train_metrics_text_is_what_the_katib_collector_reads() {
     assert!(c.status.success(), "check_katib failed on yolo-train's metrics:\n{}\n{written}", text(&c));
     // And it can fail: a file without the objective is reported.
     let partial = dir.path().join("partial.txt");
-    std::fs::write(&partial, written.lines().filter(|l| !l.starts_with("fitness")).collect::<Vec<_>>().join("\n")).unwrap();
+    std::fs::write(&partial, written.lines().filter(|l| !l.starts_with("fitness")).collect::<Vec<_>>().join("\n"))
+        .unwrap();
     let c = check(&py, &exp, &["--metrics-file", partial.to_str().unwrap()]);
     assert!(!c.status.success() && text(&c).contains("fitness"), "{}", text(&c));
 }

@@ -104,7 +104,10 @@ fn runs_the_graph_with_parameters_conditions_and_verbatim_outputs() {
     assert_eq!(flag(&test, "--best-pt"), "/data/train out:--out-best-pt");
     assert!(!bin.path().join("tune.args").exists(), "tune ran although bool_tune=false");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("step") && stdout.contains("tune") && stdout.contains("skipped"), "summary table: {stdout}");
+    assert!(
+        stdout.contains("step") && stdout.contains("tune") && stdout.contains("skipped"),
+        "summary table: {stdout}"
+    );
 
     let (out, st, _) = run(bin.path(), data.path(), &["bool_tune=true"], &[]);
     assert!(out.status.success());
@@ -174,7 +177,13 @@ fn missing_steps_are_reported_not_faked() {
     assert!(stdout.contains("MISSING"), "{stdout}");
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubeyolo"));
-    let o = cmd.args(["run", "-q", "--require-all", "--data-dir"]).arg(data.path()).arg("--bin-dir").arg(bin.path()).output().unwrap();
+    let o = cmd
+        .args(["run", "-q", "--require-all", "--data-dir"])
+        .arg(data.path())
+        .arg("--bin-dir")
+        .arg(bin.path())
+        .output()
+        .unwrap();
     assert!(!o.status.success(), "--require-all must fail on a missing step");
 }
 
@@ -252,8 +261,12 @@ fn demo_trains_and_tests_for_real() {
     assert!(o.status.success(), "demo failed:\n{text}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("run-42/summary.json")).unwrap()).unwrap();
-    let st: BTreeMap<String, Value> =
-        summary["steps"].as_array().unwrap().iter().map(|s| (s["step"].as_str().unwrap().to_string(), s.clone())).collect();
+    let st: BTreeMap<String, Value> = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_string(), s.clone()))
+        .collect();
     for s in ["verify", "distribution", "plot", "train", "test"] {
         assert_eq!(status(&st, s), "ok", "{s}: {}\n{text}", st[s]);
     }
@@ -276,7 +289,8 @@ fn demo_trains_and_tests_for_real() {
         assert!((0.0..=1.0).contains(&v), "{k} = {v}");
     }
     assert_eq!(m["images"].as_f64(), Some(2.0), "the demo's test split has 8/4 images: {m}");
-    let tail = &stdout[stdout.find("test metrics (test_metrics):").unwrap_or_else(|| panic!("no test metrics printed:\n{stdout}"))..];
+    let tail = &stdout
+        [stdout.find("test metrics (test_metrics):").unwrap_or_else(|| panic!("no test metrics printed:\n{stdout}"))..];
     assert!(tail.contains("mAP50-95") && tail.contains("precision"), "{tail}");
     assert!(st["train"]["metrics"]["train_metrics"]["epochs"].as_f64() == Some(1.0), "{}", st["train"]);
 }
@@ -328,14 +342,26 @@ fn tune_workers_run_concurrently_and_all_must_succeed() {
         }
         let _ = std::fs::remove_dir_all(&run_dir);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubeyolo"));
-        cmd.args(["run", "-q", "--set", "bool_tune=true", "--tune-workers", "3", "--tune-iterations", "6", "--tune-epochs", "2"]);
+        cmd.args([
+            "run",
+            "-q",
+            "--set",
+            "bool_tune=true",
+            "--tune-workers",
+            "3",
+            "--tune-iterations",
+            "6",
+            "--tune-epochs",
+            "2",
+        ]);
         cmd.arg("--data-dir").arg(data.path()).arg("--bin-dir").arg(bin.path()).arg("--run-dir").arg(&run_dir);
         cmd.env("TUNE_WORKERS", "3");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        let summary: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
         let tune = summary["steps"].as_array().unwrap().iter().find(|s| s["step"] == "tune").unwrap().clone();
         (out, tune)
     };
@@ -348,8 +374,11 @@ fn tune_workers_run_concurrently_and_all_must_succeed() {
     for (i, w) in workers.iter().enumerate() {
         assert_eq!(w["worker"].as_u64(), Some(i as u64));
         assert_eq!(w["status"], "ok");
-        let args: Vec<String> =
-            std::fs::read_to_string(bin.path().join(format!("tune-{i}.args"))).unwrap().lines().map(String::from).collect();
+        let args: Vec<String> = std::fs::read_to_string(bin.path().join(format!("tune-{i}.args")))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
         assert_eq!(flag(&args, "--worker"), i.to_string());
         assert_eq!(flag(&args, "--tune-dir"), "runs/detect/tune-run", "all workers share the results folder");
         assert_eq!(flag(&args, "--iterations"), "6", "the total budget, not a share");

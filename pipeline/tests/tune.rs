@@ -51,14 +51,13 @@ fn two_tune_workers_share_one_results_folder_for_real() {
     let tune_dir = std::fs::canonicalize(&demo).unwrap().join("runs/detect/tune-run-7");
     let results = std::fs::read_to_string(tune_dir.join("tune_results.ndjson"))
         .unwrap_or_else(|e| panic!("{}: {e}\n{text}", tune_dir.display()));
-    let iterations: Vec<u64> = results
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["iteration"].as_u64().unwrap())
-        .collect();
+    let iterations: Vec<u64> =
+        results.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["iteration"].as_u64().unwrap()).collect();
     assert_eq!(iterations.len(), 3, "{results}");
     assert_eq!(iterations.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([1, 2, 3]), "{results}");
     let claims = std::fs::read_to_string(tune_dir.join("tune_claims.ndjson")).unwrap();
-    let by: BTreeSet<u64> = claims.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["worker"].as_u64().unwrap()).collect();
+    let by: BTreeSet<u64> =
+        claims.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["worker"].as_u64().unwrap()).collect();
     assert_eq!(by, BTreeSet::from([0, 1]), "both workers claimed iterations:\n{claims}");
 
     // The step's outputs (the last finisher's): the best hyper-parameters and weights exist.

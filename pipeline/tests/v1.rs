@@ -83,12 +83,20 @@ fn shape(t: &Value) -> Shape {
             i += 1;
         }
     }
-    let out_params = seq(&t["outputs"]["parameters"]).iter().map(|p| (s(&p["name"]), s(&p["valueFrom"]["path"]))).collect();
+    let out_params =
+        seq(&t["outputs"]["parameters"]).iter().map(|p| (s(&p["name"]), s(&p["valueFrom"]["path"]))).collect();
     let artifacts = seq(&t["outputs"]["artifacts"]).iter().map(|p| (s(&p["name"]), s(&p["path"]))).collect();
     let mounts = seq(&t["container"]["volumeMounts"]).iter().map(|m| (s(&m["mountPath"]), s(&m["name"]))).collect();
     let volumes = seq(&t["volumes"])
         .iter()
-        .map(|v| format!("{}:{}:{}", s(&v["name"]), s(&v["emptyDir"]["sizeLimit"]), s(&v["persistentVolumeClaim"]["claimName"])))
+        .map(|v| {
+            format!(
+                "{}:{}:{}",
+                s(&v["name"]),
+                s(&v["emptyDir"]["sizeLimit"]),
+                s(&v["persistentVolumeClaim"]["claimName"])
+            )
+        })
         .collect();
     let annotations = t["metadata"]["annotations"]
         .as_mapping()
@@ -114,8 +122,20 @@ fn templates(wf: &Value) -> BTreeMap<String, Value> {
 }
 
 const REFERENCE: &[&str] = &[
-    "--image-prefix", "REGISTRY", "--tag", "TAG", "--pvc", "pvc-local-cocodata", "--create-pvc",
-    "--storage-class", "local-path", "--pvc-size", "10Gi", "--gpus", "0", "--no-requests",
+    "--image-prefix",
+    "REGISTRY",
+    "--tag",
+    "TAG",
+    "--pvc",
+    "pvc-local-cocodata",
+    "--create-pvc",
+    "--storage-class",
+    "local-path",
+    "--pvc-size",
+    "10Gi",
+    "--gpus",
+    "0",
+    "--no-requests",
 ];
 
 #[test]
@@ -219,7 +239,10 @@ fn argo_rules(wf: &Value) {
                             "{name}/{tn}: {producer} has no output {out}"
                         );
                     } else if ph == "item" {
-                        assert!(!seq(&task["withItems"]).is_empty(), "{name}/{tn}: {{{{item}}}} outside a withItems loop");
+                        assert!(
+                            !seq(&task["withItems"]).is_empty(),
+                            "{name}/{tn}: {{{{item}}}} outside a withItems loop"
+                        );
                     } else {
                         panic!("{name}/{tn}: unexpected placeholder {ph}");
                     }
@@ -242,8 +265,17 @@ fn v1_follows_argo_rules_in_every_variant() {
     argo_rules(&compile(REFERENCE));
     argo_rules(&compile(&[]));
     let full = compile(&[
-        "--pvc", "yolo.data", "--create-pvc", "--gpus", "2", "--mlflow-secret", "mlflow-s3", "--mlflow-configmap", "mlflow-cfg",
-        "--mlflow-tracking-uri", "http://mlflow:5000",
+        "--pvc",
+        "yolo.data",
+        "--create-pvc",
+        "--gpus",
+        "2",
+        "--mlflow-secret",
+        "mlflow-s3",
+        "--mlflow-configmap",
+        "mlflow-cfg",
+        "--mlflow-tracking-uri",
+        "http://mlflow:5000",
     ]);
     argo_rules(&full);
     let ts = templates(&full);
@@ -312,13 +344,18 @@ fn v1_tune_workers_are_a_with_items_loop() {
     assert_eq!(looped["parallelism"].as_u64(), Some(3));
     let inputs = names(&looped["inputs"]["parameters"]);
     assert!(inputs.contains(&"loop-item-param-3".to_string()), "{inputs:?}");
-    let caller = seq(&ts["condition-tune-enabled-2"]["dag"]["tasks"]).into_iter().find(|t| s(&t["name"]) == "for-loop-4").unwrap();
+    let caller = seq(&ts["condition-tune-enabled-2"]["dag"]["tasks"])
+        .into_iter()
+        .find(|t| s(&t["name"]) == "for-loop-4")
+        .unwrap();
     let items: Vec<u64> = seq(&caller["withItems"]).iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(items, [0, 1, 2]);
-    let item = seq(&caller["arguments"]["parameters"]).into_iter().find(|a| s(&a["name"]) == "loop-item-param-3").unwrap();
+    let item =
+        seq(&caller["arguments"]["parameters"]).into_iter().find(|a| s(&a["name"]) == "loop-item-param-3").unwrap();
     assert_eq!(s(&item["value"]), "{{item}}");
     let args: Vec<String> = seq(&ts["tune"]["container"]["args"]).iter().map(s).collect();
-    let after = |f: &str| args[args.iter().position(|a| a == f).unwrap_or_else(|| panic!("{f} in {args:?}")) + 1].clone();
+    let after =
+        |f: &str| args[args.iter().position(|a| a == f).unwrap_or_else(|| panic!("{f} in {args:?}")) + 1].clone();
     assert_eq!(after("--worker"), "{{inputs.parameters.loop-item-param-3}}");
     assert_eq!(after("--iterations"), "9");
     assert_eq!(after("--set"), "epochs=4");
@@ -331,14 +368,25 @@ fn v1_tune_workers_are_a_with_items_loop() {
 /// steps' templates, `securityContext.runAsUser: 0` with `--run-as-root`.
 #[test]
 fn v1_gpu_steps_use_cuda_images_and_gpu_scheduling() {
-    let wf = compile(&["--gpus", "1", "--run-as-root", "--gpu-node-selector", "gpu=yes", "--gpu-toleration", "nvidia.com/gpu:NoSchedule"]);
+    let wf = compile(&[
+        "--gpus",
+        "1",
+        "--run-as-root",
+        "--gpu-node-selector",
+        "gpu=yes",
+        "--gpu-toleration",
+        "nvidia.com/gpu:NoSchedule",
+    ]);
     argo_rules(&wf);
     let ts = templates(&wf);
     assert_eq!(s(&ts["train"]["container"]["image"]), "kubeyolo/yolo-train:latest-cuda");
     assert_eq!(s(&ts["verify"]["container"]["image"]), "kubeyolo/yolo-verify:latest");
     assert_eq!(s(&ts["test"]["nodeSelector"]["gpu"]), "yes");
     let tol = &seq(&ts["tune"]["tolerations"])[0];
-    assert_eq!((s(&tol["key"]), s(&tol["operator"]), s(&tol["effect"])), ("nvidia.com/gpu".into(), "Exists".into(), "NoSchedule".into()));
+    assert_eq!(
+        (s(&tol["key"]), s(&tol["operator"]), s(&tol["effect"])),
+        ("nvidia.com/gpu".into(), "Exists".into(), "NoSchedule".into())
+    );
     assert!(ts["plot"]["nodeSelector"].is_null() && ts["plot"]["tolerations"].is_null());
     for step in ["verify", "train"] {
         assert_eq!(ts[step]["container"]["securityContext"]["runAsUser"].as_u64(), Some(0), "{step}");

@@ -97,13 +97,17 @@ pub fn select(value: &str) -> Result<Selected> {
                     .with_hint("use the CUDA image (built with `cargo build --features cuda`), or set `device: cpu` in the cfg yaml"));
             }
             if ids.len() > 1 {
-                warnings.push(format!("device '{value}' lists {} GPUs; kubeyolo trains on one, using cuda:{}", ids.len(), ids[0]));
+                warnings.push(format!(
+                    "device '{value}' lists {} GPUs; kubeyolo trains on one, using cuda:{}",
+                    ids.len(),
+                    ids[0]
+                ));
             }
             let ordinal = ids[0];
             let device = Device::new_cuda(ordinal).map_err(|e| {
-                Error::config(format!("cannot open GPU cuda:{ordinal}: {e}"))
-                    .with_key("device")
-                    .with_hint("check that the pod requests a GPU (nvidia.com/gpu) and the index exists; or set `device: cpu`")
+                Error::config(format!("cannot open GPU cuda:{ordinal}: {e}")).with_key("device").with_hint(
+                    "check that the pod requests a GPU (nvidia.com/gpu) and the index exists; or set `device: cpu`",
+                )
             })?;
             Ok(Selected { device, name: format!("cuda:{ordinal}"), warnings })
         }
@@ -154,7 +158,12 @@ impl DeviceReport {
 
     /// One line for logs, e.g. `cpu: 2 threads (2 logical, avx2) · cuda: not built (1 NVIDIA GPU visible: ...)`.
     pub fn to_text(&self) -> String {
-        let cpu = format!("cpu: {} threads ({} logical{})", self.cpu_threads, self.cpu_logical, if self.avx2 { ", avx2" } else { "" });
+        let cpu = format!(
+            "cpu: {} threads ({} logical{})",
+            self.cpu_threads,
+            self.cpu_logical,
+            if self.avx2 { ", avx2" } else { "" }
+        );
         let visible = if self.nvidia_gpus.is_empty() {
             String::new()
         } else {

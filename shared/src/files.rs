@@ -42,9 +42,7 @@ pub fn write_atomic_with(
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o644));
     }
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(|e| Error::io_at(dir, "create a temporary file", e))?;
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io_at(dir, "create a temporary file", e))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut w).and_then(|_| w.flush()).map_err(|e| Error::io_at(path, "write", e))?;

@@ -406,13 +406,7 @@ impl Table {
 fn csv_line(cells: &[String]) -> String {
     let mut line = cells
         .iter()
-        .map(|c| {
-            if c.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c.clone()
-            }
-        })
+        .map(|c| if c.contains([',', '"', '\n', '\r']) { format!("\"{}\"", c.replace('"', "\"\"")) } else { c.clone() })
         .collect::<Vec<_>>()
         .join(",");
     line.push('\n');

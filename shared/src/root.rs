@@ -360,9 +360,15 @@ mod tests {
     fn models_builtin_official_and_scaled() {
         let d = tempfile::tempdir().unwrap();
         let root = DataRoot::new(d.path());
-        assert_eq!(root.resolve_model("yolov8n.yaml").unwrap(), ModelSource::BuiltinArch { name: "yolov8n.yaml".into() });
+        assert_eq!(
+            root.resolve_model("yolov8n.yaml").unwrap(),
+            ModelSource::BuiltinArch { name: "yolov8n.yaml".into() }
+        );
         let off = root.resolve_model("yolov8s").unwrap();
-        assert_eq!(off, ModelSource::OfficialWeights { name: "yolov8s.pt".into(), cache_path: d.path().join("weights/yolov8s.pt") });
+        assert_eq!(
+            off,
+            ModelSource::OfficialWeights { name: "yolov8s.pt".into(), cache_path: d.path().join("weights/yolov8s.pt") }
+        );
         assert_eq!(off.output_value(), d.path().join("weights/yolov8s.pt").display().to_string());
         // ... and that output resolves to the same thing in the next step
         assert_eq!(root.resolve_model(&off.output_value()).unwrap(), off);
@@ -370,19 +376,31 @@ mod tests {
         touch(&d.path().join("weights/yolov8s.pt"));
         assert!(matches!(root.resolve_model("yolov8s.pt").unwrap(), ModelSource::File { .. }));
         touch(&d.path().join("yolov8.yaml"));
-        assert!(matches!(root.resolve_model("yolov8l.yaml").unwrap(), ModelSource::File { path, requested } if path == d.path().join("yolov8.yaml") && requested == "yolov8l.yaml"));
+        assert!(
+            matches!(root.resolve_model("yolov8l.yaml").unwrap(), ModelSource::File { path, requested } if path == d.path().join("yolov8.yaml") && requested == "yolov8l.yaml")
+        );
         // scale letter maps to the unscaled file, in root or cfg-yaml/
         touch(&d.path().join("cfg-yaml/yolov8-scratch.yaml"));
         let m = root.resolve_model("yolov8n-scratch.yaml").unwrap();
-        assert_eq!(m, ModelSource::File { path: d.path().join("cfg-yaml/yolov8-scratch.yaml"), requested: "yolov8n-scratch.yaml".into() });
+        assert_eq!(
+            m,
+            ModelSource::File {
+                path: d.path().join("cfg-yaml/yolov8-scratch.yaml"),
+                requested: "yolov8n-scratch.yaml".into()
+            }
+        );
         assert!(m.is_yaml());
         // the output keeps the scale letter, and resolves back to the same file and scale
         let out = m.output_value();
         assert_eq!(out, d.path().join("cfg-yaml/yolov8n-scratch.yaml").display().to_string());
-        assert!(matches!(root.resolve_model(&out).unwrap(), ModelSource::File { path, requested } if path == d.path().join("cfg-yaml/yolov8-scratch.yaml") && requested == out));
+        assert!(
+            matches!(root.resolve_model(&out).unwrap(), ModelSource::File { path, requested } if path == d.path().join("cfg-yaml/yolov8-scratch.yaml") && requested == out)
+        );
         // a file literally named with the scale letter wins
         touch(&d.path().join("yolov8n-scratch.yaml"));
-        assert!(matches!(root.resolve_model("yolov8n-scratch.yaml").unwrap(), ModelSource::File { path, .. } if path == d.path().join("yolov8n-scratch.yaml")));
+        assert!(
+            matches!(root.resolve_model("yolov8n-scratch.yaml").unwrap(), ModelSource::File { path, .. } if path == d.path().join("yolov8n-scratch.yaml"))
+        );
     }
 
     #[test]
@@ -391,7 +409,9 @@ mod tests {
         let root = DataRoot::new(d.path());
         let e = root.resolve_model("yolov8s-custom.yaml").unwrap_err();
         let s = e.to_string();
-        for p in ["yolov8s-custom.yaml", "yolov8-custom.yaml", "weights/yolov8s-custom.yaml", "cfg-yaml/yolov8-custom.yaml"] {
+        for p in
+            ["yolov8s-custom.yaml", "yolov8-custom.yaml", "weights/yolov8s-custom.yaml", "cfg-yaml/yolov8-custom.yaml"]
+        {
             assert!(s.contains(&d.path().join(p).display().to_string()), "{p} missing in {s}");
         }
         assert_eq!(e.exit_code(), 3);

@@ -44,7 +44,8 @@ fn opts() -> DatasetOptions {
 
 fn dataset(tmp: &Path) -> TrainDataset {
     let yaml = tmp.join("data.yaml");
-    std::fs::write(&yaml, format!("path: {}\ntrain: images\nval: images\nnames: [a, b, c]\n", dir().display())).unwrap();
+    std::fs::write(&yaml, format!("path: {}\ntrain: images\nval: images\nnames: [a, b, c]\n", dir().display()))
+        .unwrap();
     let ds = Dataset::load(&yaml, tmp).unwrap();
     TrainDataset::load(&ds, "train", &opts()).unwrap()
 }
@@ -139,7 +140,13 @@ fn load_mosaic_affine_hsv_mixup_match_ultralytics() {
     // warpPerspective (perspective > 0) on mosaic 0
     let pc = &c["perspective"];
     let (m_ref, m, scale) = matrix_of("perspective", pc);
-    let out = perspective::random_perspective(&mosaics[pc["mosaic"].as_u64().unwrap() as usize], &m_ref, scale, (IMGSZ, IMGSZ), true);
+    let out = perspective::random_perspective(
+        &mosaics[pc["mosaic"].as_u64().unwrap() as usize],
+        &m_ref,
+        scale,
+        (IMGSZ, IMGSZ),
+        true,
+    );
     assert_ne!(m[2][0], 0.0, "the case must exercise the perspective row");
     assert_same("perspective", &out.img, &png(pc["image"].as_str().unwrap()));
     assert_labels("perspective", &out, pc);
@@ -152,7 +159,10 @@ fn load_mosaic_affine_hsv_mixup_match_ultralytics() {
     assert_eq!(kinds, ["applied", "applied", "no_free_area", "no_source_box"]);
     for (n, case) in c["cutmix"].as_array().unwrap().iter().enumerate() {
         let (a, b) = (case["a"].as_u64().unwrap() as usize, case["b"].as_u64().unwrap() as usize);
-        let d = mixup::CutMixDraws { areas: serde_json::from_value(case["areas"].clone()).unwrap(), choice: case["choice"].as_f64().unwrap() };
+        let d = mixup::CutMixDraws {
+            areas: serde_json::from_value(case["areas"].clone()).unwrap(),
+            choice: case["choice"].as_f64().unwrap(),
+        };
         let out = mixup::cutmix(affines[a].clone(), &affines[b], &d);
         assert_same(&format!("cutmix {n}"), &out.img, &png(case["image"].as_str().unwrap()));
         assert_labels(&format!("cutmix {n}"), &out, case);
@@ -256,7 +266,11 @@ fn pipeline_statistics_match_ultralytics() {
         let sd = st[name]["std"].as_f64().unwrap(); // spread of one ultralytics run of `per_run` samples
         let runs = st["runs"].as_array().unwrap().len() as f64;
         let se = (sd * sd * per_run / n as f64 + sd * sd / runs).sqrt();
-        assert!((ours - mean).abs() < 4.0 * se, "{name}: kubeyolo {ours:.4} vs ultralytics {mean:.4} (tolerance {:.4})", 4.0 * se);
+        assert!(
+            (ours - mean).abs() < 4.0 * se,
+            "{name}: kubeyolo {ours:.4} vs ultralytics {mean:.4} (tolerance {:.4})",
+            4.0 * se
+        );
         eprintln!("{name}: kubeyolo {ours:.4} ultralytics {mean:.4} ± {:.4}", 4.0 * se);
     }
 }

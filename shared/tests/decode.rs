@@ -59,7 +59,13 @@ fn every_fixture_decodes_to_cv2_pixels() {
             failures.push(format!("{}: {diff} of {} samples differ (max {max})", c.name, got.len()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures differ from cv2:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures differ from cv2:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -76,7 +76,11 @@ fn images(case: &Value) -> Vec<Image> {
                 .iter()
                 .map(|d| {
                     let d = vec_f(d);
-                    Detection { bbox: [d[0] as f32, d[1] as f32, d[2] as f32, d[3] as f32], conf: d[4] as f32, cls: d[5] as usize }
+                    Detection {
+                        bbox: [d[0] as f32, d[1] as f32, d[2] as f32, d[3] as f32],
+                        conf: d[4] as f32,
+                        cls: d[5] as usize,
+                    }
                 })
                 .collect();
             Image { gts, crowd, dets }

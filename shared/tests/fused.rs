@@ -50,7 +50,9 @@ fn network(yaml: &ModelYaml) -> (YoloModel, VarMap) {
     let data = varmap.data().lock().unwrap();
     for (name, var) in data.iter() {
         let n = var.elem_count();
-        let wave = |scale: f32, base: f32| -> Vec<f32> { (0..n).map(|i| base + scale * ((i as f32 * 1.37 + name.len() as f32).sin())).collect() };
+        let wave = |scale: f32, base: f32| -> Vec<f32> {
+            (0..n).map(|i| base + scale * ((i as f32 * 1.37 + name.len() as f32).sin())).collect()
+        };
         // Gains γ/√var ≈ 2 keep the signal alive through the depth (seeded conv weights shrink
         // it ~3× per layer), and Detect biases near 0 keep class scores off their saturated
         // initial values: the outputs depend on the input and on every BatchNorm.
@@ -90,8 +92,20 @@ fn check(what: &str, m: &YoloModel, x: &Tensor) {
     let nc = dec.dim(1).unwrap() - 4;
     let e_box = max_abs(&dec.narrow(1, 0, 4).unwrap(), &want.decoded.narrow(1, 0, 4).unwrap());
     let e_prob = max_abs(&dec.narrow(1, 4, nc).unwrap(), &want.decoded.narrow(1, 4, nc).unwrap());
-    let e_raw = max_abs(&raw.boxes().unwrap(), &want.raw.boxes().unwrap()).max(max_abs(&raw.scores().unwrap(), &want.raw.scores().unwrap()));
-    let spread = want.decoded.narrow(1, 4, nc).unwrap().flatten_all().unwrap().var(0).unwrap().sqrt().unwrap().to_scalar::<f32>().unwrap();
+    let e_raw = max_abs(&raw.boxes().unwrap(), &want.raw.boxes().unwrap())
+        .max(max_abs(&raw.scores().unwrap(), &want.raw.scores().unwrap()));
+    let spread = want
+        .decoded
+        .narrow(1, 4, nc)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .var(0)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(spread > 0.05, "{what}: class probabilities barely vary (std {spread}): the check would be blind");
     eprintln!("{what} {:?}: boxes {e_box:.2e} px, probabilities {e_prob:.2e}, raw {e_raw:.2e}", x.dims());
     assert!(e_box <= TOL_BOX_PX, "{what}: decoded boxes differ by {e_box:e}");
@@ -132,5 +146,8 @@ fn the_check_sees_an_unfolded_batchnorm() {
     let e_box = max_abs(&fused.narrow(1, 0, 4).unwrap(), &changed.narrow(1, 0, 4).unwrap());
     let e_prob = max_abs(&fused.narrow(1, 4, nc).unwrap(), &changed.narrow(1, 4, nc).unwrap());
     eprintln!("one BatchNorm's running mean zeroed: boxes move {e_box:.2e} px, probabilities {e_prob:.2e}");
-    assert!(e_box > 10.0 * TOL_BOX_PX || e_prob > 10.0 * TOL_PROB, "one BatchNorm's statistics moved boxes by only {e_box:e}, probabilities by {e_prob:e}");
+    assert!(
+        e_box > 10.0 * TOL_BOX_PX || e_prob > 10.0 * TOL_PROB,
+        "one BatchNorm's statistics moved boxes by only {e_box:e}, probabilities by {e_prob:e}"
+    );
 }

@@ -42,10 +42,12 @@ struct Case {
 
 impl Case {
     fn load(name: &str) -> Case {
-        let arrays: HashMap<String, Tensor> = Tensor::read_npz(fixtures().join(format!("{name}.npz"))).unwrap().into_iter().collect();
+        let arrays: HashMap<String, Tensor> =
+            Tensor::read_npz(fixtures().join(format!("{name}.npz"))).unwrap().into_iter().collect();
         let (bs, nc, _) = arrays["scores"].dims3().unwrap();
         let imgsz: Vec<i64> = arrays["imgsz"].to_vec1().unwrap();
-        let shapes = STRIDES.iter().map(|&s| (imgsz[0] as usize / s as usize, imgsz[1] as usize / s as usize)).collect();
+        let shapes =
+            STRIDES.iter().map(|&s| (imgsz[0] as usize / s as usize, imgsz[1] as usize / s as usize)).collect();
         Case { arrays, nc, bs, shapes }
     }
 
@@ -127,7 +129,12 @@ fn run(case: &Case, loss: &DetectionLoss) -> Errors {
     };
     let lo = loss.compute(&out, &case.targets()).unwrap();
     let want = case.vec_f32("items");
-    let items = (0..3).map(|i| rel(lo.items[i] as f64, want[i] as f64).min((lo.items[i] - want[i]).abs() as f64 / want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64)).fold(0f64, f64::max);
+    let items = (0..3)
+        .map(|i| {
+            rel(lo.items[i] as f64, want[i] as f64)
+                .min((lo.items[i] - want[i]).abs() as f64 / want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64)
+        })
+        .fold(0f64, f64::max);
     let total = lo.loss.to_scalar::<f32>().unwrap() as f64;
     let lerr = rel(total, case.vec_f32("loss")[0] as f64);
     let grads = lo.loss.backward().unwrap();
@@ -190,7 +197,10 @@ fn assignment_matches_ultralytics() {
                 worst = worst.max((p.score as f64 - t).abs() / t.abs().max(1e-6));
             }
         }
-        eprintln!("{name}: {} foreground anchors, target score error {worst:.1e}", pos.iter().map(Vec::len).sum::<usize>());
+        eprintln!(
+            "{name}: {} foreground anchors, target score error {worst:.1e}",
+            pos.iter().map(Vec::len).sum::<usize>()
+        );
         assert!(worst <= 5e-5, "{name}: target scores differ by {worst:e}");
     }
     let dense = Case::load("dense");
@@ -213,7 +223,8 @@ fn a_wrong_assigner_setting_breaks_parity() {
 #[test]
 fn class_weights_match_ultralytics() {
     let case = Case::load("cls_pw");
-    let counts: Vec<usize> = case.arrays["class_counts"].to_vec1::<i64>().unwrap().into_iter().map(|c| c as usize).collect();
+    let counts: Vec<usize> =
+        case.arrays["class_counts"].to_vec1::<i64>().unwrap().into_iter().map(|c| c as usize).collect();
     let pw = case.arrays["cls_pw"].to_vec1::<f64>().unwrap()[0];
     let ours = class_weights(&counts, pw).unwrap();
     let theirs = case.vec_f32("class_weights");

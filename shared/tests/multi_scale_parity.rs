@@ -19,7 +19,8 @@ fn bilinear_resize_equals_torch() {
     for c in v["cases"].as_array().unwrap() {
         let dims: Vec<usize> = c["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let size: Vec<usize> = c["size"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let input: Vec<f32> = c["input_u8"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as f32 / 255.0).collect();
+        let input: Vec<f32> =
+            c["input_u8"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as f32 / 255.0).collect();
         let want: Vec<f32> = c["output"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap() as f32).collect();
         let got = resize_bilinear(&input, dims[0] * dims[1], (dims[2], dims[3]), (size[0], size[1]));
         assert_eq!(got.len(), want.len());

@@ -61,7 +61,12 @@ fn checkpoint_round_trip_keeps_weights_and_metadata() {
     assert_eq!(d, 0.0, "reloaded network must compute the same outputs");
     // Names are ultralytics' state-dict keys.
     let names = YoloModel::variable_names(&lm.varmap);
-    for k in ["model.0.conv.weight", "model.2.m.0.cv1.bn.running_mean", "model.22.cv2.0.2.weight", "model.22.dfl.conv.weight"] {
+    for k in [
+        "model.0.conv.weight",
+        "model.2.m.0.cv1.bn.running_mean",
+        "model.22.cv2.0.2.weight",
+        "model.22.dfl.conv.weight",
+    ] {
         assert!(names.contains(k), "missing {k}");
     }
     assert_eq!(names.len(), 355 - 57, "ultralytics' 355 keys minus 57 num_batches_tracked");
@@ -96,7 +101,8 @@ fn serve(responses: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<()>) {
 }
 
 fn http(status: &str, declared_len: usize, body: &[u8]) -> Vec<u8> {
-    let mut r = format!("HTTP/1.1 {status}\r\nContent-Length: {declared_len}\r\nConnection: close\r\n\r\n").into_bytes();
+    let mut r =
+        format!("HTTP/1.1 {status}\r\nContent-Length: {declared_len}\r\nConnection: close\r\n\r\n").into_bytes();
     r.extend_from_slice(body);
     r
 }
@@ -109,7 +115,7 @@ fn official_weights_download_check_and_cache() {
     let (url, h) = serve(vec![
         http("404 Not Found", 0, b""),
         http("200 OK", body.len() + 1000, &body), // connection closes early: incomplete
-        http("200 OK", 5, b"hello"),               // too small / not a zip
+        http("200 OK", 5, b"hello"),              // too small / not a zip
         http("200 OK", body.len(), &body),
     ]);
     std::env::set_var(weights::ENV_WEIGHTS_URL, &url);
@@ -161,7 +167,10 @@ fn files_that_are_not_ultralytics_detect_checkpoints_fail_clearly() {
 
     // {"model": SegmentationModel()} is refused by class.
     let seg = dir.path().join("seg.pt");
-    pt_with_pickle(&seg, b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01cultralytics.nn.tasks\nSegmentationModel\nq\x02)\x81q\x03}q\x04bs.");
+    pt_with_pickle(
+        &seg,
+        b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01cultralytics.nn.tasks\nSegmentationModel\nq\x02)\x81q\x03}q\x04bs.",
+    );
     let e = weights::read_weights(&seg).unwrap_err();
     assert!(e.to_string().contains("detection models"), "{e}");
 
@@ -182,7 +191,8 @@ fn training_forward_uses_batch_statistics_and_backpropagates() {
     assert_eq!(out.levels().unwrap()[0].dims(), &[2, 66, 8, 8]);
     let after: Vec<f32> = varmap.data().lock().unwrap()[rm_name].as_tensor().to_vec1().unwrap();
     assert!(before.iter().zip(&after).any(|(a, b)| a != b), "running mean must move in training mode");
-    let loss = (out.boxes().unwrap().sqr().unwrap().mean_all().unwrap() + out.scores().unwrap().mean_all().unwrap()).unwrap();
+    let loss =
+        (out.boxes().unwrap().sqr().unwrap().mean_all().unwrap() + out.scores().unwrap().mean_all().unwrap()).unwrap();
     let grads = loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
     for k in ["model.0.conv.weight", "model.9.cv1.conv.weight", "model.22.cv3.1.2.bias", "model.4.m.1.cv2.bn.weight"] {

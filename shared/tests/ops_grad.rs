@@ -287,7 +287,11 @@ fn bce_with_logits_is_stable_with_exact_gradient() {
     for i in 0..xs.len() {
         let (x, t) = (xs[i] as f64, ts[i] as f64);
         let want = x.max(0.0) - x * t + (-x.abs()).exp().ln_1p();
-        assert!(lv[i].is_finite() && (lv[i] as f64 - want).abs() < 1e-5 * want.abs().max(1.0), "bce({x},{t}) {} vs {want}", lv[i]);
+        assert!(
+            lv[i].is_finite() && (lv[i] as f64 - want).abs() < 1e-5 * want.abs().max(1.0),
+            "bce({x},{t}) {} vs {want}",
+            lv[i]
+        );
         let gwant = 1.0 / (1.0 + (-x).exp()) - t;
         assert!((gv[i] as f64 - gwant).abs() < 1e-6, "bce'({x},{t}) {} vs {gwant}", gv[i]);
     }
@@ -342,7 +346,10 @@ fn check_bn(n: usize, c: usize, h: usize, w: usize, silu: bool) {
         let e = rel_err(a, b);
         assert!(e < 2e-5, "{what} {name} grad: {e}");
     }
-    for (name, a, b) in [("running_mean", bn.running_mean(), bn_ref.running_mean()), ("running_var", bn.running_var(), bn_ref.running_var())] {
+    for (name, a, b) in [
+        ("running_mean", bn.running_mean(), bn_ref.running_mean()),
+        ("running_var", bn.running_var(), bn_ref.running_var()),
+    ] {
         let e = rel_err(a, b);
         assert!(e < 1e-5, "{what} {name}: {e}");
     }
@@ -376,7 +383,12 @@ fn check_conv_block(n: usize, c: usize, hw: (usize, usize), o: usize, k: usize, 
     let (fused, composed) = (make(), make());
     let x = Var::from_tensor(&((rand(&[n, c, hw.0, hw.1], 34) * 2.0).unwrap() + 0.3).unwrap()).unwrap();
     let y = fused.forward(x.as_tensor(), true).unwrap();
-    let y_ref = ops::batch_norm_train(&ops::conv2d(x.as_tensor(), &composed.weight, None, s, k / 2).unwrap(), &composed.bn, act).unwrap();
+    let y_ref = ops::batch_norm_train(
+        &ops::conv2d(x.as_tensor(), &composed.weight, None, s, k / 2).unwrap(),
+        &composed.bn,
+        act,
+    )
+    .unwrap();
     let what = format!("conv block n{n} c{c} {hw:?} o{o} k{k} s{s} act {act}");
     let e = rel_err(&y, &y_ref);
     assert!(e < 1e-5, "{what} forward: {e}");
@@ -441,7 +453,12 @@ fn randomized<B>(build: impl Fn(candle_nn::VarBuilder) -> B) -> (Vec<(String, Va
 
 /// Fused output `y` against the composed `y_ref` (same input `x`): output, input gradient, every
 /// trainable variable's gradient and every running statistic.
-fn check_fused_block(what: &str, x: &Var, (y, vars): (Tensor, &[(String, Var)]), (y_ref, vars_ref): (Tensor, &[(String, Var)])) {
+fn check_fused_block(
+    what: &str,
+    x: &Var,
+    (y, vars): (Tensor, &[(String, Var)]),
+    (y_ref, vars_ref): (Tensor, &[(String, Var)]),
+) {
     let e = rel_err(&y, &y_ref);
     assert!(e < 1e-5, "{what} forward: {e}");
     let r = rand(y.dims(), 51);

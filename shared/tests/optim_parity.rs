@@ -157,9 +157,17 @@ fn run_case(fx: &Value, case: &Value, lr_factor: f64, check_hyp: bool) -> f64 {
         if check_hyp {
             for (i, g) in b.opt.param_groups().iter().enumerate() {
                 let lr = f(&step["lr"][i]);
-                assert!((g.hyp.lr - lr).abs() <= 1e-15 * lr.abs().max(1.0), "{label} step {ni} group {i}: lr {} vs {lr}", g.hyp.lr);
+                assert!(
+                    (g.hyp.lr - lr).abs() <= 1e-15 * lr.abs().max(1.0),
+                    "{label} step {ni} group {i}: lr {} vs {lr}",
+                    g.hyp.lr
+                );
                 if let Some(mom) = step["momentum"][i].as_f64() {
-                    assert!((g.hyp.momentum - mom).abs() <= 1e-15, "{label} step {ni} group {i}: momentum {} vs {mom}", g.hyp.momentum);
+                    assert!(
+                        (g.hyp.momentum - mom).abs() <= 1e-15,
+                        "{label} step {ni} group {i}: momentum {} vs {mom}",
+                        g.hyp.momentum
+                    );
                 }
             }
         }
@@ -233,7 +241,9 @@ fn groups_match_build_optimizer() {
             }
         }
         let sizes = b.opt.group_sizes();
-        let count = |pg: &str| want.iter().filter(|w| w["param_group"] == pg).map(|w| w["params"].as_array().unwrap().len()).sum::<usize>();
+        let count = |pg: &str| {
+            want.iter().filter(|w| w["param_group"] == pg).map(|w| w["params"].as_array().unwrap().len()).sum::<usize>()
+        };
         let first = if b.kind == OptimizerKind::MuSgd { "muon" } else { "weight" };
         assert_eq!(sizes, [count(first), count("bn"), count("bias")], "{label}: logged group sizes");
     }
@@ -377,7 +387,11 @@ fn schedule_matches_ultralytics() {
         }
     }
     for c in fx["warmup_iterations"].as_array().unwrap() {
-        let got = schedule::warmup_iterations(f(&c["warmup_epochs"]), c["epochs"].as_u64().unwrap() as usize, c["nb"].as_u64().unwrap() as usize);
+        let got = schedule::warmup_iterations(
+            f(&c["warmup_epochs"]),
+            c["epochs"].as_u64().unwrap() as usize,
+            c["nb"].as_u64().unwrap() as usize,
+        );
         assert_eq!(got as u64, c["nw"].as_u64().unwrap(), "{c}");
     }
     for c in fx["warmup"].as_array().unwrap() {
@@ -389,7 +403,11 @@ fn schedule_matches_ultralytics() {
             warmup_momentum: f(&c["warmup_momentum"]),
             momentum: f(&c["momentum"]),
         };
-        let s = LrSchedule { epochs: c["epochs"].as_u64().unwrap() as usize, lrf: f(&c["lrf"]), cos_lr: c["cos_lr"].as_bool().unwrap() };
+        let s = LrSchedule {
+            epochs: c["epochs"].as_u64().unwrap() as usize,
+            lrf: f(&c["lrf"]),
+            cos_lr: c["cos_lr"].as_bool().unwrap(),
+        };
         for r in c["rows"].as_array().unwrap() {
             let (ni, epoch) = (r["ni"].as_u64().unwrap() as usize, r["epoch"].as_u64().unwrap() as usize);
             let got = w.at(ni, epoch, &s);

@@ -57,7 +57,8 @@ fn max_abs(ours: &Tensor, theirs: &Tensor) -> f32 {
 
 fn rel_err(ours: &Tensor, theirs: &Tensor) -> f32 {
     assert_eq!(ours.dims(), theirs.dims());
-    let diff = (ours - theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let diff =
+        (ours - theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     let scale = theirs.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     diff / scale.max(1e-12)
 }
@@ -78,7 +79,8 @@ fn check_raw(name: &str, lm: &LoadedModel) -> usize {
         }
         let arrays: std::collections::HashMap<String, Tensor> = Tensor::read_npz(&npz).unwrap().into_iter().collect();
         let input = &arrays["input"]; // (H, W, 3) u8 RGB
-        let x = (input.permute((2, 0, 1)).unwrap().unsqueeze(0).unwrap().to_dtype(DType::F32).unwrap() / 255.0).unwrap();
+        let x =
+            (input.permute((2, 0, 1)).unwrap().unsqueeze(0).unwrap().to_dtype(DType::F32).unwrap() / 255.0).unwrap();
         // Both eval paths: candle's unfolded forward and the folded CPU network (`nn::fused`).
         let out = lm.model.forward_eval(&x).unwrap();
         let (fused_dec, fused_raw) = EvalNet::new(&lm.model, &Device::Cpu).unwrap().forward(&x, true).unwrap();
@@ -108,7 +110,11 @@ fn check_raw(name: &str, lm: &LoadedModel) -> usize {
         let n = diffs.iter().filter(|&&d| d > 0).count();
         eprintln!("{img}: letterbox max diff {max}, {n} of {} values differ", diffs.len());
         let frac = n as f64 / diffs.len() as f64;
-        assert!(max <= 1 && frac <= MAX_LETTERBOX_DIFF_FRACTION, "{img}: letterbox differs from cv2 (max {max}, {n} of {} values)", diffs.len());
+        assert!(
+            max <= 1 && frac <= MAX_LETTERBOX_DIFF_FRACTION,
+            "{img}: letterbox differs from cv2 (max {max}, {n} of {} values)",
+            diffs.len()
+        );
         checked += 1;
     }
     checked
@@ -120,14 +126,27 @@ fn check_detections(name: &str, lm: &LoadedModel) {
     let images = exp["models"][name]["images"].as_object().unwrap();
     let cfg = PredictConfig { imgsz: 320, conf: 0.25, iou: 0.7, ..Default::default() };
     for (file, want) in images {
-        let r = predict_path(&EvalNet::new(&lm.model, &Device::Cpu).unwrap(), &lm.names, &fixtures().join(file), &cfg, &Device::Cpu).unwrap();
+        let r = predict_path(
+            &EvalNet::new(&lm.model, &Device::Cpu).unwrap(),
+            &lm.names,
+            &fixtures().join(file),
+            &cfg,
+            &Device::Cpu,
+        )
+        .unwrap();
         let want_xyxy = want["xyxy"].as_array().unwrap();
         let want_conf = want["conf"].as_array().unwrap();
         let want_cls = want["cls"].as_array().unwrap();
         assert_eq!(r.detections.len(), want_xyxy.len(), "{name} {file}: detection count");
         eprintln!("{name} {file}: {} detections", r.detections.len());
-        assert_eq!([r.orig_shape.0, r.orig_shape.1], [want["orig_shape"][0].as_u64().unwrap() as usize, want["orig_shape"][1].as_u64().unwrap() as usize]);
-        assert_eq!([r.input_shape.0, r.input_shape.1], [want["input_shape"][0].as_u64().unwrap() as usize, want["input_shape"][1].as_u64().unwrap() as usize]);
+        assert_eq!(
+            [r.orig_shape.0, r.orig_shape.1],
+            [want["orig_shape"][0].as_u64().unwrap() as usize, want["orig_shape"][1].as_u64().unwrap() as usize]
+        );
+        assert_eq!(
+            [r.input_shape.0, r.input_shape.1],
+            [want["input_shape"][0].as_u64().unwrap() as usize, want["input_shape"][1].as_u64().unwrap() as usize]
+        );
         // Both lists are sorted by confidence; scores equal to ~1e-5 may swap places, so each of
         // ours is matched to an unused ultralytics detection of the same class within tolerance.
         let (mut worst_px, mut worst_conf) = (0f32, 0f32);
@@ -135,7 +154,8 @@ fn check_detections(name: &str, lm: &LoadedModel) {
         for d in &r.detections {
             let diff = |j: usize| {
                 let dc = (want_conf[j].as_f64().unwrap() as f32 - d.conf).abs();
-                let dp = (0..4).map(|k| (want_xyxy[j][k].as_f64().unwrap() as f32 - d.xyxy[k]).abs()).fold(0f32, f32::max);
+                let dp =
+                    (0..4).map(|k| (want_xyxy[j][k].as_f64().unwrap() as f32 - d.xyxy[k]).abs()).fold(0f32, f32::max);
                 (dc, dp)
             };
             let hit = (0..want_xyxy.len()).find(|&j| {
@@ -203,7 +223,12 @@ fn training_mode_forward_and_running_stats_match_pytorch() {
         assert!(e <= 1e-4, "train mode {what}: relative error {e:e} > 1e-4");
     }
     let data = lm.varmap.data().lock().unwrap();
-    for k in ["model.0.bn.running_mean", "model.0.bn.running_var", "model.22.cv3.2.1.bn.running_mean", "model.22.cv3.2.1.bn.running_var"] {
+    for k in [
+        "model.0.bn.running_mean",
+        "model.0.bn.running_var",
+        "model.22.cv3.2.1.bn.running_mean",
+        "model.22.cv3.2.1.bn.running_var",
+    ] {
         let e = rel_err(data[k].as_tensor(), &arrays[k]);
         assert!(e <= 1e-4, "{k}: relative error {e:e} > 1e-4");
     }

@@ -228,7 +228,10 @@ fn serve(conn: TcpStream, delay: Duration, metrics: &AtomicUsize, statuses: &Mut
             "{}".to_string()
         };
         std::thread::sleep(delay);
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
         if out.write_all(resp.as_bytes()).is_err() {
             return;
         }

@@ -36,7 +36,14 @@ fn params_metrics_tags_and_artifacts_read_back_exactly() {
     tracker.log_param("lr0", 0.01);
     for epoch in 0..3i64 {
         let e = epoch as f64;
-        tracker.log_metrics(&[("train/box_loss", 1.5 - 0.1 * e), ("metrics/mAP50(B)", 0.2 + 0.1 * e), ("metrics/mAP50-95(B)", 0.1 + 0.05 * e)], epoch);
+        tracker.log_metrics(
+            &[
+                ("train/box_loss", 1.5 - 0.1 * e),
+                ("metrics/mAP50(B)", 0.2 + 0.1 * e),
+                ("metrics/mAP50-95(B)", 0.1 + 0.05 * e),
+            ],
+            epoch,
+        );
     }
     tracker.log_metric("odd", f64::NAN, 0);
     tracker.log_metric("odd", 2.0, 1);
@@ -92,7 +99,8 @@ fn params_metrics_tags_and_artifacts_read_back_exactly() {
     assert_eq!(rest.download(&uri_a, "plots/val/batch0.jpg"), track_support::bytes(7000, 3));
     // The tracking API lists them where the MLflow UI looks.
     let listed = rest.get("api/2.0/mlflow/artifacts/list", &[("run_id", &run_id), ("path", "plots")]);
-    let mut names: Vec<String> = listed["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> =
+        listed["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
     names.sort();
     assert_eq!(names, vec!["plots/PR_curve.png", "plots/val"]);
 }
@@ -144,10 +152,14 @@ fn attaching_to_an_existing_run_and_isolating_a_rejected_param() {
     let rest = Rest::new(&uri);
     let exp_id = rest.experiment_id(&exp);
     let created = rest
-        .post("api/2.0/mlflow/runs/create", json!({"experiment_id": exp_id, "start_time": 1_700_000_000_000i64, "run_name": "outer"}))
+        .post(
+            "api/2.0/mlflow/runs/create",
+            json!({"experiment_id": exp_id, "start_time": 1_700_000_000_000i64, "run_name": "outer"}),
+        )
         .unwrap();
     let run_id = created["run"]["info"]["run_id"].as_str().unwrap().to_string();
-    rest.post("api/2.0/mlflow/runs/log-batch", json!({"run_id": run_id, "params": [{"key": "epochs", "value": "3"}]})).unwrap();
+    rest.post("api/2.0/mlflow/runs/log-batch", json!({"run_id": run_id, "params": [{"key": "epochs", "value": "3"}]}))
+        .unwrap();
 
     let mut cfg = config(&uri, &exp, &dir.path().join("spool"));
     cfg.run_id = Some(run_id.clone());

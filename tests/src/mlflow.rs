@@ -76,8 +76,10 @@ pub fn http(uri: &str, method: &str, path: &str, body: Option<&Value>) -> Value 
 /// Every run of the experiment called `experiment`.
 pub fn runs(uri: &str, experiment: &str) -> Vec<Value> {
     let exp = http(uri, "GET", &format!("/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}"), None);
-    let id = exp["experiment"]["experiment_id"].as_str().unwrap_or_else(|| panic!("no experiment id in {exp}")).to_string();
-    let found = http(uri, "POST", "/api/2.0/mlflow/runs/search", Some(&json!({"experiment_ids": [id], "max_results": 1000})));
+    let id =
+        exp["experiment"]["experiment_id"].as_str().unwrap_or_else(|| panic!("no experiment id in {exp}")).to_string();
+    let found =
+        http(uri, "POST", "/api/2.0/mlflow/runs/search", Some(&json!({"experiment_ids": [id], "max_results": 1000})));
     found["runs"].as_array().cloned().unwrap_or_default()
 }
 
@@ -97,7 +99,8 @@ pub fn artifacts(uri: &str, run: &Value, dir: &str) -> Vec<String> {
 /// Download an artifact through the server's proxy (runs whose `artifact_uri` is
 /// `mlflow-artifacts:/…`); `None` for runs that store artifacts elsewhere (S3, a folder).
 pub fn artifact_bytes(uri: &str, run: &Value, path: &str) -> Option<Vec<u8>> {
-    let root = run["info"]["artifact_uri"].as_str()?.strip_prefix("mlflow-artifacts:")?.trim_start_matches('/').to_string();
+    let root =
+        run["info"]["artifact_uri"].as_str()?.strip_prefix("mlflow-artifacts:")?.trim_start_matches('/').to_string();
     let (head, bytes) = request(uri, "GET", &format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{path}"), None);
     assert!(head.starts_with("HTTP/1.1 200"), "artifact {path}: {head}");
     Some(bytes)

@@ -51,11 +51,16 @@ fn synthetic_dataset_all_outputs() {
         "yolo-distribution",
         root,
         &[
-            "--data-yaml", "data-synth",
-            "--out-result-json", &p("result_json"),
-            "--out-cls-names-json", &p("cls_names_json"),
-            "--out-ui-metadata", &p("ui/mlpipeline-ui-metadata.json"),
-            "--out-md", &p("distribution.md"),
+            "--data-yaml",
+            "data-synth",
+            "--out-result-json",
+            &p("result_json"),
+            "--out-cls-names-json",
+            &p("cls_names_json"),
+            "--out-ui-metadata",
+            &p("ui/mlpipeline-ui-metadata.json"),
+            "--out-md",
+            &p("distribution.md"),
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -85,7 +90,8 @@ fn synthetic_dataset_all_outputs() {
     assert_eq!(names, r#"{"0":"circle","1":"square","2":"triangle","3":"cross","4":"ring"}"#);
     assert_eq!(parse_cls_names(&names).unwrap(), class_names(5));
 
-    let ui: Value = serde_json::from_str(&fs::read_to_string(out.join("ui/mlpipeline-ui-metadata.json")).unwrap()).unwrap();
+    let ui: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("ui/mlpipeline-ui-metadata.json")).unwrap()).unwrap();
     let outputs = ui["outputs"].as_array().unwrap();
     assert_eq!(outputs[0]["type"], "table");
     assert_eq!(outputs[0]["header"][0], "id");
@@ -106,7 +112,10 @@ fn bad_dataset(root: &Path) -> std::path::PathBuf {
         fs::write(p, body).unwrap();
     };
     put("images/train/a.jpg", "");
-    put("labels/train/a.txt", "0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n7 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n1 0.4 0.4 0 0.1\n1 x 0.5 0.1 0.1\n");
+    put(
+        "labels/train/a.txt",
+        "0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n7 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n1 0.4 0.4 0 0.1\n1 x 0.5 0.1 0.1\n",
+    );
     put("images/train/b.jpg", "");
     put("images/val/c.png", "");
     put("labels/val/c.txt", "1 0.5 0.5 0.3 1.3\n1 0.5 0.5 0.3 0.3\n");
@@ -119,7 +128,11 @@ fn bad_label_lines_are_reported_and_counted() {
     let t = tempfile::tempdir().unwrap();
     let yaml = bad_dataset(t.path());
     let out = t.path().join("result.json");
-    let o = run("yolo-distribution", t.path(), &["--data-yaml", yaml.to_str().unwrap(), "--out-result-json", out.to_str().unwrap()]);
+    let o = run(
+        "yolo-distribution",
+        t.path(),
+        &["--data-yaml", yaml.to_str().unwrap(), "--out-result-json", out.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     let a = t.path().join("bad/labels/train/a.txt");
@@ -133,7 +146,10 @@ fn bad_label_lines_are_reported_and_counted() {
         let want = format!("{}:{line}: {reason}", a.display());
         assert!(err.contains(&want), "missing '{want}' in\n{}", text(&o));
     }
-    assert!(err.contains(&format!("{}:1: h = 1.3 is outside [0, 1]", t.path().join("bad/labels/val/c.txt").display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:1: h = 1.3 is outside [0, 1]", t.path().join("bad/labels/val/c.txt").display())),
+        "{err}"
+    );
     let d = Distribution::from_arg(out.to_str().unwrap()).unwrap();
     let tr = &d.splits[0];
     assert_eq!((tr.images, tr.labelled_images, tr.missing_labels, tr.backgrounds), (2, 1, 1, 0));
@@ -148,7 +164,11 @@ fn strict_mode_fails_without_outputs() {
     let t = tempfile::tempdir().unwrap();
     let yaml = bad_dataset(t.path());
     let out = t.path().join("o/result_json");
-    let o = run("yolo-distribution", t.path(), &["--data-yaml", yaml.to_str().unwrap(), "--strict", "--out-result-json", out.to_str().unwrap()]);
+    let o = run(
+        "yolo-distribution",
+        t.path(),
+        &["--data-yaml", yaml.to_str().unwrap(), "--strict", "--out-result-json", out.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("6 invalid or unreadable"), "{}", text(&o));
     assert!(!out.exists() && !out.parent().unwrap().exists());
@@ -187,7 +207,16 @@ fn help_explains_every_flag_with_an_example() {
     assert!(o.status.success());
     // clap wraps long lines: compare with whitespace collapsed
     let h = String::from_utf8_lossy(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
-    for flag in ["--data-yaml", "--out-result-json", "--out-cls-names-json", "--out-ui-metadata", "--out-md", "--data-root", "--print-issues", "--strict"] {
+    for flag in [
+        "--data-yaml",
+        "--out-result-json",
+        "--out-cls-names-json",
+        "--out-ui-metadata",
+        "--out-md",
+        "--data-root",
+        "--print-issues",
+        "--strict",
+    ] {
         assert!(h.contains(&format!("Example: {flag}")), "{flag} has no example in --help:\n{h}");
     }
 }

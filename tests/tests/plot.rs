@@ -70,15 +70,20 @@ fn result_file_gives_png_svg_html_md_and_ui_metadata() {
     let result = root.join("distribution/result.json");
     fs::create_dir_all(result.parent().unwrap()).unwrap();
     fs::write(&result, serde_json::to_string(&dist(4, &["train", "val", "test"])).unwrap()).unwrap();
-    let (html, md, ui) = (root.join("out/a/plot.html"), root.join("out/b/plot.md"), root.join("ui/mlpipeline-ui-metadata.json"));
+    let (html, md, ui) =
+        (root.join("out/a/plot.html"), root.join("out/b/plot.md"), root.join("ui/mlpipeline-ui-metadata.json"));
     let out = run(
         "yolo-plot",
         root,
         &[
-            "--result-json", result.to_str().unwrap(),
-            "--out-html", html.to_str().unwrap(),
-            "--out-md", md.to_str().unwrap(),
-            "--out-ui-metadata", ui.to_str().unwrap(),
+            "--result-json",
+            result.to_str().unwrap(),
+            "--out-html",
+            html.to_str().unwrap(),
+            "--out-md",
+            md.to_str().unwrap(),
+            "--out-ui-metadata",
+            ui.to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -102,7 +107,10 @@ fn result_file_gives_png_svg_html_md_and_ui_metadata() {
     assert!(page.contains("<td>name-2</td>") && !page.contains("src=\"http"), "tables, no external resources");
 
     let mdtext = fs::read_to_string(&md).unwrap();
-    assert!(mdtext.starts_with("# Class distribution") && mdtext.contains("![class distribution](data:image/png;base64,iVBOR"));
+    assert!(
+        mdtext.starts_with("# Class distribution")
+            && mdtext.contains("![class distribution](data:image/png;base64,iVBOR")
+    );
     assert!(mdtext.contains("| 1 | name-1 |"), "per-class table in markdown");
 
     let meta: serde_json::Value = serde_json::from_str(&fs::read_to_string(&ui).unwrap()).unwrap();
@@ -146,13 +154,21 @@ fn distribution_then_plot_on_a_synthetic_dataset() {
     let out = run(
         "yolo-distribution",
         root,
-        &["--data-yaml", yaml.to_str().unwrap(), "--out-result-json", result.to_str().unwrap(), "--out-cls-names-json", names.to_str().unwrap()],
+        &[
+            "--data-yaml",
+            yaml.to_str().unwrap(),
+            "--out-result-json",
+            result.to_str().unwrap(),
+            "--out-cls-names-json",
+            names.to_str().unwrap(),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     // Pass the values as KFP does (file contents, by value).
     let (r, n) = (fs::read_to_string(&result).unwrap(), fs::read_to_string(&names).unwrap());
     let html = root.join("html/distribution_html");
-    let out = run("yolo-plot", root, &["--result-json", &r, "--cls-names-json", &n, "--out-html", html.to_str().unwrap()]);
+    let out =
+        run("yolo-plot", root, &["--result-json", &r, "--cls-names-json", &n, "--out-html", html.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     png_size(&fs::read(root.join("distribution/distribution.png")).unwrap());
     assert!(fs::read_to_string(&html).unwrap().contains("circle"));
@@ -166,7 +182,16 @@ fn bad_inputs_fail_clearly_without_outputs() {
     let html = outdir.join("x.html");
     let ui = outdir.join("ui.json");
     let run_plot = |result: &str, extra: &[&str]| {
-        let mut args = vec!["--result-json", result, "--out-dir", outdir.to_str().unwrap(), "--out-html", html.to_str().unwrap(), "--out-ui-metadata", ui.to_str().unwrap()];
+        let mut args = vec![
+            "--result-json",
+            result,
+            "--out-dir",
+            outdir.to_str().unwrap(),
+            "--out-html",
+            html.to_str().unwrap(),
+            "--out-ui-metadata",
+            ui.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         run("yolo-plot", root, &args)
     };
@@ -216,7 +241,9 @@ fn help_explains_every_flag_with_an_example() {
     let out = run("yolo-plot", tmp.path(), &["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--result-json", "--cls-names-json", "--out-dir", "--out-html", "--out-md", "--out-ui-metadata", "--data-root"] {
+    for flag in
+        ["--result-json", "--cls-names-json", "--out-dir", "--out-html", "--out-md", "--out-ui-metadata", "--data-root"]
+    {
         let n = help.matches(flag).count();
         assert!(n >= 2, "{flag} should be described and used in an example ({n} mentions)\n{help}");
     }

@@ -31,11 +31,24 @@ fn predicts_a_folder_like_ultralytics() {
     let o = run(
         "yolo-predict",
         out.path(),
-        &["--model", pt.to_str().unwrap(), "--source", src.path().to_str().unwrap(), "--imgsz", "320", "--out", out.path().to_str().unwrap(), "--save-img", "--save-conf"],
+        &[
+            "--model",
+            pt.to_str().unwrap(),
+            "--source",
+            src.path().to_str().unwrap(),
+            "--imgsz",
+            "320",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--save-img",
+            "--save-conf",
+        ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(parity().join("expected.json")).unwrap()).unwrap();
-    let preds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("predictions.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(parity().join("expected.json")).unwrap()).unwrap();
+    let preds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("predictions.json")).unwrap()).unwrap();
     assert_eq!(preds.as_array().unwrap().len(), 3);
     for p in preds.as_array().unwrap() {
         let name = Path::new(p["image"].as_str().unwrap()).file_name().unwrap().to_str().unwrap().to_string();
@@ -50,7 +63,12 @@ fn predicts_a_folder_like_ultralytics() {
         let mut used = vec![false; want];
         for d in dets {
             let b = &d["box"];
-            let xyxy = [b["x1"].as_f64().unwrap(), b["y1"].as_f64().unwrap(), b["x2"].as_f64().unwrap(), b["y2"].as_f64().unwrap()];
+            let xyxy = [
+                b["x1"].as_f64().unwrap(),
+                b["y1"].as_f64().unwrap(),
+                b["x2"].as_f64().unwrap(),
+                b["y2"].as_f64().unwrap(),
+            ];
             let conf = d["confidence"].as_f64().unwrap();
             let hit = (0..want).find(|&j| {
                 !used[j]
@@ -95,7 +113,8 @@ fn summary_and_errors() {
 
 /// The detections (class, confidence, box) of predictions.json, per image file name.
 fn detections(out: &Path) -> std::collections::BTreeMap<String, Vec<(u64, f64, [f64; 4])>> {
-    let preds: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("predictions.json")).unwrap()).unwrap();
+    let preds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("predictions.json")).unwrap()).unwrap();
     preds
         .as_array()
         .unwrap()
@@ -123,7 +142,22 @@ fn batches_lists_and_globs() {
     std::fs::write(src.path().join("list.txt"), "a.png\nb.png\nc.png\n").unwrap();
     let pt = parity().join("parity_n4_fp16.pt");
     let predict = |source: &str, batch: &str, out: &Path| {
-        let o = run("yolo-predict", out, &["--model", pt.to_str().unwrap(), "--source", source, "--imgsz", "320", "--batch", batch, "--out", out.to_str().unwrap()]);
+        let o = run(
+            "yolo-predict",
+            out,
+            &[
+                "--model",
+                pt.to_str().unwrap(),
+                "--source",
+                source,
+                "--imgsz",
+                "320",
+                "--batch",
+                batch,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o));
         detections(out)
     };
@@ -137,7 +171,10 @@ fn batches_lists_and_globs() {
         assert!(!d1.is_empty() && d1.len() == d2.len(), "{name}: {} vs {} detections", d1.len(), d2.len());
         for (a, b) in d1.iter().zip(d2) {
             // Same input to the network: the batch-parallel path differs only in summation order.
-            assert!(a.0 == b.0 && (a.1 - b.1).abs() < 1e-4 && (0..4).all(|k| (a.2[k] - b.2[k]).abs() < 1e-3), "{name}: {a:?} vs {b:?}");
+            assert!(
+                a.0 == b.0 && (a.1 - b.1).abs() < 1e-4 && (0..4).all(|k| (a.2[k] - b.2[k]).abs() < 1e-3),
+                "{name}: {a:?} vs {b:?}"
+            );
         }
     }
     let video = src.path().join("clip.mp4");

@@ -55,18 +55,29 @@ const TOL_PR: f64 = 1e-5;
 
 /// The tolerance of one metric name from [`metric_errors`].
 fn tol(metric: &str) -> f64 {
-    if metric.ends_with("precision") || metric.ends_with("recall") { TOL_PR } else { TOL_MAP }
+    if metric.ends_with("precision") || metric.ends_with("recall") {
+        TOL_PR
+    } else {
+        TOL_MAP
+    }
 }
 
 /// Every (metric, |kubeyolo − ultralytics|): overall P, R, mAP50, mAP75, mAP50-95, then per class
 /// P, R, mAP50, mAP50-95.
 fn metric_errors(got: &Value, want: &Value) -> Vec<(String, f64)> {
     let mut e = Vec::new();
-    for (g, w) in [("precision", "precision"), ("recall", "recall"), ("map50", "map50"), ("map75", "map75"), ("map50_95", "map")] {
+    for (g, w) in
+        [("precision", "precision"), ("recall", "recall"), ("map50", "map50"), ("map75", "map75"), ("map50_95", "map")]
+    {
         e.push((g.to_string(), (num(got, g) - num(want, w)).abs()));
     }
     for (name, wv) in want["per_class_map"].as_object().unwrap() {
-        let row = got["classes"].as_array().unwrap().iter().find(|c| c["name"] == *name).unwrap_or_else(|| panic!("class {name}"));
+        let row = got["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == *name)
+            .unwrap_or_else(|| panic!("class {name}"));
         e.push((format!("{name}/map50_95"), (num(row, "map50_95") - wv.as_f64().unwrap()).abs()));
         for (g, w) in [("precision", "per_class_p"), ("recall", "per_class_r"), ("map50", "per_class_map50")] {
             e.push((format!("{name}/{g}"), (num(row, g) - num(&want[w], name)).abs()));
@@ -79,7 +90,8 @@ fn assert_parity(got: &Value, want: &Value, log: &str) {
     assert_eq!(num(got, "instances"), num(want, "instances"), "ground-truth count");
     assert_eq!(num(got, "images"), num(want, "images"), "image count");
     let errors = metric_errors(got, want);
-    let bad: Vec<String> = errors.iter().filter(|(k, d)| *d > tol(k)).map(|(k, d)| format!("{k}: off by {d:.3e}")).collect();
+    let bad: Vec<String> =
+        errors.iter().filter(|(k, d)| *d > tol(k)).map(|(k, d)| format!("{k}: off by {d:.3e}")).collect();
     assert!(bad.is_empty(), "kubeyolo vs ultralytics beyond {TOL_MAP} (mAP) / {TOL_PR} (P, R): {bad:?}\n{log}");
     let worst = |pr: bool| errors.iter().filter(|(k, _)| (tol(k) == TOL_PR) == pr).map(|(_, d)| *d).fold(0.0, f64::max);
     eprintln!("parity: largest difference mAP {:.3e}, P/R {:.3e}", worst(false), worst(true));
@@ -145,7 +157,10 @@ fn test_step_matches_ultralytics_val_and_writes_outputs() {
     let log = text(&r.out);
     assert!(r.out.status.success(), "{log}");
     assert!(log.contains("testing last weights"), "best.pt is absent, last.pt must be used with a warning\n{log}");
-    assert!(log.contains("Class") && log.contains("mAP50-95)") && log.contains("all"), "ultralytics-style table\n{log}");
+    assert!(
+        log.contains("Class") && log.contains("mAP50-95)") && log.contains("all"),
+        "ultralytics-style table\n{log}"
+    );
 
     let out_dir = r.root.join("runs/test");
     let m = read_json(&out_dir.join("metrics.json"));
@@ -212,7 +227,21 @@ fn jpeg_images_resized_match_ultralytics() {
     let tmp = tempfile::tempdir().unwrap();
     synth::generate(&tmp.path().join("synth"), &jpeg_spec()).unwrap();
     let w = fixture_dir().join("best.pt");
-    let out = run("yolo-test", tmp.path(), &["--weights", w.to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "test", "--imgsz", "128", "--no-plots"]);
+    let out = run(
+        "yolo-test",
+        tmp.path(),
+        &[
+            "--weights",
+            w.to_str().unwrap(),
+            "--data-yaml",
+            "synth/data-synth",
+            "--split",
+            "test",
+            "--imgsz",
+            "128",
+            "--no-plots",
+        ],
+    );
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     let m = read_json(&tmp.path().join("runs/test/metrics.json"));
@@ -231,7 +260,10 @@ fn a_wrong_setting_is_caught() {
         let errors = metric_errors(got, &exp["splits"]["test"]);
         let (k, d) = errors.iter().max_by(|a, b| (a.1 / tol(&a.0)).total_cmp(&(b.1 / tol(&b.0)))).unwrap();
         eprintln!("{wrong:?}: largest difference {d:.3e} ({k}), {:.0}x its tolerance", d / tol(k));
-        assert!(*d > 10.0 * tol(k), "{wrong:?} moves no metric past 10x its tolerance (best: {k} by {d:.3e}): parity would not see it");
+        assert!(
+            *d > 10.0 * tol(k),
+            "{wrong:?} moves no metric past 10x its tolerance (best: {k} by {d:.3e}): parity would not see it"
+        );
     }
 }
 
@@ -244,12 +276,20 @@ fn clear_errors_for_missing_weights_and_split() {
     assert!(text(&out).contains("weights file not found"), "{}", text(&out));
 
     let w = fixture_dir().join("best.pt");
-    let out = run("yolo-test", tmp.path(), &["--weights", w.to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "train2"]);
+    let out = run(
+        "yolo-test",
+        tmp.path(),
+        &["--weights", w.to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "train2"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("no 'train2' split"), "{}", text(&out));
 
     let out = run("yolo-test", tmp.path(), &["--help"]);
-    assert!(out.status.success() && text(&out).contains("--out-metrics") && text(&out).contains("Examples"), "{}", text(&out));
+    assert!(
+        out.status.success() && text(&out).contains("--out-metrics") && text(&out).contains("Examples"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// With an MLflow server (scripts/services.sh), the step logs its metrics and parameters.
@@ -261,9 +301,19 @@ fn logs_metrics_to_mlflow_when_configured() {
     synth::generate(&tmp.path().join("synth"), &synth_spec([1, 8, 0])).unwrap();
     let w = fixture_dir().join("best.pt");
     let mut cmd = std::process::Command::new(kubeyolo_e2e::bin("yolo-test"));
-    cmd.args(["--weights", w.to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "val", "--imgsz", "128", "--no-plots"])
-        .env("KUBEYOLO_DATA_ROOT", tmp.path())
-        .env("KUBEYOLO_KFP_EXECUTOR_OUTPUT", "none");
+    cmd.args([
+        "--weights",
+        w.to_str().unwrap(),
+        "--data-yaml",
+        "synth/data-synth",
+        "--split",
+        "val",
+        "--imgsz",
+        "128",
+        "--no-plots",
+    ])
+    .env("KUBEYOLO_DATA_ROOT", tmp.path())
+    .env("KUBEYOLO_KFP_EXECUTOR_OUTPUT", "none");
     mlflow::track_into(&mut cmd, &uri, &experiment);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -274,7 +324,10 @@ fn logs_metrics_to_mlflow_when_configured() {
     let run = &runs[0];
     assert_eq!(run["info"]["status"], "FINISHED", "{run}");
     let metrics = run["data"]["metrics"].as_array().unwrap();
-    let got = metrics.iter().find(|x| x["key"] == "test/mAP50-95").unwrap_or_else(|| panic!("no test/mAP50-95 in {metrics:?}"));
+    let got = metrics
+        .iter()
+        .find(|x| x["key"] == "test/mAP50-95")
+        .unwrap_or_else(|| panic!("no test/mAP50-95 in {metrics:?}"));
     assert!((num(got, "value") - want).abs() < 1e-9);
     let params = run["data"]["params"].as_array().unwrap();
     assert!(params.iter().any(|p| p["key"] == "test/split" && p["value"] == "val"), "{params:?}");

@@ -50,7 +50,18 @@ fn pipeline(root: &Path, tracking: Option<(&str, &str)>) -> PathBuf {
     let o = step(
         "yolo-verify",
         root,
-        &["--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "datasets/synth/data-synth", "--tune-space", "tune-space.yaml", "--out-data-yaml", &p("data_yaml")],
+        &[
+            "--model-name",
+            "yolov8n.yaml",
+            "--cfg",
+            "cfg-custom",
+            "--data",
+            "datasets/synth/data-synth",
+            "--tune-space",
+            "tune-space.yaml",
+            "--out-data-yaml",
+            &p("data_yaml"),
+        ],
         tracking,
     );
     assert!(o.status.success(), "verify\n{}", text(&o));
@@ -58,14 +69,30 @@ fn pipeline(root: &Path, tracking: Option<(&str, &str)>) -> PathBuf {
     let o = step(
         "yolo-distribution",
         root,
-        &["--data-yaml", &data_yaml, "--out-result-json", &p("result_json"), "--out-cls-names-json", &p("cls_names_json")],
+        &[
+            "--data-yaml",
+            &data_yaml,
+            "--out-result-json",
+            &p("result_json"),
+            "--out-cls-names-json",
+            &p("cls_names_json"),
+        ],
         tracking,
     );
     assert!(o.status.success(), "distribution\n{}", text(&o));
     let o = step(
         "yolo-plot",
         root,
-        &["--result-json", &p("result_json"), "--cls-names-json", &p("cls_names_json"), "--out-dir", &p("plots"), "--out-html", &p("html")],
+        &[
+            "--result-json",
+            &p("result_json"),
+            "--cls-names-json",
+            &p("cls_names_json"),
+            "--out-dir",
+            &p("plots"),
+            "--out-html",
+            &p("html"),
+        ],
         tracking,
     );
     assert!(o.status.success(), "plot\n{}", text(&o));
@@ -74,14 +101,19 @@ fn pipeline(root: &Path, tracking: Option<(&str, &str)>) -> PathBuf {
 
 /// The one run whose `kubeyolo.step` tag is `name` and that `pick` accepts.
 fn run_of<'a>(runs: &'a [Value], name: &str, pick: impl Fn(&Value) -> bool) -> &'a Value {
-    let mine: Vec<&Value> = runs.iter().filter(|r| data(r, "tags").get("kubeyolo.step").and_then(Value::as_str) == Some(name) && pick(r)).collect();
+    let mine: Vec<&Value> = runs
+        .iter()
+        .filter(|r| data(r, "tags").get("kubeyolo.step").and_then(Value::as_str) == Some(name) && pick(r))
+        .collect();
     assert_eq!(mine.len(), 1, "expected one '{name}' run, got {}: {runs:?}", mine.len());
     mine[0]
 }
 
 fn num(v: Option<&Value>, what: &str) -> f64 {
     let v = v.unwrap_or_else(|| panic!("{what} was not logged"));
-    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("{what}: not a number: {v}"))
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("{what}: not a number: {v}"))
 }
 
 #[test]
@@ -93,28 +125,42 @@ fn verify_distribution_plot_log_runs_to_mlflow() {
     let root = vol.path();
     let out = pipeline(root, Some((&uri, &experiment)));
     // verify rejecting its inputs: the run must end FAILED, carrying the problem
-    let bad = step("yolo-verify", root, &["--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "no-such-data"], Some((&uri, &experiment)));
+    let bad = step(
+        "yolo-verify",
+        root,
+        &["--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "no-such-data"],
+        Some((&uri, &experiment)),
+    );
     assert!(!bad.status.success(), "{}", text(&bad));
 
     let runs = mlflow::runs(&uri, &experiment);
     assert_eq!(runs.len(), 4, "{runs:?}");
 
     // verify: inputs as given and as resolved
-    let data_param = |want: &'static str| move |r: &Value| data(r, "params").get("verify/data").and_then(Value::as_str) == Some(want);
+    let data_param = |want: &'static str| {
+        move |r: &Value| data(r, "params").get("verify/data").and_then(Value::as_str) == Some(want)
+    };
     let ok = run_of(&runs, "verify", data_param("datasets/synth/data-synth"));
     assert_eq!(ok["info"]["status"], "FINISHED", "{ok}");
     let params = data(ok, "params");
     assert_eq!(params["verify/model_name"], "yolov8n.yaml");
     assert_eq!(params["verify/cfg"], "cfg-custom");
     assert_eq!(params["verify/data_yaml"].as_str(), Some(read(&out.join("data_yaml")).trim()));
-    assert_eq!(params["verify/cfg_yaml"].as_str(), Some(root.join("cfg-yaml/cfg-custom.yaml").display().to_string().as_str()));
+    assert_eq!(
+        params["verify/cfg_yaml"].as_str(),
+        Some(root.join("cfg-yaml/cfg-custom.yaml").display().to_string().as_str())
+    );
     assert_eq!(params["verify/tune_space"], "tune-space.yaml");
-    assert_eq!(params["verify/tune_space_yaml"].as_str(), Some(root.join("tune-space.yaml").display().to_string().as_str()));
+    assert_eq!(
+        params["verify/tune_space_yaml"].as_str(),
+        Some(root.join("tune-space.yaml").display().to_string().as_str())
+    );
     assert_eq!(data(ok, "tags")["kubeyolo.verify.ok"], "true");
     let failed = run_of(&runs, "verify", data_param("no-such-data"));
     assert_eq!(failed["info"]["status"], "FAILED", "{failed}");
     let tags = data(failed, "tags");
-    let error = tags.get("kubeyolo.error").and_then(Value::as_str).unwrap_or_else(|| panic!("no kubeyolo.error tag: {tags:?}"));
+    let error =
+        tags.get("kubeyolo.error").and_then(Value::as_str).unwrap_or_else(|| panic!("no kubeyolo.error tag: {tags:?}"));
     assert!(error.contains("no-such-data"), "the problem must name the missing dataset: {error}");
     assert_eq!(tags["kubeyolo.verify.ok"], "false");
 
@@ -125,9 +171,16 @@ fn verify_distribution_plot_log_runs_to_mlflow() {
     let metrics = data(dist, "metrics");
     let names = class_names(NC);
     for (i, split) in ["train", "val", "test"].iter().enumerate() {
-        let s = result["splits"].as_array().unwrap().iter().find(|s| s["split"] == *split).unwrap_or_else(|| panic!("{split} in {result}"));
+        let s = result["splits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["split"] == *split)
+            .unwrap_or_else(|| panic!("{split} in {result}"));
         assert_eq!(num(metrics.get(&format!("dataset/{split}/images")), split), SPEC_IMAGES[i] as f64);
-        for key in ["labelled_images", "backgrounds", "missing_labels", "instances", "invalid_lines", "unreadable_labels"] {
+        for key in
+            ["labelled_images", "backgrounds", "missing_labels", "instances", "invalid_lines", "unreadable_labels"]
+        {
             let k = format!("dataset/{split}/{key}");
             assert_eq!(num(metrics.get(&k), &k), s[key].as_f64().unwrap(), "{k}");
         }
@@ -138,15 +191,25 @@ fn verify_distribution_plot_log_runs_to_mlflow() {
             }
         }
     }
-    assert!(num(metrics.get("dataset/train/instances"), "train instances") > 0.0, "the dataset must have objects for the test to mean anything");
+    assert!(
+        num(metrics.get("dataset/train/instances"), "train instances") > 0.0,
+        "the dataset must have objects for the test to mean anything"
+    );
     let listed = artifacts(&uri, dist, "distribution");
     for f in ["distribution/result_json.json", "distribution/cls_names_json.json"] {
         assert!(listed.iter().any(|p| p == f), "{f} not in {listed:?}");
     }
     if let Some(bytes) = artifact_bytes(&uri, dist, "distribution/result_json.json") {
-        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), result, "the logged result_json is the step's output");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&bytes).unwrap(),
+            result,
+            "the logged result_json is the step's output"
+        );
         let names_json = artifact_bytes(&uri, dist, "distribution/cls_names_json.json").unwrap();
-        assert_eq!(serde_json::from_slice::<Value>(&names_json).unwrap(), serde_json::from_str::<Value>(&read(&out.join("cls_names_json"))).unwrap());
+        assert_eq!(
+            serde_json::from_slice::<Value>(&names_json).unwrap(),
+            serde_json::from_str::<Value>(&read(&out.join("cls_names_json"))).unwrap()
+        );
     }
 
     // plot: the charts and the page
@@ -157,8 +220,15 @@ fn verify_distribution_plot_log_runs_to_mlflow() {
         assert!(listed.iter().any(|p| p == f), "{f} not in {listed:?}");
     }
     if let Some(png) = artifact_bytes(&uri, plot, "plot/distribution.png") {
-        assert_eq!(png, std::fs::read(out.join("plots/distribution.png")).unwrap(), "the logged PNG is the step's chart");
-        assert_eq!(artifact_bytes(&uri, plot, "plot/distribution.html").unwrap(), std::fs::read(out.join("html")).unwrap());
+        assert_eq!(
+            png,
+            std::fs::read(out.join("plots/distribution.png")).unwrap(),
+            "the logged PNG is the step's chart"
+        );
+        assert_eq!(
+            artifact_bytes(&uri, plot, "plot/distribution.html").unwrap(),
+            std::fs::read(out.join("html")).unwrap()
+        );
     }
 }
 

@@ -23,14 +23,24 @@ fn root_with(train: usize, cfg: &str) -> tempfile::TempDir {
     tmp
 }
 
-const CFG: &str = "epochs: 3\nimgsz: 64\nbatch: 8\nworkers: 2\nseed: 1\ndeterministic: true\nplots: true\nwarmup_epochs: 1\n";
+const CFG: &str =
+    "epochs: 3\nimgsz: 64\nbatch: 8\nworkers: 2\nseed: 1\ndeterministic: true\nplots: true\nwarmup_epochs: 1\n";
 
 fn train_cmd(root: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(bin("yolo-train"));
-    c.args(["--model-path", "yolov8n.yaml", "--cfg-yaml", "cfg", "--data-yaml", "synth/data-synth", "--log-seconds", "0"])
-        .args(extra)
-        .env("KUBEYOLO_DATA_ROOT", root)
-        .env_remove("MLFLOW_TRACKING_URI");
+    c.args([
+        "--model-path",
+        "yolov8n.yaml",
+        "--cfg-yaml",
+        "cfg",
+        "--data-yaml",
+        "synth/data-synth",
+        "--log-seconds",
+        "0",
+    ])
+    .args(extra)
+    .env("KUBEYOLO_DATA_ROOT", root)
+    .env_remove("MLFLOW_TRACKING_URI");
     c
 }
 
@@ -64,7 +74,16 @@ fn trains_writes_ultralytics_run_folder_and_kfp_outputs() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let run = root.join("runs/detect/train");
-    for f in ["args.yaml", "results.csv", "results.png", "weights/best.safetensors", "weights/last.safetensors", "train_batch0.jpg", "confusion_matrix.png", "BoxPR_curve.png"] {
+    for f in [
+        "args.yaml",
+        "results.csv",
+        "results.png",
+        "weights/best.safetensors",
+        "weights/last.safetensors",
+        "train_batch0.jpg",
+        "confusion_matrix.png",
+        "BoxPR_curve.png",
+    ] {
         assert!(run.join(f).is_file(), "missing {f}\n{}", text(&out));
     }
     let (header, rows) = csv(&run.join("results.csv"));
@@ -77,13 +96,24 @@ fn trains_writes_ultralytics_run_folder_and_kfp_outputs() {
     // both start at 0, so pg0 rises over the warm-up epoch
     assert!(rows[0][12] > 0.0);
     // KFP outputs: verbatim paths
-    assert_eq!(std::fs::read_to_string(kfp.join("best_pt")).unwrap(), run.join("weights/best.safetensors").display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(kfp.join("best_pt")).unwrap(),
+        run.join("weights/best.safetensors").display().to_string()
+    );
     assert!(std::fs::read_to_string(kfp.join("data_yaml")).unwrap().ends_with("data-synth.yaml"));
     assert!(std::fs::read_to_string(kfp.join("metrics")).unwrap().contains("mAP50-95"));
     assert_eq!(std::fs::read_to_string(kfp.join("mlflow_run_id")).unwrap(), "", "no tracking: no run id");
     // the weights are readable by the test step
     let t = Command::new(bin("yolo-test"))
-        .args(["--weights", run.join("weights/best.safetensors").to_str().unwrap(), "--data-yaml", "synth/data-synth", "--split", "val", "--no-plots"])
+        .args([
+            "--weights",
+            run.join("weights/best.safetensors").to_str().unwrap(),
+            "--data-yaml",
+            "synth/data-synth",
+            "--split",
+            "val",
+            "--no-plots",
+        ])
         .env("KUBEYOLO_DATA_ROOT", root)
         .env_remove("MLFLOW_TRACKING_URI")
         .output()
@@ -115,7 +145,16 @@ fn fine_tunes_from_a_local_checkpoint() {
 /// items" line.
 fn fine_tune(root: &Path, weights: &Path, data: &str, name: &str) -> (usize, usize) {
     let out = Command::new(bin("yolo-train"))
-        .args(["--model-path", weights.to_str().unwrap(), "--cfg-yaml", "cfg", "--data-yaml", data, "--set", &format!("name={name}")])
+        .args([
+            "--model-path",
+            weights.to_str().unwrap(),
+            "--cfg-yaml",
+            "cfg",
+            "--data-yaml",
+            data,
+            "--set",
+            &format!("name={name}"),
+        ])
         .env("KUBEYOLO_DATA_ROOT", root)
         .env_remove("MLFLOW_TRACKING_URI")
         .output()
@@ -162,9 +201,17 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     // SIGKILL at varying times after a checkpoint was written, four times in a row, then resume
     let last = root.join("runs/b/weights/last.safetensors");
     for k in 0..4u64 {
-        let mut child = train_cmd(root, &["--run-dir", "runs/b", "--checkpoint-minutes", "0.0002"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = train_cmd(root, &["--run-dir", "runs/b", "--checkpoint-minutes", "0.0002"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let before = std::fs::metadata(&last).and_then(|m| m.modified()).ok();
-        wait_for(&mut child, || std::fs::metadata(&last).and_then(|m| m.modified()).ok() != before, Duration::from_secs(300));
+        wait_for(
+            &mut child,
+            || std::fs::metadata(&last).and_then(|m| m.modified()).ok() != before,
+            Duration::from_secs(300),
+        );
         std::thread::sleep(Duration::from_millis(40 + 70 * k));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -184,7 +231,11 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
 fn sigterm_checkpoints_and_exits_143_then_resumes() {
     let tmp = root_with(24, &CFG.replace("epochs: 3", "epochs: 1"));
     let root = tmp.path();
-    let mut child = train_cmd(root, &["--run-dir", "runs/t", "--checkpoint-minutes", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = train_cmd(root, &["--run-dir", "runs/t", "--checkpoint-minutes", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // wait until training has started (results folder exists), then SIGTERM
     let args = root.join("runs/t/args.yaml");
     wait_for(&mut child, || args.is_file(), Duration::from_secs(300));
@@ -225,14 +276,27 @@ fn bad_inputs_get_clear_errors_before_any_output() {
     // a checkpoint from another dataset cannot be resumed
     let tmp = root_with(8, &CFG.replace("epochs: 3", "epochs: 2"));
     let root = tmp.path();
-    let mut child = train_cmd(root, &["--run-dir", "runs/x", "--checkpoint-minutes", "0.0002"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = train_cmd(root, &["--run-dir", "runs/x", "--checkpoint-minutes", "0.0002"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let last = root.join("runs/x/weights/last.safetensors");
     wait_for(&mut child, || last.is_file(), Duration::from_secs(300));
     child.kill().unwrap();
     child.wait().unwrap();
     synth::generate(&root.join("other"), &SynthSpec { nc: 3, ..spec(8, 5) }).unwrap();
     let out = Command::new(bin("yolo-train"))
-        .args(["--model-path", "yolov8n.yaml", "--cfg-yaml", "cfg", "--data-yaml", "other/data-synth", "--run-dir", "runs/x"])
+        .args([
+            "--model-path",
+            "yolov8n.yaml",
+            "--cfg-yaml",
+            "cfg",
+            "--data-yaml",
+            "other/data-synth",
+            "--run-dir",
+            "runs/x",
+        ])
         .env("KUBEYOLO_DATA_ROOT", root)
         .output()
         .unwrap();
@@ -241,12 +305,12 @@ fn bad_inputs_get_clear_errors_before_any_output() {
     assert!(err.contains("another dataset") && err.contains("last.safetensors"), "{err}");
 
     // imgsz not a multiple of the stride: rounded up with a warning, as ultralytics
-    std::fs::write(root.join("cfg.yaml"), CFG.replace("imgsz: 64", "imgsz: 70").replace("epochs: 3", "epochs: 1")).unwrap();
+    std::fs::write(root.join("cfg.yaml"), CFG.replace("imgsz: 64", "imgsz: 70").replace("epochs: 3", "epochs: 1"))
+        .unwrap();
     let out = train(root, &["--set", "name=odd"]);
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("imgsz") && err.contains("96"), "{err}");
-
 }
 
 /// A training step killed (SIGKILL, a lost pod) after its first epoch and run again continues
@@ -265,8 +329,16 @@ fn resumed_training_continues_its_mlflow_run() {
     };
     let last = root.join("runs/m/weights/last.safetensors");
     let history = |id: &str| -> Vec<i64> {
-        let h = mlflow::http(&uri, "GET", &format!("/api/2.0/mlflow/metrics/get-history?run_id={id}&metric_key=train/box_loss"), None);
-        let mut steps: Vec<i64> = h["metrics"].as_array().map(|a| a.iter().map(|m| m["step"].as_i64().unwrap_or(0)).collect()).unwrap_or_default();
+        let h = mlflow::http(
+            &uri,
+            "GET",
+            &format!("/api/2.0/mlflow/metrics/get-history?run_id={id}&metric_key=train/box_loss"),
+            None,
+        );
+        let mut steps: Vec<i64> = h["metrics"]
+            .as_array()
+            .map(|a| a.iter().map(|m| m["step"].as_i64().unwrap_or(0)).collect())
+            .unwrap_or_default();
         steps.sort();
         steps
     };

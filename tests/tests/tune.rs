@@ -23,7 +23,14 @@ const CFG: &str = "epochs: 1\nimgsz: 64\nbatch: 8\nworkers: 1\nseed: 1\ndetermin
 fn root() -> tempfile::TempDir {
     static START: OnceLock<(tempfile::TempDir, Vec<u8>)> = OnceLock::new();
     let write_data = |dir: &Path| {
-        let spec = SynthSpec { images_per_split: [16, 8, 0], imgsz: 64, nc: 2, max_objects: 3, seed: 5, ..SynthSpec::default() };
+        let spec = SynthSpec {
+            images_per_split: [16, 8, 0],
+            imgsz: 64,
+            nc: 2,
+            max_objects: 3,
+            seed: 5,
+            ..SynthSpec::default()
+        };
         synth::generate(&dir.join("synth"), &spec).unwrap();
         std::fs::write(dir.join("cfg.yaml"), CFG).unwrap();
     };
@@ -31,7 +38,16 @@ fn root() -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
         write_data(tmp.path());
         let out = Command::new(bin("yolo-train"))
-            .args(["--model-path", "yolov8n.yaml", "--cfg-yaml", "cfg", "--data-yaml", "synth/data-synth", "--log-seconds", "0"])
+            .args([
+                "--model-path",
+                "yolov8n.yaml",
+                "--cfg-yaml",
+                "cfg",
+                "--data-yaml",
+                "synth/data-synth",
+                "--log-seconds",
+                "0",
+            ])
             .args(["--set", "epochs=3", "--set", "lr0=0.01", "--set", "warmup_epochs=1", "--run-dir", "start"])
             .env("KUBEYOLO_DATA_ROOT", tmp.path())
             .env_remove("MLFLOW_TRACKING_URI")
@@ -49,10 +65,19 @@ fn root() -> tempfile::TempDir {
 
 fn tune_cmd(root: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(bin("yolo-tune"));
-    c.args(["--model-path", "start.safetensors", "--cfg-yaml", "cfg", "--data-yaml", "synth/data-synth", "--log-seconds", "0"])
-        .args(extra)
-        .env("KUBEYOLO_DATA_ROOT", root)
-        .env_remove("MLFLOW_TRACKING_URI");
+    c.args([
+        "--model-path",
+        "start.safetensors",
+        "--cfg-yaml",
+        "cfg",
+        "--data-yaml",
+        "synth/data-synth",
+        "--log-seconds",
+        "0",
+    ])
+    .args(extra)
+    .env("KUBEYOLO_DATA_ROOT", root)
+    .env_remove("MLFLOW_TRACKING_URI");
     c
 }
 
@@ -87,7 +112,13 @@ fn tunes_and_writes_ultralytics_tune_folder() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let dir = root.join("runs/detect/tune");
-    for f in [RESULTS_FILE, "tune_results.csv", "best_hyperparameters.yaml", "weights/best.safetensors", "weights/last.safetensors"] {
+    for f in [
+        RESULTS_FILE,
+        "tune_results.csv",
+        "best_hyperparameters.yaml",
+        "weights/best.safetensors",
+        "weights/last.safetensors",
+    ] {
         assert!(dir.join(f).is_file(), "missing {f}\n{}", text(&out));
     }
     let recs = results(&dir);
@@ -112,8 +143,14 @@ fn tunes_and_writes_ultralytics_tune_folder() {
     // The console shows the iteration table; the KFP outputs point at the files.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("iteration   fitness") && stdout.contains("Best fitness="), "{stdout}");
-    assert_eq!(std::fs::read_to_string(kfp.join("best_hyp")).unwrap(), dir.join("best_hyperparameters.yaml").display().to_string());
-    assert_eq!(std::fs::read_to_string(kfp.join("best_pt")).unwrap(), dir.join("weights/best.safetensors").display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(kfp.join("best_hyp")).unwrap(),
+        dir.join("best_hyperparameters.yaml").display().to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(kfp.join("best_pt")).unwrap(),
+        dir.join("weights/best.safetensors").display().to_string()
+    );
     assert!(std::fs::read_to_string(kfp.join("metrics")).unwrap().contains("fitness"));
     // best_hyperparameters.yaml holds the best record's values and is a train cfg as it is.
     let yaml = std::fs::read_to_string(dir.join("best_hyperparameters.yaml")).unwrap();
@@ -123,8 +160,26 @@ fn tunes_and_writes_ultralytics_tune_folder() {
         assert_eq!(loaded.value(k).and_then(|x| x.as_f64()), Some(*v), "{k}");
     }
     let train = Command::new(bin("yolo-train"))
-        .args(["--model-path", "yolov8n.yaml", "--cfg-yaml", "runs/detect/tune/best_hyperparameters.yaml", "--data-yaml", "synth/data-synth"])
-        .args(["--set", "epochs=1", "--set", "imgsz=64", "--set", "batch=8", "--set", "plots=False", "--log-seconds", "0"])
+        .args([
+            "--model-path",
+            "yolov8n.yaml",
+            "--cfg-yaml",
+            "runs/detect/tune/best_hyperparameters.yaml",
+            "--data-yaml",
+            "synth/data-synth",
+        ])
+        .args([
+            "--set",
+            "epochs=1",
+            "--set",
+            "imgsz=64",
+            "--set",
+            "batch=8",
+            "--set",
+            "plots=False",
+            "--log-seconds",
+            "0",
+        ])
         .env("KUBEYOLO_DATA_ROOT", root)
         .env_remove("MLFLOW_TRACKING_URI")
         .output()
@@ -141,8 +196,16 @@ fn two_concurrent_workers_share_one_results_file() {
     let tmp = root();
     let root = tmp.path();
     let args = ["--iterations", "4", "--tune-dir", "runs/tune-shared"];
-    let mut a = tune_cmd(root, &[&args[..], &["--worker", "0"]].concat()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut b = tune_cmd(root, &[&args[..], &["--worker", "1"]].concat()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut a = tune_cmd(root, &[&args[..], &["--worker", "0"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = tune_cmd(root, &[&args[..], &["--worker", "1"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (oa, ob) = (a.wait().unwrap(), b.wait().unwrap());
     assert!(oa.success() && ob.success());
     let dir = root.join("runs/tune-shared");
@@ -207,7 +270,16 @@ fn killed_worker_resumes_its_iteration_and_counts_it_once() {
 fn a_lost_workers_iteration_is_taken_over_after_its_lease() {
     let tmp = root();
     let root = tmp.path();
-    let args = ["--iterations", "3", "--tune-dir", "runs/tune-lease", "--claim-lease-minutes", "0.05", "--checkpoint-minutes", "0"];
+    let args = [
+        "--iterations",
+        "3",
+        "--tune-dir",
+        "runs/tune-lease",
+        "--claim-lease-minutes",
+        "0.05",
+        "--checkpoint-minutes",
+        "0",
+    ];
     // worker 0 never comes back
     let seen = kill_during(tune_cmd(root, &[&args[..], &["--worker", "0"]].concat()), "Starting iteration 1/3");
 
@@ -252,14 +324,20 @@ fn logs_a_parent_run_and_one_child_per_iteration_to_mlflow() {
     use kubeyolo_e2e::mlflow;
     let Some(uri) = mlflow::server("logs_a_parent_run_and_one_child_per_iteration_to_mlflow") else { return };
     let root = root();
-    let experiment = format!("kubeyolo-tune-e2e-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    let experiment = format!(
+        "kubeyolo-tune-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
     let mut cmd = tune_cmd(root.path(), &["--iterations", "2", "--tune-dir", "runs/detect/tune"]);
     mlflow::track_into(&mut cmd, &uri, &experiment);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let runs = mlflow::runs(&uri, &experiment);
     assert_eq!(runs.len(), 3, "one parent and two children: {runs:?}");
-    let parent_of = |r: &serde_json::Value| mlflow::data(r, "tags").get("mlflow.parentRunId").and_then(|v| v.as_str().map(str::to_string));
+    let parent_of = |r: &serde_json::Value| {
+        mlflow::data(r, "tags").get("mlflow.parentRunId").and_then(|v| v.as_str().map(str::to_string))
+    };
     let parents: Vec<_> = runs.iter().filter(|r| parent_of(r).is_none()).collect();
     assert_eq!(parents.len(), 1, "{runs:?}");
     let parent = parents[0];
@@ -282,9 +360,14 @@ fn logs_a_parent_run_and_one_child_per_iteration_to_mlflow() {
         assert_eq!(tags["mlflow.runName"], format!("iteration-{i}"));
         let m = mlflow::data(child, "metrics");
         let rec = recs.iter().find(|r| r.iteration == i).unwrap();
-        let logged = m.get("fitness").and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("child {i} has no fitness: {m:?}"));
+        let logged =
+            m.get("fitness").and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("child {i} has no fitness: {m:?}"));
         // tune_results.ndjson rounds to 5 decimals, as ultralytics does.
-        assert!((logged - rec.fitness).abs() <= 5e-6, "child {i} fitness {logged} vs tune_results.ndjson {}", rec.fitness);
+        assert!(
+            (logged - rec.fitness).abs() <= 5e-6,
+            "child {i} fitness {logged} vs tune_results.ndjson {}",
+            rec.fitness
+        );
     }
     assert_eq!(iterations, BTreeSet::from([1, 2]));
 }

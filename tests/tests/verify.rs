@@ -12,7 +12,11 @@ fn volume() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let spec = SynthSpec { images_per_split: [4, 2, 2], imgsz: 64, nc: 3, ..SynthSpec::default() };
     generate(&d.path().join("datasets/synth"), &spec).unwrap();
-    write(d.path(), "cfg-yaml/cfg-custom.yaml", "epochs: 2\nimgsz: 64\nbatch: 4\nlr0: 0.02\ndevice: cpu\nformat: onnx\n");
+    write(
+        d.path(),
+        "cfg-yaml/cfg-custom.yaml",
+        "epochs: 2\nimgsz: 64\nbatch: 4\nlr0: 0.02\ndevice: cpu\nformat: onnx\n",
+    );
     // `path` relative: not under data-yaml/, so it resolves against the data root
     write(
         d.path(),
@@ -39,10 +43,18 @@ fn verify(root: &Path, out: &Path, model: &str, cfg: &str, data: &str) -> std::p
         "yolo-verify",
         root,
         &[
-            "--model-name", model, "--cfg", cfg, "--data", data,
-            "--out-model-path", m.to_str().unwrap(),
-            "--out-cfg-yaml", c.to_str().unwrap(),
-            "--out-data-yaml", d.to_str().unwrap(),
+            "--model-name",
+            model,
+            "--cfg",
+            cfg,
+            "--data",
+            data,
+            "--out-model-path",
+            m.to_str().unwrap(),
+            "--out-cfg-yaml",
+            c.to_str().unwrap(),
+            "--out-data-yaml",
+            d.to_str().unwrap(),
         ],
     )
 }
@@ -166,13 +178,20 @@ fn bad_cfg_and_empty_split_reported_together() {
     let root = vol.path();
     write(root, "cfg-yaml/cfg-bad.yaml", "epochs: 2\nmomentun: 0.9\nlr0: 7\n");
     std::fs::create_dir_all(root.join("datasets/synth/images/empty")).unwrap();
-    write(root, "data-yaml/data-bad.yaml", "path: datasets/synth\ntrain: images/train\nval: images/empty\nnames: [a, b, c]\n");
+    write(
+        root,
+        "data-yaml/data-bad.yaml",
+        "path: datasets/synth\ntrain: images/train\nval: images/empty\nnames: [a, b, c]\n",
+    );
     let out = tempfile::tempdir().unwrap();
     let o = verify(root, out.path(), "yolov8n.yaml", "cfg-bad", "data-bad");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("3 problems"), "{err}");
-    assert!(err.contains("cfg-bad.yaml:2: key 'momentun': unknown cfg key") && err.contains("did you mean 'momentum'"), "{err}");
+    assert!(
+        err.contains("cfg-bad.yaml:2: key 'momentun': unknown cfg key") && err.contains("did you mean 'momentum'"),
+        "{err}"
+    );
     assert!(err.contains("cfg-bad.yaml:3: key 'lr0'"), "{err}");
     assert!(err.contains("data-bad.yaml:3") && err.contains("holds no images"), "{err}");
     assert!(outs(out.path()).iter().all(|p| !p.exists()));
@@ -187,10 +206,8 @@ fn bad_cfg_and_empty_split_reported_together() {
 
 /// The image files of one split of the synthetic dataset in `volume()`, sorted.
 fn split_images(root: &Path, split: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("datasets/synth/images").join(split))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(root.join("datasets/synth/images").join(split)).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
 }
@@ -208,9 +225,19 @@ fn one_corrupt_image_is_a_warning_naming_it() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}\n{}", text(&o)));
     assert_eq!(j["ok"], true);
     let train = &j["data"]["splits"]["train"];
-    assert_eq!((train["images"].as_u64(), train["corrupt_images"].as_u64(), train["usable_images"].as_u64()), (Some(5), Some(1), Some(4)), "{j}");
+    assert_eq!(
+        (train["images"].as_u64(), train["corrupt_images"].as_u64(), train["usable_images"].as_u64()),
+        (Some(5), Some(1), Some(4)),
+        "{j}"
+    );
     assert_eq!(j["data"]["splits"]["val"]["corrupt_images"], 0);
-    let warned: Vec<&str> = j["warnings"].as_array().unwrap().iter().filter_map(|w| w.as_str()).filter(|w| w.contains("corrupt image")).collect();
+    let warned: Vec<&str> = j["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .filter(|w| w.contains("corrupt image"))
+        .collect();
     assert_eq!(warned.len(), 1, "{j}");
     assert!(warned[0].contains(&bad.display().to_string()) && warned[0].contains("re-export"), "{}", warned[0]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -223,8 +250,19 @@ fn one_corrupt_image_is_a_warning_naming_it() {
         "yolo-verify",
         root,
         &[
-            "--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "data-custom", "--skip-image-check",
-            "--out-model-path", m.to_str().unwrap(), "--out-cfg-yaml", c.to_str().unwrap(), "--out-data-yaml", d.to_str().unwrap(),
+            "--model-name",
+            "yolov8n.yaml",
+            "--cfg",
+            "cfg-custom",
+            "--data",
+            "data-custom",
+            "--skip-image-check",
+            "--out-model-path",
+            m.to_str().unwrap(),
+            "--out-cfg-yaml",
+            c.to_str().unwrap(),
+            "--out-data-yaml",
+            d.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -263,7 +301,10 @@ fn split_with_only_corrupt_images_fails_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("1 problem;") && err.contains("no output was written"), "{err}");
-    assert!(err.contains("split 'val' has no usable image") && err.contains("all 2 of its images are corrupt"), "{err}");
+    assert!(
+        err.contains("split 'val' has no usable image") && err.contains("all 2 of its images are corrupt"),
+        "{err}"
+    );
     assert!(err.contains("data-custom.yaml") && err.contains("remove or re-export"), "{err}");
     assert!(outs(out.path()).iter().all(|p| !p.exists()), "no output may be written on failure");
     assert!(!out.path().join("out").exists());
@@ -284,10 +325,20 @@ fn data_root_flag_wins_over_env() {
         "yolo-verify",
         empty.path(),
         &[
-            "--data-root", vol.path().to_str().unwrap(),
-            "--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "data-custom",
-            "--out-model-path", m.to_str().unwrap(), "--out-cfg-yaml", c.to_str().unwrap(),
-            "--out-data-yaml", d.to_str().unwrap(),
+            "--data-root",
+            vol.path().to_str().unwrap(),
+            "--model-name",
+            "yolov8n.yaml",
+            "--cfg",
+            "cfg-custom",
+            "--data",
+            "data-custom",
+            "--out-model-path",
+            m.to_str().unwrap(),
+            "--out-cfg-yaml",
+            c.to_str().unwrap(),
+            "--out-data-yaml",
+            d.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -299,7 +350,17 @@ fn help_explains_every_flag_with_an_example() {
     let o = run("yolo-verify", Path::new("/nonexistent"), &["--help"]);
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--model-name", "--cfg", "--data", "--out-model-path", "--out-cfg-yaml", "--out-data-yaml", "--data-root", "--print-default-cfg", "--skip-image-check"] {
+    for flag in [
+        "--model-name",
+        "--cfg",
+        "--data",
+        "--out-model-path",
+        "--out-cfg-yaml",
+        "--out-data-yaml",
+        "--data-root",
+        "--print-default-cfg",
+        "--skip-image-check",
+    ] {
         assert!(help.contains(flag), "{flag} missing in --help");
     }
     assert!(help.matches("Example:").count() >= 9, "{help}");
@@ -321,10 +382,20 @@ fn tune_space_is_checked_before_training() {
             "yolo-verify",
             root,
             &[
-                "--model-name", "yolov8n.yaml", "--cfg", "cfg-custom", "--data", "data-custom", "--tune-space", space,
-                "--out-model-path", m.to_str().unwrap(),
-                "--out-cfg-yaml", c.to_str().unwrap(),
-                "--out-data-yaml", d.to_str().unwrap(),
+                "--model-name",
+                "yolov8n.yaml",
+                "--cfg",
+                "cfg-custom",
+                "--data",
+                "data-custom",
+                "--tune-space",
+                space,
+                "--out-model-path",
+                m.to_str().unwrap(),
+                "--out-cfg-yaml",
+                c.to_str().unwrap(),
+                "--out-data-yaml",
+                d.to_str().unwrap(),
             ],
         )
     };

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
-use kubeyolo_bench::median;
 use kubeyolo::data::image::load_rgb;
+use kubeyolo_bench::median;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -26,7 +26,6 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     runs: usize,
 }
-
 
 fn time_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -76,7 +75,11 @@ fn main() {
         let c = r["ms"].as_f64().unwrap();
         println!(
             "| {name} | {}x{} | {k:.2} | {c:.2} | {i:.2} | {:.2}x | {} | {:.1}% ({maxd}) |",
-            r["w"], r["h"], k / c, if exact { "yes" } else { "NO" }, 100.0 * diff as f64 / want.len() as f64
+            r["w"],
+            r["h"],
+            k / c,
+            if exact { "yes" } else { "NO" },
+            100.0 * diff as f64 / want.len() as f64
         );
     }
 }

@@ -10,9 +10,12 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Generate the label files of the distribution benchmark", after_help = "\
+#[command(
+    about = "Generate the label files of the distribution benchmark",
+    after_help = "\
 Example:
-  distribution_gen --dir /tmp/bench-dist --images 100000")]
+  distribution_gen --dir /tmp/bench-dist --images 100000"
+)]
 struct Args {
     /// Output folder (images/, labels/, data.yaml are created in it). Example: --dir /tmp/bench-dist
     #[arg(long)]

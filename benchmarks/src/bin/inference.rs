@@ -12,9 +12,9 @@ use std::process::Command;
 
 use candle_core::Device;
 use clap::Parser;
-use kubeyolo_bench::{gemm_gflops, gemm_peak, median};
 use kubeyolo::nn::fused::EvalNet;
 use kubeyolo::nn::predict::{predict_image, PredictConfig};
+use kubeyolo_bench::{gemm_gflops, gemm_peak, median};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,7 +54,6 @@ fn num_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-
 fn main() {
     let a = Args::parse();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -75,7 +74,12 @@ fn main() {
     let sizes = a.imgsz.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
     let mut cmd = Command::new(&a.python);
     cmd.arg(&script).arg("--weights").arg(&weights).arg("--image").arg(&img_path).arg("--imgsz").arg(&sizes);
-    cmd.arg("--runs").arg(a.runs.to_string()).arg("--warmup").arg(a.warmup.to_string()).arg("--threads").arg(a.threads.to_string());
+    cmd.arg("--runs")
+        .arg(a.runs.to_string())
+        .arg("--warmup")
+        .arg(a.warmup.to_string())
+        .arg("--threads")
+        .arg(a.threads.to_string());
     if make {
         cmd.arg("--make-weights");
     }
@@ -91,8 +95,15 @@ fn main() {
 
     kubeyolo::nn::cpu::tune_cpu_runtime(Some(a.threads));
     let lm = kubeyolo::nn::weights::load_model(&weights, &Device::Cpu).expect("load weights");
-    let net = if a.unfused { EvalNet::unfused(&lm.model) } else { EvalNet::new(&lm.model, &Device::Cpu).expect("fold") };
-    println!("model: {} ({}), image 640x480, CPU threads: candle {}, torch {}", lm.model.summary(640).line(), weights.display(), num_threads(), torch["threads"]);
+    let net =
+        if a.unfused { EvalNet::unfused(&lm.model) } else { EvalNet::new(&lm.model, &Device::Cpu).expect("fold") };
+    println!(
+        "model: {} ({}), image 640x480, CPU threads: candle {}, torch {}",
+        lm.model.summary(640).line(),
+        weights.display(),
+        num_threads(),
+        torch["threads"]
+    );
     println!(
         "sgemm ceiling, {} threads (gemm crate): 2048³ {:.1} GFLOP/s; 64×6400×576 (a 3×3 conv at 80×80) {:.1}; 64×6400×64 (one shifted tap) {:.1}",
         a.threads,
@@ -100,7 +111,11 @@ fn main() {
         gemm_gflops(64, 6400, 576, a.threads),
         gemm_gflops(64, 6400, 64, a.threads)
     );
-    println!("ultralytics {} / torch {}", torch["ultralytics"].as_str().unwrap_or("?"), torch["torch"].as_str().unwrap_or("?"));
+    println!(
+        "ultralytics {} / torch {}",
+        torch["ultralytics"].as_str().unwrap_or("?"),
+        torch["torch"].as_str().unwrap_or("?")
+    );
     println!("| imgsz | kubeyolo pre / infer / post = total ms | ultralytics pre / infer / post = total ms | kubeyolo / ultralytics |");
     println!("|---|---|---|---|");
     for &s in &a.imgsz {
@@ -146,7 +161,10 @@ fn main() {
                 eprintln!("  {s}: sum of layer medians with direct kernels {total:.2} ms, gemm only {total_gemm:.2} ms: {:.3}x", total / total_gemm);
             }
             let gflop = lm.model.summary(s).gflops;
-            eprintln!("  {s}: sum of layer medians {total:.2} ms for {gflop:.2} GFLOP ({s}x{s}): {:.1} GFLOP/s", gflop / total * 1e3);
+            eprintln!(
+                "  {s}: sum of layer medians {total:.2} ms for {gflop:.2} GFLOP ({s}x{s}): {:.1} GFLOP/s",
+                gflop / total * 1e3
+            );
         }
         let kt: f64 = k.iter().sum();
         let t = &torch["sizes"][s.to_string()];

@@ -71,7 +71,13 @@ fn main() -> kubeyolo::Result<()> {
     kubeyolo::nn::cpu::tune_cpu_runtime(Some(2));
     let yaml = a.dir.join("data-synth.yaml");
     if !yaml.exists() {
-        let spec = SynthSpec { images_per_split: [a.images, 2, 0], imgsz: a.imgsz as u32, jpeg: true, seed: 3, ..SynthSpec::default() };
+        let spec = SynthSpec {
+            images_per_split: [a.images, 2, 0],
+            imgsz: a.imgsz as u32,
+            jpeg: true,
+            seed: 3,
+            ..SynthSpec::default()
+        };
         synth::generate(&a.dir, &spec)?;
     }
     let ds = Dataset::load(&yaml, &a.dir)?;
@@ -86,10 +92,19 @@ fn main() -> kubeyolo::Result<()> {
         batch: a.batch,
     };
     let t = Arc::new(TrainDataset::load(&ds, "train", &opts)?);
-    println!("dataset: {} images of {} px (JPEG), batch {}, {} epochs per measurement", t.len(), a.imgsz, a.batch, a.epochs);
+    println!(
+        "dataset: {} images of {} px (JPEG), batch {}, {} epochs per measurement",
+        t.len(),
+        a.imgsz,
+        a.batch,
+        a.epochs
+    );
     for threads in [1usize, 2] {
         // workers = prep threads; the consuming thread only receives batches.
-        let l = Loader::new(t.clone(), LoaderOptions { batch: a.batch, workers: threads, seed: 0, shuffle: true, augment: cfg(a.imgsz) });
+        let l = Loader::new(
+            t.clone(),
+            LoaderOptions { batch: a.batch, workers: threads, seed: 0, shuffle: true, augment: cfg(a.imgsz) },
+        );
         let start = Instant::now();
         let mut n = 0;
         for e in 0..a.epochs {

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use clap::Parser;
-use kubeyolo_bench::{median, random_targets, write_targets_npz, Lcg};
 use kubeyolo::nn::blocks::HeadOutput;
 use kubeyolo::train::loss::{DetectionLoss, LossGains};
+use kubeyolo_bench::{median, random_targets, write_targets_npz, Lcg};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,7 +50,6 @@ struct Args {
     #[arg(long)]
     no_torch: bool,
 }
-
 
 fn main() {
     let a = Args::parse();
@@ -97,7 +96,10 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
         nc: a.nc,
     };
     let loss = DetectionLoss::from_parts(a.nc, 16, &strides, LossGains::default(), None);
-    println!("batch {} imgsz {} nc {} targets/image {} ({} anchors), {} threads", a.batch, a.imgsz, a.nc, a.targets, na, a.threads);
+    println!(
+        "batch {} imgsz {} nc {} targets/image {} ({} anchors), {} threads",
+        a.batch, a.imgsz, a.nc, a.targets, na, a.threads
+    );
 
     let (mut rs, mut ts, mut fwd) = (Vec::new(), Vec::new(), Vec::new());
     let mut items = [0f32; 3];
@@ -125,13 +127,26 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
                 .arg(&a.torch_script)
                 .arg("--inputs")
                 .arg(&npz)
-                .args(["--threads", &a.threads.to_string(), "--warmup", &a.warmup.to_string(), "--iters", &a.iters.to_string()])
+                .args([
+                    "--threads",
+                    &a.threads.to_string(),
+                    "--warmup",
+                    &a.warmup.to_string(),
+                    "--iters",
+                    &a.iters.to_string(),
+                ])
                 .output()
                 .map_err(|e| kubeyolo::Error::io(format!("cannot run {}: {e}", a.python.display())))?;
             let so = String::from_utf8_lossy(&o.stdout);
-            let sec = so.lines().find_map(|l| l.strip_prefix("TORCH_LOSS_SECONDS ")).and_then(|v| v.trim().parse::<f64>().ok());
+            let sec = so
+                .lines()
+                .find_map(|l| l.strip_prefix("TORCH_LOSS_SECONDS "))
+                .and_then(|v| v.trim().parse::<f64>().ok());
             let Some(sec) = sec else {
-                return Err(kubeyolo::Error::internal(format!("torch side failed: {so}\n{}", String::from_utf8_lossy(&o.stderr))));
+                return Err(kubeyolo::Error::internal(format!(
+                    "torch side failed: {so}\n{}",
+                    String::from_utf8_lossy(&o.stderr)
+                )));
             };
             ts.push(sec);
             print!(", ultralytics {:.1} ms", sec * 1e3);

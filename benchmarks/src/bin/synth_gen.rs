@@ -8,9 +8,12 @@ use clap::Parser;
 use kubeyolo::data::synth::{self, SynthSpec};
 
 #[derive(Parser)]
-#[command(about = "Generate the synthetic training dataset of the training benchmarks", after_help = "\
+#[command(
+    about = "Generate the synthetic training dataset of the training benchmarks",
+    after_help = "\
 Example:
-  synth_gen --dir /tmp/bench-train --train 320 --val 80 --imgsz 160 --seed 0")]
+  synth_gen --dir /tmp/bench-train --train 320 --val 80 --imgsz 160 --seed 0"
+)]
 struct Args {
     /// Output folder (images/, labels/, data-synth.yaml). Example: --dir /tmp/bench-train
     #[arg(long)]

@@ -96,8 +96,6 @@ struct Args {
     ab_direct: bool,
 }
 
-
-
 struct Step {
     total: f64,
     phases: [f64; 4],
@@ -118,7 +116,8 @@ const MAX_GRAD_NORM: f64 = 10.0;
 
 impl Rust {
     fn new(a: &Args, batch: &Batch) -> kubeyolo::Result<Self> {
-        let yaml = ModelYaml::builtin(&a.model).ok_or_else(|| kubeyolo::Error::usage(format!("unknown model {}", a.model)))?;
+        let yaml =
+            ModelYaml::builtin(&a.model).ok_or_else(|| kubeyolo::Error::usage(format!("unknown model {}", a.model)))?;
         let cpu = &Device::Cpu;
         let varmap = VarMap::new();
         let model = YoloModel::new(&yaml, a.nc, VarBuilder::from_varmap(&varmap, DType::F32, cpu))?;
@@ -175,8 +174,18 @@ fn real_batch(a: &Args, dir: &std::path::Path) -> kubeyolo::Result<Batch> {
         batch: a.batch,
     };
     let set = Arc::new(TrainDataset::load(&ds, "train", &opts)?);
-    let loader = Loader::new(set, LoaderOptions { batch: a.batch, workers: a.threads, seed: 0, shuffle: true, augment: AugmentConfig::from_hyp(&hyp, a.imgsz) });
-    let batch = loader.epoch(0, 0, true).next().ok_or_else(|| kubeyolo::Error::internal("the loader gave no batch"))??;
+    let loader = Loader::new(
+        set,
+        LoaderOptions {
+            batch: a.batch,
+            workers: a.threads,
+            seed: 0,
+            shuffle: true,
+            augment: AugmentConfig::from_hyp(&hyp, a.imgsz),
+        },
+    );
+    let batch =
+        loader.epoch(0, 0, true).next().ok_or_else(|| kubeyolo::Error::internal("the loader gave no batch"))??;
     assert_eq!((batch.shape.1, batch.shape.2), (a.imgsz, a.imgsz), "the loader's batch must be imgsz square");
     Ok(batch)
 }
@@ -245,7 +254,10 @@ fn run(a: &Args) -> kubeyolo::Result<()> {
                 kubeyolo::nn::cpu::direct::set_enabled(false);
                 let s = rust.step()?;
                 gemm_only.push(s.total);
-                println!("  kubeyolo repeat {r} step {i}, direct kernels off: {:.3} s (forward {:.3}, backward {:.3})", s.total, s.phases[0], s.phases[2]);
+                println!(
+                    "  kubeyolo repeat {r} step {i}, direct kernels off: {:.3} s (forward {:.3}, backward {:.3})",
+                    s.total, s.phases[0], s.phases[2]
+                );
                 kubeyolo::nn::cpu::direct::set_enabled(true);
             }
             let s = rust.step()?;

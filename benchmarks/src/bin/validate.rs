@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use kubeyolo_bench::median;
 use clap::{Parser, Subcommand};
 use kubeyolo::config::dataset::Dataset;
 use kubeyolo::data::synth::{self, SynthSpec};
 use kubeyolo::eval::validator::{ValConfig, ValSet};
+use kubeyolo_bench::median;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,9 +78,18 @@ enum Cmd {
 
 /// The spec the fixture script and the e2e test share (change both together).
 pub fn spec(seed: u64, imgsz: u32, nc: usize, images: [usize; 3], rect: bool) -> SynthSpec {
-    SynthSpec { images_per_split: images, imgsz, nc, max_objects: 4, background_fraction: 0.1, rect, seed, jpeg: false, yaml_name: "data-synth.yaml".into() }
+    SynthSpec {
+        images_per_split: images,
+        imgsz,
+        nc,
+        max_objects: 4,
+        background_fraction: 0.1,
+        rect,
+        seed,
+        jpeg: false,
+        yaml_name: "data-synth.yaml".into(),
+    }
 }
-
 
 fn main() -> kubeyolo::Result<()> {
     let args = Args::parse();
@@ -97,16 +106,26 @@ fn main() -> kubeyolo::Result<()> {
             let root = data_yaml.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
             let ds = Dataset::load(&data_yaml, &root)?;
             let threads = rayon::current_num_threads();
-            println!("validation benchmark: {} on '{split}' of {}, imgsz {imgsz}, batch {batch}, {threads} threads", weights.display(), data_yaml.display());
+            println!(
+                "validation benchmark: {} on '{split}' of {}, imgsz {imgsz}, batch {batch}, {threads} threads",
+                weights.display(),
+                data_yaml.display()
+            );
             let (mut cached, mut uncached, mut torch) = (Vec::new(), Vec::new(), Vec::new());
             let mut n = 0;
             let mut map = (0.0, 0.0);
             let mut torch_pass = Vec::new();
             // Warm-up (the Python side warms up too): first-touch of buffers, thread pool start.
-            ValSet::load(&ds, &split, &lm.names, &ValConfig { imgsz, batch, ..ValConfig::default() })?.evaluate(&lm.model, &device)?;
+            ValSet::load(&ds, &split, &lm.names, &ValConfig { imgsz, batch, ..ValConfig::default() })?
+                .evaluate(&lm.model, &device)?;
             for r in 0..repeats {
                 for cache in [true, false] {
-                    let cfg = ValConfig { imgsz, batch, cache_bytes: if cache { 1 << 30 } else { 0 }, ..ValConfig::default() };
+                    let cfg = ValConfig {
+                        imgsz,
+                        batch,
+                        cache_bytes: if cache { 1 << 30 } else { 0 },
+                        ..ValConfig::default()
+                    };
                     let t = Instant::now();
                     let set = ValSet::load(&ds, &split, &lm.names, &cfg)?;
                     let t_load = t.elapsed().as_secs_f64();
@@ -125,19 +144,41 @@ fn main() -> kubeyolo::Result<()> {
                     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("validate_torch.py");
                     let out = Command::new(py)
                         .arg(&script)
-                        .args(["--weights", &weights.to_string_lossy(), "--data", &data_yaml.to_string_lossy(), "--split", &split])
-                        .args(["--imgsz", &imgsz.to_string(), "--batch", &batch.to_string(), "--threads", &threads.to_string()])
+                        .args([
+                            "--weights",
+                            &weights.to_string_lossy(),
+                            "--data",
+                            &data_yaml.to_string_lossy(),
+                            "--split",
+                            &split,
+                        ])
+                        .args([
+                            "--imgsz",
+                            &imgsz.to_string(),
+                            "--batch",
+                            &batch.to_string(),
+                            "--threads",
+                            &threads.to_string(),
+                        ])
                         .output()
                         .map_err(|e| kubeyolo::Error::io(format!("cannot run {}: {e}", py.display())))?;
                     let text = String::from_utf8_lossy(&out.stdout);
                     let line = text.lines().find(|l| l.starts_with("RESULT ")).ok_or_else(|| {
-                        kubeyolo::Error::internal(format!("validate_torch.py gave no RESULT line:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)))
+                        kubeyolo::Error::internal(format!(
+                            "validate_torch.py gave no RESULT line:\n{text}\n{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ))
                     })?;
-                    let v: serde_json::Value = serde_json::from_str(&line[7..]).map_err(|e| kubeyolo::Error::internal(e.to_string()))?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&line[7..]).map_err(|e| kubeyolo::Error::internal(e.to_string()))?;
                     torch.push(v["images_per_s"].as_f64().unwrap_or(0.0));
                     torch_pass.push(v["pass_images_per_s"].as_f64().unwrap_or(0.0));
                     if r == 0 {
-                        println!("ultralytics: mAP50 {:.5} mAP50-95 {:.5}", v["map50"].as_f64().unwrap_or(-1.0), v["map"].as_f64().unwrap_or(-1.0));
+                        println!(
+                            "ultralytics: mAP50 {:.5} mAP50-95 {:.5}",
+                            v["map50"].as_f64().unwrap_or(-1.0),
+                            v["map"].as_f64().unwrap_or(-1.0)
+                        );
                     }
                 }
             }

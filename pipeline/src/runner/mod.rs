@@ -143,7 +143,11 @@ impl RunSummary {
         let w = self.steps.iter().map(|s| s.step.len()).max().unwrap_or(4).max(4);
         let mut t = format!("{:<w$}  {:<8}  {:>8}  detail\n", "step", "status", "time");
         for s in &self.steps {
-            let time = if matches!(s.status, Status::Ok | Status::Failed(_)) { format!("{:.1}s", s.seconds) } else { "-".into() };
+            let time = if matches!(s.status, Status::Ok | Status::Failed(_)) {
+                format!("{:.1}s", s.seconds)
+            } else {
+                "-".into()
+            };
             let detail = s.status.detail().lines().next().unwrap_or("");
             t.push_str(&format!("{:<w$}  {:<8}  {:>8}  {}\n", s.step, s.status.label(), time, detail));
         }
@@ -158,7 +162,9 @@ impl RunSummary {
             self.run_dir.display()
         ));
         if self.missing() > 0 {
-            t.push_str("MISSING steps were not run: their binary/image does not exist (not built, or not implemented yet).\n");
+            t.push_str(
+                "MISSING steps were not run: their binary/image does not exist (not built, or not implemented yet).\n",
+            );
         }
         t.push_str(&self.metrics_table());
         t
@@ -200,14 +206,16 @@ pub fn read_metrics(path: &Path) -> Option<BTreeMap<String, f64>> {
 
 /// Parse `--set key=value` pairs against the pipeline parameters (booleans: true/false/1/0).
 pub fn parse_params(p: &Pipeline, sets: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut values: BTreeMap<String, String> = p.params.iter().map(|x| (x.name.to_string(), x.default.to_string())).collect();
+    let mut values: BTreeMap<String, String> =
+        p.params.iter().map(|x| (x.name.to_string(), x.default.to_string())).collect();
     for kv in sets {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| Error::usage(format!("--set '{kv}' is not key=value")).with_hint("e.g. --set bool_tune=true"))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            Error::usage(format!("--set '{kv}' is not key=value")).with_hint("e.g. --set bool_tune=true")
+        })?;
         let param = p.param(k).ok_or_else(|| {
             let known: Vec<&str> = p.params.iter().map(|x| x.name).collect();
-            Error::usage(format!("--set: unknown parameter '{k}'")).with_hint(format!("parameters: {}", known.join(", ")))
+            Error::usage(format!("--set: unknown parameter '{k}'"))
+                .with_hint(format!("parameters: {}", known.join(", ")))
         })?;
         let v = match param.ty {
             ParamType::Bool => match v.to_ascii_lowercase().as_str() {
@@ -259,7 +267,12 @@ pub fn run(p: &Pipeline, exec: &dyn Executor, ctx: &RunContext, opts: &RunOption
     p.validate().map_err(Error::internal)?;
     std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io_at(&ctx.run_dir, "create the run folder", e))?;
     let mut results: Vec<StepResult> = Vec::new();
-    eprintln!("kubeyolo run: runner {}, data {}, run folder {}", exec.name(), ctx.data_dir.display(), ctx.run_dir.display());
+    eprintln!(
+        "kubeyolo run: runner {}, data {}, run folder {}",
+        exec.name(),
+        ctx.data_dir.display(),
+        ctx.run_dir.display()
+    );
 
     for step in &p.steps {
         let mut res = StepResult {
@@ -399,7 +412,9 @@ fn run_step(
     }
     match &res.status {
         Status::Ok => eprintln!("   {} ok in {:.1}s", step.name, res.seconds),
-        Status::Failed(why) => eprintln!("   {} FAILED after {:.1}s: {}", step.name, res.seconds, why.lines().next().unwrap_or("")),
+        Status::Failed(why) => {
+            eprintln!("   {} FAILED after {:.1}s: {}", step.name, res.seconds, why.lines().next().unwrap_or(""))
+        }
         _ => {}
     }
     Ok(())
@@ -407,7 +422,10 @@ fn run_step(
 
 /// Start every prepared task at once and wait for all of them: (task, exit status, (start,
 /// end) as Unix seconds), in task order.
-fn run_concurrently(prepared: Vec<Prepared>, echo: bool) -> Vec<(task::Task, std::io::Result<std::process::ExitStatus>, (f64, f64))> {
+fn run_concurrently(
+    prepared: Vec<Prepared>,
+    echo: bool,
+) -> Vec<(task::Task, std::io::Result<std::process::ExitStatus>, (f64, f64))> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = prepared
             .into_iter()

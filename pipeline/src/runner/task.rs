@@ -92,7 +92,9 @@ impl Task<'_> {
         for i in &self.step.inputs {
             let value = match (i.source, self.worker) {
                 (Source::Worker, Some(w)) => w.to_string(),
-                (Source::Worker, None) => return Err(Error::internal(format!("{}: worker input without workers", self.step.name))),
+                (Source::Worker, None) => {
+                    return Err(Error::internal(format!("{}: worker input without workers", self.step.name)))
+                }
                 (src, _) => value_of(src)?,
             };
             args.push(i.flag.to_string());

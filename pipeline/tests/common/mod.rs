@@ -11,7 +11,9 @@ pub fn repo() -> PathBuf {
 /// The python of venv `venv` (`scripts/venv.sh <venv>`), or `$<env_var>`; `None` (after
 /// printing "skipped: ...") when it is absent — a panic when `KUBEYOLO_REQUIRE_SERVICES=1` (CI).
 pub fn venv_python(env_var: &str, venv: &str, test: &str) -> Option<PathBuf> {
-    let py = std::env::var_os(env_var).map(PathBuf::from).unwrap_or_else(|| repo().join(format!(".venvs/{venv}/bin/python")));
+    let py = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(format!(".venvs/{venv}/bin/python")));
     if py.exists() {
         return Some(py);
     }

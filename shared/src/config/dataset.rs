@@ -105,9 +105,9 @@ impl Dataset {
         let map = match doc {
             Value::Mapping(m) => m,
             Value::Null => {
-                return Err(Error::config("the dataset yaml is empty")
-                    .with_file(yaml)
-                    .with_hint("a dataset yaml needs at least 'train', 'val' and 'names' (see ultralytics' coco8.yaml)"))
+                return Err(Error::config("the dataset yaml is empty").with_file(yaml).with_hint(
+                    "a dataset yaml needs at least 'train', 'val' and 'names' (see ultralytics' coco8.yaml)",
+                ))
             }
             other => {
                 return Err(Error::config(format!(
@@ -130,9 +130,8 @@ impl Dataset {
         };
         let names = match get("names") {
             Some(v) => parse_names(v).map_err(|m| {
-                err(m, "names").with_hint(
-                    "write names as a list ([cat, dog]) or as a map with ids 0..n-1 ({0: cat, 1: dog})",
-                )
+                err(m, "names")
+                    .with_hint("write names as a list ([cat, dog]) or as a map with ids 0..n-1 ({0: cat, 1: dog})")
             })?,
             None => match nc {
                 Some(n) if n > 0 => (0..n).map(|i| format!("class_{i}")).collect(),
@@ -150,11 +149,8 @@ impl Dataset {
         }
         if let Some(n) = nc {
             if n as usize != names.len() {
-                return Err(err(
-                    format!("'nc: {n}' does not match the {} class names in 'names'", names.len()),
-                    "nc",
-                )
-                .with_hint("make 'nc' equal to the number of names, or delete 'nc'"));
+                return Err(err(format!("'nc: {n}' does not match the {} class names in 'names'", names.len()), "nc")
+                    .with_hint("make 'nc' equal to the number of names, or delete 'nc'"));
             }
         }
 
@@ -210,11 +206,8 @@ impl Dataset {
                     out
                 }
                 Some(v) => {
-                    return Err(err(
-                        format!("'{key}' must be a path or a list of paths, found {}", show(v)),
-                        key,
-                    )
-                    .with_hint("write e.g. 'train: images/train' or 'train: [images/a, images/b]'"))
+                    return Err(err(format!("'{key}' must be a path or a list of paths, found {}", show(v)), key)
+                        .with_hint("write e.g. 'train: images/train' or 'train: [images/a, images/b]'"))
                 }
             };
             let entries: Vec<String> = entries.into_iter().filter(|s| !s.is_empty()).collect();
@@ -315,7 +308,10 @@ impl Dataset {
         if images.is_empty() {
             let shown: Vec<String> = src.paths.iter().map(|p| p.display().to_string()).collect();
             return Err(at(Error::data(format!("split '{split}' holds no images (looked in {})", shown.join(", ")))
-                .with_hint(format!("put images ({}) there, or point '{split}:' at the folder that has them", IMG_FORMATS.join(", ")))));
+                .with_hint(format!(
+                    "put images ({}) there, or point '{split}:' at the folder that has them",
+                    IMG_FORMATS.join(", ")
+                ))));
         }
         Ok((images, verified))
     }
@@ -377,9 +373,10 @@ fn list_images_in_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn walk_images(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut std::collections::HashSet<PathBuf>) -> Result<()> {
-    let walker = walkdir::WalkDir::new(dir).follow_links(false).into_iter().filter_entry(|e| {
-        e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
-    });
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
     for entry in walker {
         let entry = entry.map_err(|e| {
             let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
@@ -484,7 +481,8 @@ fn parse_names(v: &Value) -> std::result::Result<Vec<String>, String> {
                 let id = as_integer(k)
                     .filter(|i| *i >= 0)
                     .ok_or_else(|| format!("class id {} is not a non-negative integer", show(k)))?;
-                let name = scalar_string(n).ok_or_else(|| format!("class {id} name must be a string, found {}", show(n)))?;
+                let name =
+                    scalar_string(n).ok_or_else(|| format!("class {id} name must be a string, found {}", show(n)))?;
                 if by_id.insert(id as usize, name).is_some() {
                     return Err(format!("class id {id} appears twice"));
                 }
@@ -520,10 +518,14 @@ fn scalar_string(v: &Value) -> Option<String> {
 /// An integer, or an integer-valued float / string (`10`, `10.0`, `"10"`), as ultralytics accepts.
 fn as_integer(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.is_finite()).map(|f| f as i64)),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.is_finite()).map(|f| f as i64))
+        }
         Value::String(s) => {
             let s = s.trim();
-            s.parse::<i64>().ok().or_else(|| s.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.is_finite()).map(|f| f as i64))
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.is_finite()).map(|f| f as i64))
         }
         _ => None,
     }
@@ -551,8 +553,14 @@ mod tests {
     }
 
     fn layout(dir: &Path) {
-        for f in ["images/train/b.jpg", "images/train/a.PNG", "images/train/sub/c.jpeg", "images/train/notes.txt",
-            "images/train/.hidden.jpg", "images/val/v.jpg"] {
+        for f in [
+            "images/train/b.jpg",
+            "images/train/a.PNG",
+            "images/train/sub/c.jpeg",
+            "images/train/notes.txt",
+            "images/train/.hidden.jpg",
+            "images/val/v.jpg",
+        ] {
             touch(&dir.join("ds").join(f));
         }
     }
@@ -568,7 +576,8 @@ mod tests {
         assert!(!d.has_split("test"));
         assert_eq!(d.split_names(), vec!["train", "val"]);
         let imgs = d.split_images("train").unwrap();
-        let rel: Vec<String> = imgs.iter().map(|p| p.strip_prefix(t.path().join("ds")).unwrap().display().to_string()).collect();
+        let rel: Vec<String> =
+            imgs.iter().map(|p| p.strip_prefix(t.path().join("ds")).unwrap().display().to_string()).collect();
         assert_eq!(rel, vec!["images/train/a.PNG", "images/train/b.jpg", "images/train/sub/c.jpeg"]);
     }
 
@@ -576,7 +585,11 @@ mod tests {
     fn names_as_map_and_nc() {
         let t = tempfile::tempdir().unwrap();
         layout(t.path());
-        let y = write(t.path(), "ds/data.yaml", "train: images/train\nval: images/val\nnc: 3\nnames:\n  2: c\n  0: a\n  '1': b\n");
+        let y = write(
+            t.path(),
+            "ds/data.yaml",
+            "train: images/train\nval: images/val\nnc: 3\nnames:\n  2: c\n  0: a\n  '1': b\n",
+        );
         let d = Dataset::load(&y, t.path()).unwrap();
         assert_eq!(d.names, vec!["a", "b", "c"]);
         assert_eq!(d.root, t.path().join("ds"));
@@ -640,7 +653,8 @@ mod tests {
         write(&ds, "train.txt", "\u{feff}./images/train/b.jpg\nimages/val/v.jpg\n\n./images/train/notes.txt\n");
         let abs = ds.join("images/train/a.PNG");
         write(&ds, "lists/val.txt", &format!("{}\n", abs.display()));
-        let y = write(&ds, "data.yaml", "train: train.txt\nval: [lists/val.txt, images/train/sub/c.jpeg]\nnames: [a]\n");
+        let y =
+            write(&ds, "data.yaml", "train: train.txt\nval: [lists/val.txt, images/train/sub/c.jpeg]\nnames: [a]\n");
         let d = Dataset::load(&y, t.path()).unwrap();
         assert_eq!(d.split_images("train").unwrap(), vec![ds.join("images/train/b.jpg"), ds.join("images/val/v.jpg")]);
         assert_eq!(d.split_images("val").unwrap(), vec![abs, ds.join("images/train/sub/c.jpeg")]);
@@ -670,7 +684,11 @@ mod tests {
     fn list_of_folders() {
         let t = tempfile::tempdir().unwrap();
         layout(t.path());
-        let y = write(t.path(), "ds/data.yaml", "train: [images/train/sub, images/val]\nval: images/val\ntest: ''\nnames: [a]\n");
+        let y = write(
+            t.path(),
+            "ds/data.yaml",
+            "train: [images/train/sub, images/val]\nval: images/val\ntest: ''\nnames: [a]\n",
+        );
         let d = Dataset::load(&y, t.path()).unwrap();
         assert_eq!(d.split_images("train").unwrap().len(), 2);
         assert!(!d.has_split("test"));

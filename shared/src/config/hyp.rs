@@ -126,12 +126,27 @@ const OPTIMIZERS: &[&str] = &["SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam"
 /// Ignored keys that would change a detection training run in ultralytics: only these (and
 /// older versions' keys) are warned about when set. The other ignored keys belong to other
 /// modes (predict, export, track) or tasks (segment, pose, classify) and change nothing here.
-const CHANGE_DETECTION_TRAINING: &[&str] = &["cls_remap", "profile", "compile", "channels_last", "quantize", "distill_model", "dis", "copy_paste", "copy_paste_mode"];
+const CHANGE_DETECTION_TRAINING: &[&str] = &[
+    "cls_remap",
+    "profile",
+    "compile",
+    "channels_last",
+    "quantize",
+    "distill_model",
+    "dis",
+    "copy_paste",
+    "copy_paste_mode",
+];
 
 /// Every key kubeyolo accepts in a cfg yaml, in `default.yaml` order, then older versions' keys.
 pub const KEYS: &[KeySpec] = &[
     k("task", Str(&["detect", "segment", "semantic", "depth", "classify", "pose", "obb"]), U, "detect"),
-    k("mode", Str(&["train", "val", "predict", "export", "track", "benchmark"]), Use::Flag("the pipeline step (train, test, tune) sets the mode"), "train"),
+    k(
+        "mode",
+        Str(&["train", "val", "predict", "export", "track", "benchmark"]),
+        Use::Flag("the pipeline step (train, test, tune) sets the mode"),
+        "train",
+    ),
     // Train settings
     k("model", Any, Use::Flag("--model-name"), ""),
     k("data", Any, Use::Flag("--data"), ""),
@@ -284,7 +299,9 @@ const OLDER_DEFAULTS: &[(&str, &str)] = &[
 /// Whether `v` is the default of ignored key `s` in the current or an older ultralytics.
 fn is_a_default(s: &KeySpec, v: &Value) -> bool {
     same(v, &default_value(s))
-        || OLDER_DEFAULTS.iter().any(|(k, d)| *k == s.key && serde_yaml::from_str::<Value>(d).is_ok_and(|d| same(v, &d)))
+        || OLDER_DEFAULTS
+            .iter()
+            .any(|(k, d)| *k == s.key && serde_yaml::from_str::<Value>(d).is_ok_and(|d| same(v, &d)))
 }
 
 /// The spec of `key`, if kubeyolo knows it.
@@ -497,7 +514,11 @@ impl Hyp {
                         Use::Ignored => {
                             ignored.push(key.clone());
                             if !is_a_default(s, &v) && (s.legacy || CHANGE_DETECTION_TRAINING.contains(&s.key)) {
-                                warnings.push(format!("cfg '{key}: {}' has no effect in kubeyolo (ignored){}", short(&v), if s.legacy { "; it is from an older ultralytics default.yaml" } else { "" }));
+                                warnings.push(format!(
+                                    "cfg '{key}: {}' has no effect in kubeyolo (ignored){}",
+                                    short(&v),
+                                    if s.legacy { "; it is from an older ultralytics default.yaml" } else { "" }
+                                ));
                             }
                         }
                         Use::Flag(flag) => {
@@ -533,7 +554,9 @@ impl Hyp {
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let s = spec(key).ok_or_else(|| unknown_key(key))?;
         let v: Value = serde_yaml::from_str(value).map_err(|e| {
-            Error::config(format!("value '{value}' for '{key}' is not valid yaml: {e}")).with_key(key).with_hint(expectation(s))
+            Error::config(format!("value '{value}' for '{key}' is not valid yaml: {e}"))
+                .with_key(key)
+                .with_hint(expectation(s))
         })?;
         let v = check(s, &v).map_err(|msg| Error::config(msg).with_key(key).with_hint(expectation(s)))?;
         let mut values = self.values.clone();
@@ -546,9 +569,9 @@ impl Hyp {
     /// Apply `--set KEY=VALUE` overrides, in order.
     pub fn apply_overrides(&mut self, sets: &[String]) -> Result<()> {
         for kv in sets {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| Error::usage(format!("--set {kv}: expected KEY=VALUE")).with_hint("e.g. --set epochs=3"))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                Error::usage(format!("--set {kv}: expected KEY=VALUE")).with_hint("e.g. --set epochs=3")
+            })?;
             self.set(k.trim(), v.trim())?;
         }
         Ok(())
@@ -601,9 +624,11 @@ impl Hyp {
 
         let task = if v("task").is_null() { "detect".to_string() } else { s("task") };
         if task != "detect" {
-            return Err(Error::config(format!("task '{task}' is not supported: kubeyolo trains detection models only"))
-                .with_key("task")
-                .with_hint("set `task: detect` (or remove the line)"));
+            return Err(Error::config(format!(
+                "task '{task}' is not supported: kubeyolo trains detection models only"
+            ))
+            .with_key("task")
+            .with_hint("set `task: detect` (or remove the line)"));
         }
         let batch = match v("batch").as_f64() {
             Some(x) if x <= 0.0 => Batch::Auto,
@@ -617,10 +642,14 @@ impl Hyp {
         } as usize;
         let imgsz = imgsz_raw.div_ceil(32).max(1) * 32;
         if imgsz != imgsz_raw {
-            notes.push(format!("imgsz {imgsz_raw} is not a multiple of the max stride 32; using {imgsz} (as ultralytics does)"));
+            notes.push(format!(
+                "imgsz {imgsz_raw} is not a multiple of the max stride 32; using {imgsz} (as ultralytics does)"
+            ));
         }
         if matches!(v("imgsz"), Value::Sequence(ref s) if s.len() > 1) {
-            notes.push(format!("imgsz is a list; training uses the square size {imgsz} (its largest value, as ultralytics does)"));
+            notes.push(format!(
+                "imgsz is a list; training uses the square size {imgsz} (its largest value, as ultralytics does)"
+            ));
         }
         let cache = match v("cache") {
             Value::Bool(true) => Cache::Ram,
@@ -634,7 +663,9 @@ impl Hyp {
             _ => (true, false),
         };
         let fraction = match v("fraction") {
-            Value::Number(n) if n.is_i64() && n.as_i64().unwrap_or(0) > 1 => Fraction::Count(n.as_i64().unwrap_or(0) as usize),
+            Value::Number(n) if n.is_i64() && n.as_i64().unwrap_or(0) > 1 => {
+                Fraction::Count(n.as_i64().unwrap_or(0) as usize)
+            }
             other => Fraction::Ratio(other.as_f64().unwrap_or(1.0)),
         };
         let freeze = match v("freeze") {
@@ -876,10 +907,16 @@ fn unknown_key(key: &str) -> Error {
             if others.is_empty() {
                 format!("did you mean '{best}'? Valid keys are those of ultralytics' default.yaml")
             } else {
-                format!("did you mean '{best}' (or {})? Valid keys are those of ultralytics' default.yaml", others.join(", "))
+                format!(
+                    "did you mean '{best}' (or {})? Valid keys are those of ultralytics' default.yaml",
+                    others.join(", ")
+                )
             }
         }
-        None => "remove it; valid keys are those of ultralytics' default.yaml (`yolo-verify --print-default-cfg` prints it)".to_string(),
+        None => {
+            "remove it; valid keys are those of ultralytics' default.yaml (`yolo-verify --print-default-cfg` prints it)"
+                .to_string()
+        }
     };
     Error::config("unknown cfg key (not in ultralytics' default.yaml)").with_key(key).with_hint(hint)
 }

@@ -181,17 +181,31 @@ impl ModelYaml {
         let map = match root {
             Value::Mapping(m) => m,
             other => {
-                return Err(Error::config(format!("model yaml must be a mapping of keys (nc, scales, backbone, head), found {}", kind(&other)))
-                    .with_file(file)
-                    .with_hint("start from ultralytics' yolov8.yaml and edit its backbone/head"))
+                return Err(Error::config(format!(
+                    "model yaml must be a mapping of keys (nc, scales, backbone, head), found {}",
+                    kind(&other)
+                ))
+                .with_file(file)
+                .with_hint("start from ultralytics' yolov8.yaml and edit its backbone/head"))
             }
         };
         let get = |k: &str| map.get(Value::String(k.to_string()));
 
         let nc = match get("nc") {
             Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= 1) => n.as_u64().unwrap_or(1) as usize,
-            Some(v) => return Err(err("nc", format!("nc must be a whole number >= 1, found {}", show(v)), "write e.g. `nc: 80` (the dataset's class count overrides it when training)")),
-            None => return Err(Error::config("model yaml has no `nc`").with_file(file).with_key("nc").with_hint("add a line `nc: 80` (the dataset's class count overrides it when training)")),
+            Some(v) => {
+                return Err(err(
+                    "nc",
+                    format!("nc must be a whole number >= 1, found {}", show(v)),
+                    "write e.g. `nc: 80` (the dataset's class count overrides it when training)",
+                ))
+            }
+            None => {
+                return Err(Error::config("model yaml has no `nc`")
+                    .with_file(file)
+                    .with_key("nc")
+                    .with_hint("add a line `nc: 80` (the dataset's class count overrides it when training)"))
+            }
         };
 
         let mut scales = Vec::new();
@@ -213,14 +227,24 @@ impl ModelYaml {
                     scales.push((name, Scale { depth: nums[0], width: nums[1], max_channels: nums[2] as usize }));
                 }
             }
-            Some(v) => return Err(err("scales", format!("scales must be a mapping like `n: [0.33, 0.25, 1024]`, found {}", show(v)), "see ultralytics' yolov8.yaml for the format")),
+            Some(v) => {
+                return Err(err(
+                    "scales",
+                    format!("scales must be a mapping like `n: [0.33, 0.25, 1024]`, found {}", show(v)),
+                    "see ultralytics' yolov8.yaml for the format",
+                ))
+            }
         }
         let multiple = |k: &str| -> Result<Option<f64>> {
             match get(k) {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_f64() {
                     Some(x) if x > 0.0 => Ok(Some(x)),
-                    _ => Err(err(k, format!("{k} must be a positive number, found {}", show(v)), "write e.g. `depth_multiple: 0.33`")),
+                    _ => Err(err(
+                        k,
+                        format!("{k} must be a positive number, found {}", show(v)),
+                        "write e.g. `depth_multiple: 0.33`",
+                    )),
                 },
             }
         };
@@ -229,13 +253,23 @@ impl ModelYaml {
         let activation = match get("activation") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(v) => return Err(err("activation", format!("activation must be a string like `nn.SiLU()`, found {}", show(v)), "remove the line to keep the default SiLU")),
+            Some(v) => {
+                return Err(err(
+                    "activation",
+                    format!("activation must be a string like `nn.SiLU()`, found {}", show(v)),
+                    "remove the line to keep the default SiLU",
+                ))
+            }
         };
 
         let backbone = parse_rows(text, file, get("backbone"), "backbone", 0)?;
         let head = parse_rows(text, file, get("head"), "head", backbone.len())?;
         if backbone.is_empty() {
-            return Err(err("backbone", "model yaml has no backbone layers".into(), "add `backbone:` with `[from, repeats, module, args]` rows (see yolov8.yaml)"));
+            return Err(err(
+                "backbone",
+                "model yaml has no backbone layers".into(),
+                "add `backbone:` with `[from, repeats, module, args]` rows (see yolov8.yaml)",
+            ));
         }
 
         let (_, letter) = split_scale(requested_name);
@@ -293,7 +327,11 @@ impl ModelYaml {
         if let Some((_, s)) = self.scales.first() {
             return *s;
         }
-        Scale { depth: self.depth_multiple.unwrap_or(1.0), width: self.width_multiple.unwrap_or(1.0), max_channels: usize::MAX }
+        Scale {
+            depth: self.depth_multiple.unwrap_or(1.0),
+            width: self.width_multiple.unwrap_or(1.0),
+            max_channels: usize::MAX,
+        }
     }
 
     /// The scale letter in effect (requested, else the first of `scales`), None for unscaled yamls.
@@ -369,10 +407,13 @@ fn parse_rows(text: &str, file: &Path, section: Option<&Value>, key: &str, offse
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Sequence(rows)) => rows,
         Some(v) => {
-            let mut e = Error::config(format!("`{key}` must be a list of [from, repeats, module, args] rows, found {}", show(v)))
-                .with_file(file)
-                .with_key(key)
-                .with_hint("write one `- [from, repeats, module, args]` line per layer, as in yolov8.yaml");
+            let mut e = Error::config(format!(
+                "`{key}` must be a list of [from, repeats, module, args] rows, found {}",
+                show(v)
+            ))
+            .with_file(file)
+            .with_key(key)
+            .with_hint("write one `- [from, repeats, module, args]` line per layer, as in yolov8.yaml");
             if let Some(l) = key_line(text, key) {
                 e = e.with_line(l);
             }
@@ -384,7 +425,10 @@ fn parse_rows(text: &str, file: &Path, section: Option<&Value>, key: &str, offse
         let index = offset + i;
         let line = seq_item_line(text, key, i).or_else(|| key_line(text, key));
         let bad = |msg: String, hint: &str| {
-            let mut e = Error::config(format!("{key} row {i} (layer {index}): {msg}")).with_file(file).with_key(key).with_hint(hint);
+            let mut e = Error::config(format!("{key} row {i} (layer {index}): {msg}"))
+                .with_file(file)
+                .with_key(key)
+                .with_hint(hint);
             if let Some(l) = line {
                 e = e.with_line(l);
             }
@@ -392,7 +436,12 @@ fn parse_rows(text: &str, file: &Path, section: Option<&Value>, key: &str, offse
         };
         let cells = match row {
             Value::Sequence(c) if c.len() == 4 => c,
-            other => return Err(bad(format!("expected [from, repeats, module, args], found {}", show(other)), "each row has exactly four fields, e.g. `- [-1, 1, Conv, [64, 3, 2]]`")),
+            other => {
+                return Err(bad(
+                    format!("expected [from, repeats, module, args], found {}", show(other)),
+                    "each row has exactly four fields, e.g. `- [-1, 1, Conv, [64, 3, 2]]`",
+                ))
+            }
         };
         let (from, from_is_list) = match &cells[0] {
             Value::Number(n) => (n.as_i64().map(|v| vec![v]), false),
@@ -400,35 +449,58 @@ fn parse_rows(text: &str, file: &Path, section: Option<&Value>, key: &str, offse
             _ => (None, false),
         };
         let Some(from) = from else {
-            return Err(bad(format!("`from` must be a layer index or a list of them, found {}", show(&cells[0])), "use -1 for the previous layer, or e.g. [-1, 6] to concatenate with layer 6"));
+            return Err(bad(
+                format!("`from` must be a layer index or a list of them, found {}", show(&cells[0])),
+                "use -1 for the previous layer, or e.g. [-1, 6] to concatenate with layer 6",
+            ));
         };
         for &f in &from {
             let target = if f < 0 { index as i64 + f } else { f };
             if target < 0 && !(index == 0 && f == -1) {
-                return Err(bad(format!("`from` {f} points before the first layer"), "negative indices count back from this layer; -1 is the previous one"));
+                return Err(bad(
+                    format!("`from` {f} points before the first layer"),
+                    "negative indices count back from this layer; -1 is the previous one",
+                ));
             }
             if target >= index as i64 && !(index == 0 && f == -1) {
-                return Err(bad(format!("`from` {f} points at layer {target}, which is not before this layer {index}"), "a layer can only read from earlier layers (indices count backbone rows first, then head rows)"));
+                return Err(bad(
+                    format!("`from` {f} points at layer {target}, which is not before this layer {index}"),
+                    "a layer can only read from earlier layers (indices count backbone rows first, then head rows)",
+                ));
             }
         }
         let repeats = match cells[1].as_i64() {
             Some(n) if n >= 1 => n,
-            _ => return Err(bad(format!("`repeats` must be a whole number >= 1, found {}", show(&cells[1])), "write 1 for a single block")),
+            _ => {
+                return Err(bad(
+                    format!("`repeats` must be a whole number >= 1, found {}", show(&cells[1])),
+                    "write 1 for a single block",
+                ))
+            }
         };
         let module = match &cells[2] {
             Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
-            other => return Err(bad(format!("`module` must be a module name like Conv or C2f, found {}", show(other)), "see yolov8.yaml for the module names")),
+            other => {
+                return Err(bad(
+                    format!("`module` must be a module name like Conv or C2f, found {}", show(other)),
+                    "see yolov8.yaml for the module names",
+                ))
+            }
         };
         let args = match &cells[3] {
             Value::Sequence(a) => a.clone(),
             Value::Null => Vec::new(),
-            other => return Err(bad(format!("`args` must be a list, found {}", show(other)), "write e.g. [64, 3, 2], or [] for none")),
+            other => {
+                return Err(bad(
+                    format!("`args` must be a list, found {}", show(other)),
+                    "write e.g. [64, 3, 2], or [] for none",
+                ))
+            }
         };
         out.push(LayerSpec { from, from_is_list, repeats, module, args, line });
     }
     Ok(out)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -498,7 +570,10 @@ mod tests {
         assert_eq!(detect.resolved_args(3), vec![Value::Number(3u64.into())]);
         let up = &m.head[0];
         assert_eq!(up.module, "nn.Upsample");
-        assert_eq!(up.resolved_args(80), vec![Value::Null, Value::Number(2i64.into()), Value::String("nearest".into())]);
+        assert_eq!(
+            up.resolved_args(80),
+            vec![Value::Null, Value::Number(2i64.into()), Value::String("nearest".into())]
+        );
         // C2f with 6 repeats at depth 0.67 -> 4
         assert_eq!(m.scaled_repeats(&m.backbone[4]), 4);
         assert_eq!(m.scaled_repeats(&m.backbone[0]), 1);
@@ -553,14 +628,24 @@ mod tests {
             assert_eq!(e.line, Some(line), "{row}: {e}");
             assert!(e.hint.is_some());
         }
-        let e = ModelYaml::parse("nc: 80\nscales:\n  n: [0.33, 0.25, 1024]\nbackbone:\n  - [-1, 1, Conv, [8]]\n", "m.yaml", "yolov8x-m.yaml").unwrap_err();
+        let e = ModelYaml::parse(
+            "nc: 80\nscales:\n  n: [0.33, 0.25, 1024]\nbackbone:\n  - [-1, 1, Conv, [8]]\n",
+            "m.yaml",
+            "yolov8x-m.yaml",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("scale 'x'"), "{e}");
         assert_eq!(e.line, Some(2));
         let e = ModelYaml::parse("nc: zero\nbackbone: []\n", "m.yaml", "m.yaml").unwrap_err();
         assert_eq!(e.line, Some(1));
         let e = ModelYaml::parse("backbone:\n  - [-1, 1, Conv, [8]]\n", "m.yaml", "m.yaml").unwrap_err();
         assert!(e.to_string().contains("no `nc`"));
-        let e = ModelYaml::parse("nc: 2\nscales:\n  n: [0.3, 0.2]\nbackbone:\n  - [-1, 1, Conv, [8]]\n", "m.yaml", "m.yaml").unwrap_err();
+        let e = ModelYaml::parse(
+            "nc: 2\nscales:\n  n: [0.3, 0.2]\nbackbone:\n  - [-1, 1, Conv, [8]]\n",
+            "m.yaml",
+            "m.yaml",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("three positive numbers"), "{e}");
         let e = ModelYaml::parse("- 1\n", "m.yaml", "m.yaml").unwrap_err();
         assert!(e.to_string().contains("mapping"));

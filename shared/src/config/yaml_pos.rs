@@ -25,7 +25,9 @@ pub fn key_line(text: &str, key: &str) -> Option<usize> {
 /// `line` without a leading `key:` / `"key":` / `'key':` at column 0.
 fn strip_key<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     for quote in ["", "\"", "'"] {
-        if let Some(rest) = line.strip_prefix(quote).and_then(|r| r.strip_prefix(key)).and_then(|r| r.strip_prefix(quote)) {
+        if let Some(rest) =
+            line.strip_prefix(quote).and_then(|r| r.strip_prefix(key)).and_then(|r| r.strip_prefix(quote))
+        {
             if let Some(rest) = rest.trim_start_matches([' ', '\t']).strip_prefix(':') {
                 return Some(rest);
             }

@@ -9,8 +9,8 @@
 //! that cannot be read, or is smaller than 10 px, is dropped; an image without a label file, or
 //! with an empty one, is kept as a background. Nothing usable left is an error.
 
-use std::path::{Path, PathBuf};
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
@@ -129,7 +129,12 @@ fn check_one(image: &Path, nc: usize) -> Checked {
         Err(e) => return Checked::Drop(vec![format!("{e}; image dropped")]),
     };
     if shape.0 < 10 || shape.1 < 10 {
-        return Checked::Drop(vec![format!("{}: image size {}x{} is below 10 pixels; image dropped", image.display(), shape.1, shape.0)]);
+        return Checked::Drop(vec![format!(
+            "{}: image size {}x{} is below 10 pixels; image dropped",
+            image.display(),
+            shape.1,
+            shape.0
+        )]);
     }
     let lp = label_path(image);
     if !lp.exists() {
@@ -216,7 +221,17 @@ impl TrainDataset {
             .with_hint("fix the label lines named above (cls cx cy w h, normalised) or the unreadable images"));
         }
         let names = if opts.single_cls { vec!["item".to_string()] } else { ds.names.clone() };
-        let mut out = TrainDataset { images: kept, labels, shapes, names, report, opts: *opts, rect: None, cache: None, buffer: None };
+        let mut out = TrainDataset {
+            images: kept,
+            labels,
+            shapes,
+            names,
+            report,
+            opts: *opts,
+            rect: None,
+            cache: None,
+            buffer: None,
+        };
         if opts.rect {
             out.set_rectangle();
         }

@@ -14,7 +14,6 @@
 //!
 //! Used by prediction (`nn::predict`), the validator (`eval`) and the training data loader.
 
-
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
@@ -100,7 +99,8 @@ pub fn letterbox_params(shape: (usize, usize), lb: &Letterbox) -> LetterboxInfo 
     let bottom = py_round(dh + 0.1);
     let left = if lb.center { py_round(dw - 0.1) } else { 0 };
     let right = py_round(dw + 0.1);
-    let (top, bottom, left, right) = (top.max(0) as usize, bottom.max(0) as usize, left.max(0) as usize, right.max(0) as usize);
+    let (top, bottom, left, right) =
+        (top.max(0) as usize, bottom.max(0) as usize, left.max(0) as usize, right.max(0) as usize);
     LetterboxInfo {
         orig_shape: shape,
         shape: (new_unpad.1 + top + bottom, new_unpad.0 + left + right),
@@ -246,7 +246,9 @@ pub(crate) fn split_channels(raw: &[u8], [r, g, b]: [&mut [std::mem::MaybeUninit
     #[cfg(target_arch = "x86_64")]
     if crate::nn::cpu::fastmath::avx2() {
         // SAFETY: SSSE3 is present (AVX2 implies it); the sizes were checked above.
-        done = unsafe { split_channels_ssse3(raw, [r.as_mut_ptr().cast(), g.as_mut_ptr().cast(), b.as_mut_ptr().cast()], n) };
+        done = unsafe {
+            split_channels_ssse3(raw, [r.as_mut_ptr().cast(), g.as_mut_ptr().cast(), b.as_mut_ptr().cast()], n)
+        };
     }
     for i in done..n {
         r[i].write(raw[3 * i]);
@@ -278,7 +280,10 @@ unsafe fn split_channels_ssse3(raw: &[u8], planes: [*mut u8; 3], n: usize) -> us
         let src = raw.as_ptr().add(3 * i);
         let a = [0, 16, 32].map(|o| _mm_loadu_si128(src.add(o) as *const __m128i));
         for c in 0..3 {
-            let v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a[0], m[c][0]), _mm_shuffle_epi8(a[1], m[c][1])), _mm_shuffle_epi8(a[2], m[c][2]));
+            let v = _mm_or_si128(
+                _mm_or_si128(_mm_shuffle_epi8(a[0], m[c][0]), _mm_shuffle_epi8(a[1], m[c][1])),
+                _mm_shuffle_epi8(a[2], m[c][2]),
+            );
             _mm_storeu_si128(planes[c].add(i) as *mut __m128i, v);
         }
         i += 16;
@@ -325,7 +330,10 @@ unsafe fn merge_channels_ssse3(planes: [&[u8]; 3], out: &mut [u8], n: usize) -> 
         let p = planes.map(|pl| _mm_loadu_si128(pl.as_ptr().add(i) as *const __m128i));
         let dst = out.as_mut_ptr().add(3 * i);
         for k in 0..3 {
-            let v = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(p[0], m[k][0]), _mm_shuffle_epi8(p[1], m[k][1])), _mm_shuffle_epi8(p[2], m[k][2]));
+            let v = _mm_or_si128(
+                _mm_or_si128(_mm_shuffle_epi8(p[0], m[k][0]), _mm_shuffle_epi8(p[1], m[k][1])),
+                _mm_shuffle_epi8(p[2], m[k][2]),
+            );
             _mm_storeu_si128(dst.add(16 * k) as *mut __m128i, v);
         }
         i += 16;
@@ -400,7 +408,8 @@ mod tests {
         assert_eq!((out.width(), out.height()), (64, 64));
         assert_eq!(out.get_pixel(0, 0).0, [114, 114, 114]);
         assert_eq!(out.get_pixel(32, 32).0, [10, 20, 30]);
-        let mut b = [[info.pad.0 as f32 + 16.0, info.pad.1 as f32 + 8.0, info.pad.0 as f32 + 32.0, info.pad.1 as f32 + 16.0]];
+        let mut b =
+            [[info.pad.0 as f32 + 16.0, info.pad.1 as f32 + 8.0, info.pad.0 as f32 + 32.0, info.pad.1 as f32 + 16.0]];
         scale_boxes(info.shape, &mut b, info.orig_shape, None);
         assert!((b[0][0] - 10.0).abs() < 1e-4 && (b[0][3] - 10.0).abs() < 1e-4, "{b:?}");
     }
@@ -444,7 +453,8 @@ mod tests {
             split_channels(&raw, [r, g, b]);
             // SAFETY: every element was initialised (by MaybeUninit::new, then written).
             let got: Vec<u8> = planes.iter().map(|v| unsafe { v.assume_init() }).collect();
-            let want: Vec<u8> = (0..3).flat_map(|c| raw.iter().skip(c).step_by(3).copied().collect::<Vec<_>>()).collect();
+            let want: Vec<u8> =
+                (0..3).flat_map(|c| raw.iter().skip(c).step_by(3).copied().collect::<Vec<_>>()).collect();
             assert_eq!(got, want, "{n} pixels");
         }
     }

@@ -217,13 +217,20 @@ fn parse_line(line: &str, nc: usize) -> std::result::Result<(LabelBox, bool), Li
     if c as usize >= nc {
         return Err((
             IssueKind::Class,
-            format!("class id {} is not below the dataset's class count {nc} (valid ids 0-{})", cols[0], nc.saturating_sub(1)),
+            format!(
+                "class id {} is not below the dataset's class count {nc} (valid ids 0-{})",
+                cols[0],
+                nc.saturating_sub(1)
+            ),
         ));
     }
     let (cx, cy, w, h) = if is_segment {
         for (j, &v) in vals[1..].iter().enumerate() {
             if !(-0.01..=1.01).contains(&v) {
-                return Err((IssueKind::OutOfRange, format!("polygon coordinate {} = {} is outside [0, 1]", j + 1, cols[j + 1])));
+                return Err((
+                    IssueKind::OutOfRange,
+                    format!("polygon coordinate {} = {} is outside [0, 1]", j + 1, cols[j + 1]),
+                ));
             }
         }
         let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);

@@ -22,8 +22,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::augment::{letterbox_sample, train_sample, AugmentConfig};
-use crate::data::multi_scale::resize_bilinear;
 use crate::data::dataset::TrainDataset;
+use crate::data::multi_scale::resize_bilinear;
 use crate::data::Targets;
 use crate::error::{Error, Result};
 
@@ -50,7 +50,9 @@ impl Batch {
     pub fn to_tensor_at(&self, device: &Device, shape: Option<(usize, usize)>) -> Result<Tensor> {
         let (b, h, w) = self.shape;
         Ok(match shape {
-            Some((oh, ow)) if (oh, ow) != (h, w) => Tensor::from_vec(self.resized_floats((oh, ow)), (b, 3, oh, ow), device)?,
+            Some((oh, ow)) if (oh, ow) != (h, w) => {
+                Tensor::from_vec(self.resized_floats((oh, ow)), (b, 3, oh, ow), device)?
+            }
             _ => Tensor::from_vec(self.unit_floats(), (b, 3, h, w), device)?,
         })
     }
@@ -60,7 +62,13 @@ impl Batch {
     /// are normalised, so they stay as they are.
     pub fn resized(&self, shape: (usize, usize)) -> Batch {
         let images = self.resized_floats(shape).into_iter().map(|v| (v * 255.0) as u8).collect();
-        Batch { images, shape: (self.shape.0, shape.0, shape.1), targets: self.targets.clone(), paths: self.paths.clone(), indices: self.indices.clone() }
+        Batch {
+            images,
+            shape: (self.shape.0, shape.0, shape.1),
+            targets: self.targets.clone(),
+            paths: self.paths.clone(),
+            indices: self.indices.clone(),
+        }
     }
 
     fn unit_floats(&self) -> Vec<f32> {
@@ -359,7 +367,13 @@ mod tests {
     fn resized_batch_is_the_model_input_in_bytes() {
         let images: Vec<u8> = (0..2 * 3 * 4 * 6).map(|v| (v * 37 % 256) as u8).collect();
         let targets = Targets { batch_idx: vec![1], cls: vec![0], bboxes: vec![[0.5, 0.5, 0.2, 0.4]] };
-        let b = Batch { images, shape: (2, 4, 6), targets, paths: vec![PathBuf::from("a"), PathBuf::from("b")], indices: vec![3, 7] };
+        let b = Batch {
+            images,
+            shape: (2, 4, 6),
+            targets,
+            paths: vec![PathBuf::from("a"), PathBuf::from("b")],
+            indices: vec![3, 7],
+        };
         let r = b.resized((6, 9));
         assert_eq!(r.shape, (2, 6, 9));
         assert_eq!((&r.targets, &r.paths, &r.indices), (&b.targets, &b.paths, &b.indices));

@@ -73,7 +73,9 @@ pub fn parse_bgr(bytes: &[u8]) -> Option<RgbImage> {
     let header = std::str::from_utf8(rest.get(..len)?).ok()?;
     let data = rest.get(len..)?;
     let compact: String = header.chars().filter(|c| !c.is_whitespace()).collect();
-    if !(compact.contains("'descr':'|u1'") || compact.contains("'descr':'<u1'")) || !compact.contains("'fortran_order':False") {
+    if !(compact.contains("'descr':'|u1'") || compact.contains("'descr':'<u1'"))
+        || !compact.contains("'fortran_order':False")
+    {
         return None;
     }
     let shape = compact.split("'shape':(").nth(1)?.split(')').next()?;

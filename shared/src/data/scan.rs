@@ -227,7 +227,10 @@ pub fn scan_images_with(
             LabelState::NoImage => {
                 s.missing_images += 1;
                 s.files_with_issues += 1;
-                note(&mut s, format!("{}: image not found (listed in the split, labels not counted)", r.label.display()));
+                note(
+                    &mut s,
+                    format!("{}: image not found (listed in the split, labels not counted)", r.label.display()),
+                );
             }
             LabelState::Empty => s.backgrounds += 1,
             LabelState::Unreadable(why) => {
@@ -359,9 +362,18 @@ impl Distribution {
     /// Rows of the per-split summary: images, labelled, backgrounds, missing labels, instances,
     /// invalid lines, files with issues.
     pub fn split_table(&self) -> (Vec<String>, Vec<Vec<String>>) {
-        let header = ["split", "images", "labelled", "backgrounds", "missing labels", "instances", "invalid lines", "files with issues"]
-            .map(String::from)
-            .to_vec();
+        let header = [
+            "split",
+            "images",
+            "labelled",
+            "backgrounds",
+            "missing labels",
+            "instances",
+            "invalid lines",
+            "files with issues",
+        ]
+        .map(String::from)
+        .to_vec();
         let rows = self
             .splits
             .iter()
@@ -402,13 +414,15 @@ pub fn parse_cls_names(arg: &str) -> Result<Vec<String>> {
         (crate::files::read_text(Path::new(arg))?, Some(PathBuf::from(arg)))
     };
     let bad = |m: String| {
-        let e = Error::data(m).with_hint("pass the cls_names_json written by yolo-distribution: {\"0\": \"name\", ...}");
+        let e =
+            Error::data(m).with_hint("pass the cls_names_json written by yolo-distribution: {\"0\": \"name\", ...}");
         match &file {
             Some(f) => e.with_file(f),
             None => e,
         }
     };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("class names are not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("class names are not JSON: {e}")))?;
     match v {
         serde_json::Value::Array(a) => a
             .into_iter()
@@ -418,7 +432,8 @@ pub fn parse_cls_names(arg: &str) -> Result<Vec<String>> {
             let mut by_id = BTreeMap::new();
             for (k, x) in m {
                 let id: usize = k.trim().parse().map_err(|_| bad(format!("class id '{k}' is not a number")))?;
-                let name = x.as_str().map(String::from).ok_or_else(|| bad(format!("class name {x} is not a string")))?;
+                let name =
+                    x.as_str().map(String::from).ok_or_else(|| bad(format!("class name {x} is not a string")))?;
                 by_id.insert(id, name);
             }
             if by_id.keys().enumerate().any(|(i, &k)| i != k) {
@@ -452,7 +467,10 @@ mod tests {
         put(&d.join("labels/train/c.txt"), "\n");
         put(&d.join("images/train/d.jpg"), "");
         put(&d.join("images/train/e.jpg"), "");
-        put(&d.join("labels/train/e.txt"), "1 0.5 0.5 0.1 0.1\n1 0.5 0.5 0.1 0.1\n1 0.5 1.5 0.1 0.1\n1 0.1 0.2 0.3 0.2 0.3 0.4\n");
+        put(
+            &d.join("labels/train/e.txt"),
+            "1 0.5 0.5 0.1 0.1\n1 0.5 0.5 0.1 0.1\n1 0.5 1.5 0.1 0.1\n1 0.1 0.2 0.3 0.2 0.3 0.4\n",
+        );
         // val: one image with cls1
         put(&d.join("images/val/v.jpg"), "");
         put(&d.join("labels/val/v.txt"), "1 0.5 0.5 0.2 0.2\n");
@@ -481,7 +499,12 @@ mod tests {
         assert_eq!(tr.files_with_issues, 2);
         let kinds: Vec<(&str, usize)> = tr.invalid_by_kind.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         assert_eq!(kinds, vec![("class", 1), ("duplicate", 1), ("out_of_range", 1)]);
-        assert!(tr.issues[0].ends_with("labels/train/b.txt:2: class id 5 is not below the dataset's class count 3 (valid ids 0-2)"), "{}", tr.issues[0]);
+        assert!(
+            tr.issues[0]
+                .ends_with("labels/train/b.txt:2: class id 5 is not below the dataset's class count 3 (valid ids 0-2)"),
+            "{}",
+            tr.issues[0]
+        );
         assert!(tr.issues[1].ends_with("labels/train/e.txt:2: duplicate of line 1"));
         assert_eq!(seen.len(), 3);
         let v = &r.splits[1];

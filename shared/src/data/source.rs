@@ -21,8 +21,9 @@ fn is_image(p: &Path) -> bool {
 }
 
 fn unsupported_video(what: &str) -> Error {
-    Error::usage(format!("{what}: video and stream sources are not supported by yolo-predict"))
-        .with_hint("extract frames first (e.g. `ffmpeg -i video.mp4 frames/%06d.png`) and pass the folder: --source frames")
+    Error::usage(format!("{what}: video and stream sources are not supported by yolo-predict")).with_hint(
+        "extract frames first (e.g. `ffmpeg -i video.mp4 frames/%06d.png`) and pass the folder: --source frames",
+    )
 }
 
 /// The image files `source` names, in a stable order (sorted within a folder or glob; a `.txt`
@@ -43,15 +44,17 @@ pub fn collect_images(source: &str) -> Result<Vec<PathBuf>> {
             "txt" => list_images(path),
             e if VIDEO_EXTS.contains(&e) => Err(unsupported_video(source)),
             _ if is_image(path) => Ok(vec![path.to_path_buf()]),
-            e => Err(Error::data(format!("{source} is not an image (.{e})"))
-                .with_file(path)
-                .with_hint(format!("pass an image ({}), a folder, a glob or a .txt list of images", IMAGE_EXTS.join(", ")))),
+            e => Err(Error::data(format!("{source} is not an image (.{e})")).with_file(path).with_hint(format!(
+                "pass an image ({}), a folder, a glob or a .txt list of images",
+                IMAGE_EXTS.join(", ")
+            ))),
         };
     }
     if VIDEO_EXTS.contains(&ext_of(path).as_str()) {
         return Err(unsupported_video(source));
     }
-    Err(Error::data(format!("source {source} does not exist")).with_hint("pass an image file, a folder, a glob (quoted: 'images/*.jpg') or a .txt list of images"))
+    Err(Error::data(format!("source {source} does not exist"))
+        .with_hint("pass an image file, a folder, a glob (quoted: 'images/*.jpg') or a .txt list of images"))
 }
 
 fn folder_images(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -69,7 +72,8 @@ fn folder_images(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn glob_images(pattern: &str) -> Result<Vec<PathBuf>> {
-    let paths = glob::glob(pattern).map_err(|e| Error::usage(format!("--source {pattern}: not a valid glob pattern ({e})")))?;
+    let paths =
+        glob::glob(pattern).map_err(|e| Error::usage(format!("--source {pattern}: not a valid glob pattern ({e})")))?;
     let mut v: Vec<PathBuf> = paths.filter_map(|p| p.ok()).filter(|p| p.is_file() && is_image(p)).collect();
     v.sort();
     if v.is_empty() {
@@ -79,7 +83,8 @@ fn glob_images(pattern: &str) -> Result<Vec<PathBuf>> {
 }
 
 fn list_images(list: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(list).map_err(|e| Error::io(format!("cannot read {}: {e}", list.display())).with_file(list))?;
+    let text = std::fs::read_to_string(list)
+        .map_err(|e| Error::io(format!("cannot read {}: {e}", list.display())).with_file(list))?;
     let base = list.parent().unwrap_or(Path::new("."));
     let mut v = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -129,7 +134,10 @@ mod tests {
         std::fs::write(p("clip.mp4"), b"x").unwrap();
         for src in [s(&p("clip.mp4")), "rtsp://camera/stream".into(), s(&p("gone.avi"))] {
             let e = collect_images(&src).unwrap_err();
-            assert!(e.to_string().contains("not supported") && e.hint.as_deref().unwrap_or("").contains("ffmpeg"), "{src}: {e}");
+            assert!(
+                e.to_string().contains("not supported") && e.hint.as_deref().unwrap_or("").contains("ffmpeg"),
+                "{src}: {e}"
+            );
         }
         assert!(collect_images(&s(&p("a/notes.md"))).unwrap_err().to_string().contains("not an image"));
         assert!(collect_images(&s(&p("nothing"))).unwrap_err().to_string().contains("does not exist"));

@@ -269,12 +269,12 @@ pub fn render(spec: &SynthSpec, split: usize, index: usize) -> (RgbImage, Vec<La
 /// Whether the point (u, v) in [-1, 1]² (box-relative) is inside `shape`.
 fn inside(shape: usize, u: f32, v: f32) -> bool {
     match shape {
-        0 => u * u + v * v <= 1.0,                  // circle (ellipse)
-        1 => true,                                  // square (rectangle)
-        2 => u.abs() <= (v + 1.0) / 2.0,            // triangle, apex up
-        3 => u.abs() <= 0.3 || v.abs() <= 0.3,      // cross
+        0 => u * u + v * v <= 1.0,                   // circle (ellipse)
+        1 => true,                                   // square (rectangle)
+        2 => u.abs() <= (v + 1.0) / 2.0,             // triangle, apex up
+        3 => u.abs() <= 0.3 || v.abs() <= 0.3,       // cross
         4 => (0.3..=1.0).contains(&(u * u + v * v)), // ring
-        _ => u.abs() + v.abs() <= 1.0,              // diamond
+        _ => u.abs() + v.abs() <= 1.0,               // diamond
     }
 }
 
@@ -329,9 +329,9 @@ fn background(rng: &mut ChaCha8Rng, w: u32, h: u32) -> RgbImage {
     for y in 0..h {
         for x in 0..w {
             let t = match kind {
-                0 => 0.0,                                                          // plain + noise
-                1 => ((x as f32 * dx + y as f32 * dy) / extent).clamp(0.0, 1.0),   // gradient
-                2 => (((x as f32 * dx + y as f32 * dy) / period) as i32 & 1) as f32, // stripes
+                0 => 0.0,                                                                    // plain + noise
+                1 => ((x as f32 * dx + y as f32 * dy) / extent).clamp(0.0, 1.0),             // gradient
+                2 => (((x as f32 * dx + y as f32 * dy) / period) as i32 & 1) as f32,         // stripes
                 _ => (((x as f32 / period) as i32 + (y as f32 / period) as i32) & 1) as f32, // checker
             };
             let n = rng.gen_range(-noise..=noise);

@@ -127,7 +127,10 @@ impl CocoEval {
                     let mut dts: Vec<CocoDt> = d.iter().filter(|x| x.cat == k).copied().collect();
                     dts.sort_by(|a, b| b.score.total_cmp(&a.score));
                     dts.truncate(MAX_DETS[nm - 1]);
-                    let ious = dts.iter().map(|dt| gts.iter().map(|gt| bb_iou(&dt.bbox, &gt.bbox, gt.iscrowd)).collect()).collect();
+                    let ious = dts
+                        .iter()
+                        .map(|dt| gts.iter().map(|gt| bb_iou(&dt.bbox, &gt.bbox, gt.iscrowd)).collect())
+                        .collect();
                     (gts, dts, ious)
                 })
                 .collect();
@@ -315,7 +318,12 @@ fn evaluate_img(
             dt_ig[t][d] = dt_ig[t][d] || (!dtm[t][d] && out);
         }
     }
-    Some(EvalImg { dt_matched: dtm, dt_scores: dts[..nd].iter().map(|d| d.score).collect(), gt_ignore: gt_ig, dt_ignore: dt_ig })
+    Some(EvalImg {
+        dt_matched: dtm,
+        dt_scores: dts[..nd].iter().map(|d| d.score).collect(),
+        gt_ignore: gt_ig,
+        dt_ignore: dt_ig,
+    })
 }
 
 #[cfg(test)]

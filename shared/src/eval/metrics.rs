@@ -113,8 +113,10 @@ pub fn match_predictions(
         }
         Matching::Hungarian => {
             for (t, &thr) in IOU_THRESHOLDS.iter().enumerate() {
-                let cost: Vec<Vec<f64>> =
-                    iou.iter().map(|row| row.iter().map(|&v| if v >= thr { v as f64 } else { 0.0 }).collect()).collect();
+                let cost: Vec<Vec<f64>> = iou
+                    .iter()
+                    .map(|row| row.iter().map(|&v| if v >= thr { v as f64 } else { 0.0 }).collect())
+                    .collect();
                 if !cost.iter().flatten().any(|&v| v != 0.0) {
                     continue;
                 }
@@ -271,8 +273,7 @@ pub fn ap_per_class(tp: &[[bool; NIOU]], conf: &[f32], pred_cls: &[usize], targe
     let mut unique_classes: Vec<usize> = target_cls.to_vec();
     unique_classes.sort_unstable();
     unique_classes.dedup();
-    let nt: Vec<usize> =
-        unique_classes.iter().map(|c| target_cls.iter().filter(|&&t| t == *c).count()).collect();
+    let nt: Vec<usize> = unique_classes.iter().map(|c| target_cls.iter().filter(|&&t| t == *c).count()).collect();
     let nc = unique_classes.len();
     let px = linspace(0.0, 1.0, 1000);
 
@@ -316,7 +317,11 @@ pub fn ap_per_class(tp: &[[bool; NIOU]], conf: &[f32], pred_cls: &[usize], targe
     }
 
     let f1_curve: Vec<Vec<f64>> = (0..nc)
-        .map(|ci| (0..px.len()).map(|k| 2.0 * p_curve[ci][k] * r_curve[ci][k] / (p_curve[ci][k] + r_curve[ci][k] + EPS)).collect())
+        .map(|ci| {
+            (0..px.len())
+                .map(|k| 2.0 * p_curve[ci][k] * r_curve[ci][k] / (p_curve[ci][k] + r_curve[ci][k] + EPS))
+                .collect()
+        })
         .collect();
     let best_index = if nc > 0 {
         let mut mean = f1_curve[0].clone();
@@ -731,10 +736,7 @@ mod assignment {
                 }
             }
         }
-        (1..=m)
-            .filter(|&j| p[j] != 0)
-            .map(|j| if transposed { (j - 1, p[j] - 1) } else { (p[j] - 1, j - 1) })
-            .collect()
+        (1..=m).filter(|&j| p[j] != 0).map(|j| if transposed { (j - 1, p[j] - 1) } else { (p[j] - 1, j - 1) }).collect()
     }
 }
 

@@ -40,7 +40,16 @@ pub struct NmsConfig {
 
 impl Default for NmsConfig {
     fn default() -> Self {
-        NmsConfig { conf: 0.25, iou: 0.7, classes: None, agnostic: false, multi_label: false, max_det: 300, max_nms: 30000, max_wh: 7680.0 }
+        NmsConfig {
+            conf: 0.25,
+            iou: 0.7,
+            classes: None,
+            agnostic: false,
+            multi_label: false,
+            max_det: 300,
+            max_nms: 30000,
+            max_wh: 7680.0,
+        }
     }
 }
 
@@ -205,9 +214,11 @@ mod tests {
         let p = pred(&[([50., 50., 20., 20.], vec![0.6, 0.5]), ([90., 90., 20., 20.], vec![0.4, 0.0])]);
         let d = &non_max_suppression(&p, &NmsConfig { multi_label: true, conf: 0.3, ..Default::default() }).unwrap()[0];
         assert_eq!(d.iter().map(|x| (x.anchor, x.cls)).collect::<Vec<_>>(), vec![(0, 0), (0, 1), (1, 0)]);
-        let d = &non_max_suppression(&p, &NmsConfig { multi_label: true, conf: 0.3, max_det: 2, ..Default::default() }).unwrap()[0];
+        let d = &non_max_suppression(&p, &NmsConfig { multi_label: true, conf: 0.3, max_det: 2, ..Default::default() })
+            .unwrap()[0];
         assert_eq!(d.len(), 2);
-        let d = &non_max_suppression(&p, &NmsConfig { conf: 0.3, classes: Some(vec![1]), ..Default::default() }).unwrap()[0];
+        let d = &non_max_suppression(&p, &NmsConfig { conf: 0.3, classes: Some(vec![1]), ..Default::default() })
+            .unwrap()[0];
         assert!(d.is_empty(), "best class of each box is 0");
     }
 

@@ -27,11 +27,11 @@ use serde::Serialize;
 use crate::config::dataset::{label_path, Dataset};
 use crate::data::image::{letterbox, load_rgb, resize_linear, scale_boxes, to_tensor, Letterbox};
 use crate::data::labels::parse_label_file;
+use crate::data::Targets;
 use crate::error::{Error, Result};
 use crate::eval::coco::{CocoDt, CocoEval, CocoGt, CocoStats};
 use crate::eval::metrics::{ConfusionMatrix, DetMetrics, DetStats, Detection, GroundTruth, Matching};
 use crate::eval::nms::{non_max_suppression, NmsConfig};
-use crate::data::Targets;
 use crate::nn::blocks::HeadOutput;
 use crate::nn::model::YoloModel;
 
@@ -155,7 +155,13 @@ impl ValSet {
 
     /// [`ValSet::load`] from an explicit image list; labels are found ultralytics' way
     /// (`images/` → `labels/`, `.txt`). `data_nc` is the dataset's class count.
-    pub fn from_images(split: &str, paths: &[PathBuf], data_nc: usize, names: &[String], cfg: &ValConfig) -> Result<ValSet> {
+    pub fn from_images(
+        split: &str,
+        paths: &[PathBuf],
+        data_nc: usize,
+        names: &[String],
+        cfg: &ValConfig,
+    ) -> Result<ValSet> {
         if cfg.imgsz == 0 || cfg.batch == 0 {
             return Err(Error::usage("imgsz and batch must be at least 1"));
         }
@@ -172,7 +178,8 @@ impl ValSet {
                 if lp.exists() {
                     let lf = parse_label_file(&lp, data_nc)?;
                     if lf.ultralytics_would_drop() {
-                        let why = lf.issues.first().map(|i| format!("line {}: {}", i.line, i.reason)).unwrap_or_default();
+                        let why =
+                            lf.issues.first().map(|i| format!("line {}: {}", i.line, i.reason)).unwrap_or_default();
                         return Ok(Err(format!("{}: {why}", lp.display())));
                     }
                     for b in &lf.boxes {
@@ -200,7 +207,8 @@ impl ValSet {
             cfg.max_det = most;
         }
         let batches = plan_batches(&images, &cfg, cfg.stride.max(1));
-        let mut set = ValSet { split: split.to_string(), names: names.to_vec(), images, skipped, cache: None, batches, cfg };
+        let mut set =
+            ValSet { split: split.to_string(), names: names.to_vec(), images, skipped, cache: None, batches, cfg };
         let bytes: usize = set.batches.iter().map(|(ix, (h, w))| ix.len() * h * w * 3).sum();
         if bytes <= set.cfg.cache_bytes {
             let all: Vec<usize> = (0..set.images.len()).collect();
@@ -264,10 +272,22 @@ impl ValSet {
     /// [`Self::evaluate`], also handing every batch's raw head outputs and its labels (in the
     /// letterboxed input frame, as the training loss takes them) to `on_batch`: the trainer
     /// computes ultralytics' `val/box_loss`, `val/cls_loss`, `val/dfl_loss` there.
-    pub fn evaluate_with(&self, model: &YoloModel, device: &Device, mut on_batch: Option<BatchHook<'_>>) -> Result<ValResult> {
+    pub fn evaluate_with(
+        &self,
+        model: &YoloModel,
+        device: &Device,
+        mut on_batch: Option<BatchHook<'_>>,
+    ) -> Result<ValResult> {
         let cfg = &self.cfg;
         let t_all = Instant::now();
-        let nms_cfg = NmsConfig { conf: cfg.conf, iou: cfg.iou, multi_label: true, agnostic: cfg.single_cls, max_det: cfg.max_det, ..NmsConfig::validation() };
+        let nms_cfg = NmsConfig {
+            conf: cfg.conf,
+            iou: cfg.iou,
+            multi_label: true,
+            agnostic: cfg.single_cls,
+            max_det: cfg.max_det,
+            ..NmsConfig::validation()
+        };
         let mut stats = DetStats::new(cfg.matching);
         let nc = self.names.len();
         let mut confusion = ConfusionMatrix::with_thresholds(nc, cfg.confusion_conf, cfg.confusion_iou);
@@ -341,7 +361,8 @@ impl ValSet {
                         .iter()
                         .map(|&(cls, [cx, cy, w, h])| {
                             let (w0, h0) = (w0 as f64, h0 as f64);
-                            let b = [(cx - w / 2.0) as f64 * w0, (cy - h / 2.0) as f64 * h0, w as f64 * w0, h as f64 * h0];
+                            let b =
+                                [(cx - w / 2.0) as f64 * w0, (cy - h / 2.0) as f64 * h0, w as f64 * w0, h as f64 * h0];
                             CocoGt { bbox: b, cat: cls, iscrowd: false, area: None }
                         })
                         .collect();
@@ -410,11 +431,7 @@ fn image_shape(path: &Path) -> Result<(usize, usize)> {
 fn plan_batches(images: &[ValImage], cfg: &ValConfig, stride: usize) -> Vec<(Vec<usize>, (usize, usize))> {
     let n = images.len();
     if !cfg.rect {
-        return (0..n)
-            .collect::<Vec<_>>()
-            .chunks(cfg.batch)
-            .map(|c| (c.to_vec(), (cfg.imgsz, cfg.imgsz)))
-            .collect();
+        return (0..n).collect::<Vec<_>>().chunks(cfg.batch).map(|c| (c.to_vec(), (cfg.imgsz, cfg.imgsz))).collect();
     }
     let ar: Vec<f64> = images.iter().map(|i| i.shape.0 as f64 / i.shape.1 as f64).collect();
     let mut order: Vec<usize> = (0..n).collect();

@@ -71,7 +71,12 @@ impl Conv {
         let y = if train {
             if ops::cpu_f32(x) && ops::cpu_f32(&self.weight) {
                 // One fused autograd node on CPU (see `nn::cpu::conv_bn` for why).
-                let block = super::cpu::conv_bn::ConvBnBlock { spec: self.spec(), stride: self.s, pad: self.p, eps: self.bn.eps() };
+                let block = super::cpu::conv_bn::ConvBnBlock {
+                    spec: self.spec(),
+                    stride: self.s,
+                    pad: self.p,
+                    eps: self.bn.eps(),
+                };
                 return super::cpu::fused_op::run(block, x, &self.fused_params()?, &[&self.bn]);
             }
             let y = ops::conv2d(x, &self.weight, None, self.s, self.p)?;
@@ -300,7 +305,15 @@ pub struct Sppf {
 }
 
 impl Sppf {
-    pub fn new(vb: VarBuilder, c1: usize, c2: usize, k: usize, n: usize, shortcut: bool, cv1_act: bool) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        c1: usize,
+        c2: usize,
+        k: usize,
+        n: usize,
+        shortcut: bool,
+        cv1_act: bool,
+    ) -> Result<Self> {
         let c_ = c1 / 2;
         let cv1 = Conv::new(vb.pp("cv1"), c1, c_, 1, 1, None, cv1_act)?;
         let cv2 = Conv::new(vb.pp("cv2"), c_ * (n + 1), c2, 1, 1, None, true)?;
@@ -368,9 +381,8 @@ impl Dfl {
     pub fn new(vb: VarBuilder, c1: usize) -> Result<Self> {
         let weight = vb.pp("conv").get_with_hints((1, c1, 1, 1), "weight", Init::Const(0.0))?;
         // Fill 0..c1 into the (VarMap-owned) variable so it is saved and loaded like ultralytics'.
-        let arange = Tensor::arange(0u32, c1 as u32, weight.device())?
-            .to_dtype(weight.dtype())?
-            .reshape((1, c1, 1, 1))?;
+        let arange =
+            Tensor::arange(0u32, c1 as u32, weight.device())?.to_dtype(weight.dtype())?.reshape((1, c1, 1, 1))?;
         if weight.is_variable() {
             candle_core::Var::from_tensor(&weight)?.set(&arange)?;
             Ok(Dfl { weight, c1 })
@@ -421,7 +433,12 @@ impl DetectBranch {
     }
 
     fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
-        let spec = super::cpu::detect_branch::BranchSpec { c0: self.c0.spec(), c1: self.c1.spec(), out: self.c2.c2, eps: self.c0.bn.eps() };
+        let spec = super::cpu::detect_branch::BranchSpec {
+            c0: self.c0.spec(),
+            c1: self.c1.spec(),
+            out: self.c2.c2,
+            eps: self.c0.bn.eps(),
+        };
         let mut parts = Vec::with_capacity(8);
         parts.extend(self.c0.fused_params()?);
         parts.extend(self.c1.fused_params()?);

@@ -70,7 +70,13 @@ impl FBottleneck {
 
 /// Runs `f(plane index, output plane, input plane)` over channel planes, in parallel for
 /// `Par::Tiles`.
-fn per_plane(ys: &mut [f32], xs: &[f32], (ylen, xlen): (usize, usize), par: Par, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+fn per_plane(
+    ys: &mut [f32],
+    xs: &[f32],
+    (ylen, xlen): (usize, usize),
+    par: Par,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) {
     if par == Par::Tiles {
         ys.par_chunks_mut(ylen).zip(xs.par_chunks(xlen)).for_each(|(y, x)| f(y, x));
     } else {
@@ -82,11 +88,31 @@ enum Op {
     Conv(FoldedConv),
     Bottleneck(FBottleneck),
     /// C2f: split width `c`, cv1, Bottlenecks, cv2.
-    C2f { c: usize, cv1: FoldedConv, m: Vec<FBottleneck>, cv2: FoldedConv },
-    C3 { cv1: FoldedConv, cv2: FoldedConv, cv3: FoldedConv, m: Vec<FBottleneck> },
+    C2f {
+        c: usize,
+        cv1: FoldedConv,
+        m: Vec<FBottleneck>,
+        cv2: FoldedConv,
+    },
+    C3 {
+        cv1: FoldedConv,
+        cv2: FoldedConv,
+        cv3: FoldedConv,
+        m: Vec<FBottleneck>,
+    },
     /// SPPF: cv1, `n` chained k×k max pools, cv2 (+ x).
-    Sppf { cv1: FoldedConv, cv2: FoldedConv, k: usize, n: usize, add: bool },
-    Spp { cv1: FoldedConv, cv2: FoldedConv, ks: Vec<usize> },
+    Sppf {
+        cv1: FoldedConv,
+        cv2: FoldedConv,
+        k: usize,
+        n: usize,
+        add: bool,
+    },
+    Spp {
+        cv1: FoldedConv,
+        cv2: FoldedConv,
+        ks: Vec<usize>,
+    },
     Concat,
     Upsample,
     Seq(Vec<Op>),
@@ -99,7 +125,9 @@ impl Op {
             Block::Conv(c) => Op::Conv(fold(c)?),
             Block::Bottleneck(b) => Op::Bottleneck(FBottleneck::new(b)?),
             Block::C2f(m) => Op::C2f { c: m.c, cv1: fold(&m.cv1)?, m: bottlenecks(&m.m)?, cv2: fold(&m.cv2)? },
-            Block::C3(m) => Op::C3 { cv1: fold(&m.cv1)?, cv2: fold(&m.cv2)?, cv3: fold(&m.cv3)?, m: bottlenecks(&m.m)? },
+            Block::C3(m) => {
+                Op::C3 { cv1: fold(&m.cv1)?, cv2: fold(&m.cv2)?, cv3: fold(&m.cv3)?, m: bottlenecks(&m.m)? }
+            }
             Block::Sppf(m) => Op::Sppf { cv1: fold(&m.cv1)?, cv2: fold(&m.cv2)?, k: m.k, n: m.n, add: m.add },
             Block::Spp(m) => Op::Spp { cv1: fold(&m.cv1)?, cv2: fold(&m.cv2)?, ks: m.ks.clone() },
             Block::Concat => Op::Concat,
@@ -155,7 +183,9 @@ impl Op {
                 cv1.run(&x.data, x.hw, &mut buf.data[..cp], None, par);
                 for i in 0..*n {
                     let (done, rest) = buf.data.split_at_mut((i + 1) * cp);
-                    per_plane(&mut rest[..cp], &done[i * cp..], (x.plane(), x.plane()), par, |y, xp| max_pool_plane_fast(xp, y, &mut uninit_f32(xp.len()), x.hw, *k));
+                    per_plane(&mut rest[..cp], &done[i * cp..], (x.plane(), x.plane()), par, |y, xp| {
+                        max_pool_plane_fast(xp, y, &mut uninit_f32(xp.len()), x.hw, *k)
+                    });
                 }
                 let mut y = Act::new(cv2.o, x.hw);
                 cv2.run(&buf.data, x.hw, &mut y.data, add.then_some(&x.data[..]), par);
@@ -167,7 +197,9 @@ impl Op {
                 cv1.run(&x.data, x.hw, &mut buf.data[..cp], None, par);
                 for (i, &k) in ks.iter().enumerate() {
                     let (first, rest) = buf.data.split_at_mut(cp);
-                    per_plane(&mut rest[i * cp..(i + 1) * cp], first, (x.plane(), x.plane()), par, |y, xp| max_pool_plane_fast(xp, y, &mut uninit_f32(xp.len()), x.hw, k));
+                    per_plane(&mut rest[i * cp..(i + 1) * cp], first, (x.plane(), x.plane()), par, |y, xp| {
+                        max_pool_plane_fast(xp, y, &mut uninit_f32(xp.len()), x.hw, k)
+                    });
                 }
                 Self::conv(cv2, &buf, par)
             }
@@ -182,7 +214,9 @@ impl Op {
             }
             Op::Upsample => {
                 let mut y = Act::new(x.c, (2 * x.hw.0, 2 * x.hw.1));
-                per_plane(&mut y.data, &x.data, (4 * x.plane(), x.plane()), par, |yp, xp| upsample2x_plane(xp, yp, x.hw.1));
+                per_plane(&mut y.data, &x.data, (4 * x.plane(), x.plane()), par, |yp, xp| {
+                    upsample2x_plane(xp, yp, x.hw.1)
+                });
                 y
             }
             Op::Seq(v) => {
@@ -240,7 +274,9 @@ impl FDetect {
         for (i, x) in xs.iter().enumerate() {
             let both = Op::conv(&self.first[i], x, par);
             let split = self.rest[i][0][0].c * x.plane();
-            for (k, (input, row0)) in [(&both.data[..split], 0), (&both.data[split..], 4 * self.reg_max)].into_iter().enumerate() {
+            for (k, (input, row0)) in
+                [(&both.data[..split], 0), (&both.data[split..], 4 * self.reg_max)].into_iter().enumerate()
+            {
                 let [second, last] = &self.rest[i][k];
                 let mut t = Act::new(second.o, x.hw);
                 second.run(input, x.hw, &mut t.data, None, par);
@@ -342,7 +378,13 @@ impl FusedModel {
 
     /// One image (3, H, W) → its raw head output (4·reg_max + nc, A) and level shapes; with
     /// `timer`, the milliseconds of every layer (ultralytics' `profile=True`).
-    fn run_image(&self, x: &[f32], hw: Hw, par: Par, mut timer: Option<&mut Vec<(usize, String, f64)>>) -> (Vec<f32>, Vec<Hw>) {
+    fn run_image(
+        &self,
+        x: &[f32],
+        hw: Hw,
+        par: Par,
+        mut timer: Option<&mut Vec<(usize, String, f64)>>,
+    ) -> (Vec<f32>, Vec<Hw>) {
         // acts[0] is the input, acts[i + 1] layer i's output; an output is dropped once the
         // next layer has run unless a later layer reads it (`save`).
         let n = self.layers.len();
@@ -351,7 +393,10 @@ impl FusedModel {
         let slot = |f: i64| if f < 0 { 0 } else { f as usize + 1 };
         for (i, (from, op, name)) in self.layers.iter().enumerate() {
             let t = std::time::Instant::now();
-            let xs: Vec<&Act> = from.iter().map(|&f| acts[slot(f)].as_ref().expect("YoloModel::new keeps every layer output a later layer reads")).collect();
+            let xs: Vec<&Act> = from
+                .iter()
+                .map(|&f| acts[slot(f)].as_ref().expect("YoloModel::new keeps every layer output a later layer reads"))
+                .collect();
             let y = op.run(&xs, par);
             if let Some(times) = timer.as_deref_mut() {
                 times.push((i, name.clone(), t.elapsed().as_secs_f64() * 1e3));
@@ -362,7 +407,8 @@ impl FusedModel {
             acts[i + 1] = Some(y);
         }
         let t = std::time::Instant::now();
-        let xs: Vec<&Act> = self.detect_from.iter().map(|&f| acts[slot(f)].as_ref().expect("Detect inputs are kept")).collect();
+        let xs: Vec<&Act> =
+            self.detect_from.iter().map(|&f| acts[slot(f)].as_ref().expect("Detect inputs are kept")).collect();
         let shapes = xs.iter().map(|a| a.hw).collect();
         let raw = self.detect.run(&xs, par);
         if let Some(times) = timer {
@@ -428,7 +474,13 @@ impl FusedModel {
             cls_levels.push(lvl.narrow(1, r4, self.detect.nc)?.contiguous()?.reshape((b, self.detect.nc, h, w))?);
             off += h * w;
         }
-        Ok(HeadOutput { box_levels, cls_levels, strides: self.detect.strides.clone(), reg_max: self.detect.reg_max, nc: self.detect.nc })
+        Ok(HeadOutput {
+            box_levels,
+            cls_levels,
+            strides: self.detect.strides.clone(),
+            reg_max: self.detect.reg_max,
+            nc: self.detect.nc,
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use candle_core::{Result as CResult, Tensor};
 use candle_nn::VarBuilder;
 use serde_yaml::Value;
 
-use super::blocks::{Bottleneck, Conv, Detect, HeadOutput, Hw, Spp, Sppf, C2f, C3};
+use super::blocks::{Bottleneck, C2f, Conv, Detect, HeadOutput, Hw, Spp, Sppf, C3};
 use super::head;
 use crate::config::model_yaml::{LayerSpec, ModelYaml};
 use crate::error::{Error, Result};
@@ -122,8 +122,12 @@ impl Block {
         match self {
             Block::Conv(c) => conv(c),
             Block::Bottleneck(b) => sum([conv(&b.cv1), conv(&b.cv2)]),
-            Block::C2f(m) => sum([conv(&m.cv1), conv(&m.cv2)].into_iter().chain(m.m.iter().map(|b| Block::Bottleneck(b.clone()).leaves()))),
-            Block::C3(m) => sum([conv(&m.cv1), conv(&m.cv2), conv(&m.cv3)].into_iter().chain(m.m.iter().map(|b| Block::Bottleneck(b.clone()).leaves()))),
+            Block::C2f(m) => sum([conv(&m.cv1), conv(&m.cv2)]
+                .into_iter()
+                .chain(m.m.iter().map(|b| Block::Bottleneck(b.clone()).leaves()))),
+            Block::C3(m) => sum([conv(&m.cv1), conv(&m.cv2), conv(&m.cv3)]
+                .into_iter()
+                .chain(m.m.iter().map(|b| Block::Bottleneck(b.clone()).leaves()))),
             Block::Sppf(m) => sum([conv(&m.cv1), conv(&m.cv2), (1, false)]),
             Block::Spp(m) => sum([conv(&m.cv1), conv(&m.cv2), (m.ks.len(), false)]),
             Block::Concat | Block::Upsample => (1, false),
@@ -250,7 +254,13 @@ fn type_path(module: &str) -> String {
 fn py_repr(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),
-        Value::Bool(b) => if *b { "True".into() } else { "False".into() },
+        Value::Bool(b) => {
+            if *b {
+                "True".into()
+            } else {
+                "False".into()
+            }
+        }
         Value::Number(n) => n.to_string(),
         Value::String(s) => format!("'{s}'"),
         Value::Sequence(s) => format!("[{}]", s.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
@@ -286,7 +296,9 @@ impl Args<'_> {
     fn num(&self, i: usize, default: f64) -> Result<f64> {
         match self.get(i) {
             None => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| self.err(format!("argument {i} must be a number, found {}", py_repr(v)))),
+            Some(v) => {
+                v.as_f64().ok_or_else(|| self.err(format!("argument {i} must be a number, found {}", py_repr(v))))
+            }
         }
     }
     fn usize(&self, i: usize, default: usize) -> Result<usize> {
@@ -309,9 +321,16 @@ impl Args<'_> {
             None => Ok(default.to_vec()),
             Some(Value::Sequence(s)) => s
                 .iter()
-                .map(|v| v.as_u64().map(|x| x as usize).ok_or_else(|| self.err(format!("argument {i} must be a list of kernel sizes"))))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| self.err(format!("argument {i} must be a list of kernel sizes")))
+                })
                 .collect(),
-            Some(v) => v.as_u64().map(|x| vec![x as usize]).ok_or_else(|| self.err(format!("argument {i} must be a kernel size or list"))),
+            Some(v) => v
+                .as_u64()
+                .map(|x| vec![x as usize])
+                .ok_or_else(|| self.err(format!("argument {i} must be a kernel size or list"))),
         }
     }
 }
@@ -329,16 +348,20 @@ impl YoloModel {
         if let Some(act) = &yaml.activation {
             let a = act.replace(' ', "");
             if a != "nn.SiLU()" && a != "torch.nn.SiLU()" {
-                return Err(Error::model(format!("activation '{act}' is not supported (kubeyolo builds SiLU networks)"))
-                    .with_file(&yaml.origin)
-                    .with_key("activation")
-                    .with_hint("remove the `activation:` line to use SiLU"));
+                return Err(Error::model(format!(
+                    "activation '{act}' is not supported (kubeyolo builds SiLU networks)"
+                ))
+                .with_file(&yaml.origin)
+                .with_key("activation")
+                .with_hint("remove the `activation:` line to use SiLU"));
             }
         }
         let extra: Value = serde_yaml::from_str(&yaml.text).unwrap_or(Value::Null);
         let reg_max = extra.get("reg_max").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(REG_MAX);
         if extra.get("end2end").and_then(Value::as_bool) == Some(true) {
-            return Err(Error::model("end2end (NMS-free) heads are not supported").with_file(&yaml.origin).with_key("end2end"));
+            return Err(Error::model("end2end (NMS-free) heads are not supported")
+                .with_file(&yaml.origin)
+                .with_key("end2end"));
         }
         let scale = yaml.selected_scale();
         let (depth, width, max_ch) = (scale.depth, scale.width, scale.max_channels as f64);
@@ -357,7 +380,10 @@ impl YoloModel {
             let from: Vec<i64> = spec.from.iter().map(|&f| if f < 0 { i as i64 + f } else { f }).collect();
             for &f in &from {
                 if f >= i as i64 || (f < 0 && i > 0) || f < -1 {
-                    return Err(args.err(format!("`from` {} does not point at an earlier layer", spec.from.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))));
+                    return Err(args.err(format!(
+                        "`from` {} does not point at an earlier layer",
+                        spec.from.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+                    )));
                 }
             }
             for (&rel, &abs) in spec.from.iter().zip(&from) {
@@ -545,7 +571,9 @@ impl YoloModel {
                     if f == i as i64 - 1 || f < 0 {
                         Ok(prev.clone())
                     } else {
-                        outs[f as usize].clone().ok_or_else(|| candle_core::Error::Msg(format!("layer {f} output not kept")))
+                        outs[f as usize]
+                            .clone()
+                            .ok_or_else(|| candle_core::Error::Msg(format!("layer {f} output not kept")))
                     }
                 })
                 .collect::<CResult<_>>()?;
@@ -581,7 +609,13 @@ impl YoloModel {
             let inputs: Vec<Tensor> = layer
                 .from
                 .iter()
-                .map(|&f| if f == i as i64 - 1 || f < 0 { prev.clone() } else { outs[f as usize].clone().unwrap_or_else(|| prev.clone()) })
+                .map(|&f| {
+                    if f == i as i64 - 1 || f < 0 {
+                        prev.clone()
+                    } else {
+                        outs[f as usize].clone().unwrap_or_else(|| prev.clone())
+                    }
+                })
                 .collect();
             let t = std::time::Instant::now();
             if let Block::Detect(d) = &layer.block {
@@ -630,7 +664,8 @@ impl YoloModel {
         let mut any_act = false;
         let mut params = 0;
         for (i, l) in self.layers.iter().enumerate() {
-            let hws: Vec<Hw> = l.from.iter().map(|&f| if f < 0 { (imgsz, imgsz) } else { hw_out[f as usize] }).collect();
+            let hws: Vec<Hw> =
+                l.from.iter().map(|&f| if f < 0 { (imgsz, imgsz) } else { hw_out[f as usize] }).collect();
             let (m, o) = l.block.macs(&hws);
             macs += m;
             hw_out.push(o);
@@ -657,7 +692,16 @@ impl YoloModel {
         let mut s = String::new();
         let _ = writeln!(s, "{:>3}{:>20}{:>3}{:>10}  {:<45}{:<30}", "", "from", "n", "params", "module", "arguments");
         for l in &self.layers {
-            let _ = writeln!(s, "{:>3}{:>20}{:>3}{:>10}  {:<45}{:<30}", l.index, l.from_text, l.n, l.block.params(), l.type_name, l.args_text);
+            let _ = writeln!(
+                s,
+                "{:>3}{:>20}{:>3}{:>10}  {:<45}{:<30}",
+                l.index,
+                l.from_text,
+                l.n,
+                l.block.params(),
+                l.type_name,
+                l.args_text
+            );
         }
         let _ = write!(s, "{}", self.summary(imgsz).line());
         s
@@ -739,9 +783,13 @@ mod tests {
         use candle_nn::VarMap;
         let yaml = ModelYaml::builtin("yolov8n.yaml").unwrap();
         let vm = VarMap::new();
-        let m = YoloModel::new(&yaml, 2, VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
+        let m =
+            YoloModel::new(&yaml, 2, VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu))
+                .unwrap();
         m.seed_init(&vm, 0).unwrap();
-        let get = |name: &str| vm.data().lock().unwrap().get(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let get = |name: &str| {
+            vm.data().lock().unwrap().get(name).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         let (mean0, mean1) = (get("model.0.bn.running_mean"), get("model.1.bn.running_mean"));
         let x = Tensor::rand(0f32, 1f32, (2, 3, 64, 64), &candle_core::Device::Cpu).unwrap();
         let mut frozen = vec![false; m.layers.len()];
@@ -749,7 +797,13 @@ mod tests {
         let out = m.forward_train_frozen(&x, &frozen).unwrap();
         assert_eq!(get("model.0.bn.running_mean"), mean0, "a frozen layer's statistics must not move");
         assert_ne!(get("model.1.bn.running_mean"), mean1, "a trained layer's statistics move");
-        let loss = out.box_levels.iter().chain(&out.cls_levels).map(|t| t.sqr().unwrap().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
+        let loss = out
+            .box_levels
+            .iter()
+            .chain(&out.cls_levels)
+            .map(|t| t.sqr().unwrap().sum_all().unwrap())
+            .reduce(|a, b| (a + b).unwrap())
+            .unwrap();
         let g = loss.backward().unwrap();
         let var = |name: &str| vm.data().lock().unwrap().get(name).unwrap().as_tensor().clone();
         assert!(g.get(&var("model.0.conv.weight")).is_none(), "backward must stop at the frozen prefix");
@@ -777,10 +831,19 @@ mod tests {
             assert_eq!(m.strides, vec![8.0, 16.0, 32.0]);
         }
         let yaml = ModelYaml::builtin("yolov8n.yaml").unwrap();
-        let m = YoloModel::new(&yaml, 80, VarBuilder::zeros(candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
-        assert_eq!(m.summary(640).line(), "YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs");
+        let m =
+            YoloModel::new(&yaml, 80, VarBuilder::zeros(candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
+        assert_eq!(
+            m.summary(640).line(),
+            "YOLOv8n summary: 129 layers, 3,157,200 parameters, 3,157,184 gradients, 8.9 GFLOPs"
+        );
         let t = m.summary_table(640);
-        assert!(t.contains("  2                  -1  1      7360  ultralytics.nn.modules.block.C2f             [32, 32, 1, True]"), "{t}");
+        assert!(
+            t.contains(
+                "  2                  -1  1      7360  ultralytics.nn.modules.block.C2f             [32, 32, 1, True]"
+            ),
+            "{t}"
+        );
         assert!(t.contains("[80, 16, None, [64, 128, 256]]"), "{t}");
     }
 }

@@ -22,13 +22,7 @@ use candle_core::{DType, Device, Result, Tensor, D};
 /// On CPU with f32 this runs kubeyolo's im2col + GEMM kernels ([`super::cpu::conv`]); elsewhere it
 /// is candle's `conv2d`. YOLOv8's `Conv` blocks pass `bias: None` (a BatchNorm follows); the
 /// Detect head's last 1×1 convs pass their bias.
-pub fn conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    stride: usize,
-    padding: usize,
-) -> Result<Tensor> {
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
     let y = if cpu_f32(x) && w.dtype() == DType::F32 && matches!(w.device(), Device::Cpu) {
         let w = w.contiguous()?;
         x.contiguous()?.apply_op2(&w, super::cpu::conv::ConvFwd { stride, pad: padding })?
@@ -70,9 +64,7 @@ pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
         return x.contiguous()?.apply_op1(super::cpu::channel_ops::Upsample2x);
     }
     let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h, 1, w, 1))?
-        .broadcast_as((n, c, h, 2, w, 2))?
-        .reshape((n, c, 2 * h, 2 * w))
+    x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?.reshape((n, c, 2 * h, 2 * w))
 }
 
 /// Max pooling with kernel `k` (odd), stride 1 and padding `k / 2`, so the output has the input's
@@ -123,16 +115,7 @@ pub fn atan(x: &Tensor) -> Result<Tensor> {
     let z = halve(&halve(x)?)?;
     let z2 = z.sqr()?;
     // Horner on z·(1 − z²/3 + z⁴/5 − …) up to z^15.
-    let coeffs = [
-        1.0,
-        -1.0 / 3.0,
-        1.0 / 5.0,
-        -1.0 / 7.0,
-        1.0 / 9.0,
-        -1.0 / 11.0,
-        1.0 / 13.0,
-        -1.0 / 15.0,
-    ];
+    let coeffs = [1.0, -1.0 / 3.0, 1.0 / 5.0, -1.0 / 7.0, 1.0 / 9.0, -1.0 / 11.0, 1.0 / 13.0, -1.0 / 15.0];
     let mut acc = Tensor::full(coeffs[7] as f32, z.shape(), z.device())?.to_dtype(z.dtype())?;
     for &c in coeffs[..7].iter().rev() {
         acc = (acc.mul(&z2)? + c)?;

@@ -64,7 +64,13 @@ pub struct ImageResult {
 }
 
 /// Run the model (eval mode) on one decoded RGB image.
-pub fn predict_image(net: &EvalNet, names: &[String], img: &RgbImage, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
+pub fn predict_image(
+    net: &EvalNet,
+    names: &[String],
+    img: &RgbImage,
+    cfg: &PredictConfig,
+    device: &Device,
+) -> Result<ImageResult> {
     Ok(predict_images(net, names, &[img], cfg, device)?.pop().unwrap_or_else(|| unreachable!("one result per image")))
 }
 
@@ -72,20 +78,39 @@ pub fn predict_image(net: &EvalNet, names: &[String], img: &RgbImage, cfg: &Pred
 /// `batch > 1`): the minimum-rectangle letterbox when every image has the same shape and
 /// `cfg.rect`, otherwise `imgsz` squares (as ultralytics' `pre_transform` decides). The
 /// per-image `speed_ms` is the batch's time divided by its size.
-pub fn predict_images(net: &EvalNet, names: &[String], imgs: &[&RgbImage], cfg: &PredictConfig, device: &Device) -> Result<Vec<ImageResult>> {
+pub fn predict_images(
+    net: &EvalNet,
+    names: &[String],
+    imgs: &[&RgbImage],
+    cfg: &PredictConfig,
+    device: &Device,
+) -> Result<Vec<ImageResult>> {
     if imgs.is_empty() {
         return Ok(Vec::new());
     }
     let t0 = std::time::Instant::now();
     let same_shape = imgs.iter().all(|im| im.dimensions() == imgs[0].dimensions());
-    let lb = Letterbox { new_shape: (cfg.imgsz, cfg.imgsz), auto: cfg.rect && same_shape, scaleup: true, center: true, stride: net.model.max_stride() };
+    let lb = Letterbox {
+        new_shape: (cfg.imgsz, cfg.imgsz),
+        auto: cfg.rect && same_shape,
+        scaleup: true,
+        center: true,
+        stride: net.model.max_stride(),
+    };
     let boxed: Vec<_> = imgs.iter().map(|im| letterbox(im, &lb)).collect();
     let x = to_tensor(&boxed.iter().map(|b| &b.0).collect::<Vec<_>>(), device)?;
     let t1 = std::time::Instant::now();
     let (decoded, _) = net.forward(&x, false)?;
     let decoded = decoded.to_device(&Device::Cpu)?;
     let t2 = std::time::Instant::now();
-    let nms = NmsConfig { conf: cfg.conf, iou: cfg.iou, classes: cfg.classes.clone(), agnostic: cfg.agnostic_nms, max_det: cfg.max_det, ..Default::default() };
+    let nms = NmsConfig {
+        conf: cfg.conf,
+        iou: cfg.iou,
+        classes: cfg.classes.clone(),
+        agnostic: cfg.agnostic_nms,
+        max_det: cfg.max_det,
+        ..Default::default()
+    };
     let all = non_max_suppression(&decoded, &nms)?;
     let mut results = Vec::with_capacity(imgs.len());
     for (dets, (_, info)) in all.into_iter().zip(&boxed) {
@@ -94,9 +119,20 @@ pub fn predict_images(net: &EvalNet, names: &[String], imgs: &[&RgbImage], cfg: 
         let detections = dets
             .iter()
             .zip(boxes)
-            .map(|(d, b)| BoxDetection { xyxy: b, conf: d.conf, cls: d.cls, name: names.get(d.cls).cloned().unwrap_or_else(|| d.cls.to_string()) })
+            .map(|(d, b)| BoxDetection {
+                xyxy: b,
+                conf: d.conf,
+                cls: d.cls,
+                name: names.get(d.cls).cloned().unwrap_or_else(|| d.cls.to_string()),
+            })
             .collect();
-        results.push(ImageResult { path: None, orig_shape: info.orig_shape, input_shape: info.shape, detections, speed_ms: [0.0; 3] });
+        results.push(ImageResult {
+            path: None,
+            orig_shape: info.orig_shape,
+            input_shape: info.shape,
+            detections,
+            speed_ms: [0.0; 3],
+        });
     }
     let t3 = std::time::Instant::now();
     let per = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e3 / imgs.len() as f64;
@@ -107,7 +143,13 @@ pub fn predict_images(net: &EvalNet, names: &[String], imgs: &[&RgbImage], cfg: 
 }
 
 /// Read and predict one image file.
-pub fn predict_path(net: &EvalNet, names: &[String], path: &Path, cfg: &PredictConfig, device: &Device) -> Result<ImageResult> {
+pub fn predict_path(
+    net: &EvalNet,
+    names: &[String],
+    path: &Path,
+    cfg: &PredictConfig,
+    device: &Device,
+) -> Result<ImageResult> {
     let img = load_rgb(path)?;
     let mut r = predict_image(net, names, &img, cfg, device)?;
     r.path = Some(path.to_path_buf());
@@ -181,8 +223,8 @@ impl ImageResult {
 
 /// ultralytics' `Colors` palette (hex), indexed by class.
 const PALETTE: [u32; 20] = [
-    0x042AFF, 0x0BDBEB, 0xF3F3F3, 0x00DFB7, 0x111F68, 0xFF6FDD, 0xFF444F, 0xCCED00, 0x00F344, 0xBD00FF, 0x00B4FF, 0xDD00BA, 0x00FFFF,
-    0x26C000, 0x01FFB3, 0x7D24FF, 0x7B0068, 0xFF1B6C, 0xFC6D2F, 0xA2FF0B,
+    0x042AFF, 0x0BDBEB, 0xF3F3F3, 0x00DFB7, 0x111F68, 0xFF6FDD, 0xFF444F, 0xCCED00, 0x00F344, 0xBD00FF, 0x00B4FF,
+    0xDD00BA, 0x00FFFF, 0x26C000, 0x01FFB3, 0x7D24FF, 0x7B0068, 0xFF1B6C, 0xFC6D2F, 0xA2FF0B,
 ];
 
 /// Class colour (RGB) as ultralytics' annotator picks it.

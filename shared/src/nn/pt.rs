@@ -51,8 +51,9 @@ fn not_ultralytics(path: &Path, why: impl Into<String>) -> Error {
 /// Read an ultralytics detection checkpoint.
 pub fn read_pt(path: &Path) -> Result<PtCheckpoint> {
     let file = std::fs::File::open(path).map_err(|e| Error::io_at(path, "open checkpoint", e))?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| not_ultralytics(path, format!("not a PyTorch zip archive ({e}); legacy (pre-1.6) .pt files are not supported")))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
+        not_ultralytics(path, format!("not a PyTorch zip archive ({e}); legacy (pre-1.6) .pt files are not supported"))
+    })?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl"))
@@ -63,9 +64,11 @@ pub fn read_pt(path: &Path) -> Result<PtCheckpoint> {
         let entry = zip.by_name(&pkl_name).map_err(|e| not_ultralytics(path, e.to_string()))?;
         let mut reader = std::io::BufReader::new(entry);
         let mut stack = Stack::empty();
-        stack
-            .read_loop(&mut reader)
-            .map_err(|e| Error::model(format!("cannot parse the checkpoint's pickle: {e}")).with_file(path).with_hint("the file may be truncated or written by an unsupported pickler"))?;
+        stack.read_loop(&mut reader).map_err(|e| {
+            Error::model(format!("cannot parse the checkpoint's pickle: {e}"))
+                .with_file(path)
+                .with_hint("the file may be truncated or written by an unsupported pickler")
+        })?;
         stack.finalize().map_err(|e| not_ultralytics(path, e.to_string()))?
     };
     let Object::Dict(top) = obj else {
@@ -76,14 +79,26 @@ pub fn read_pt(path: &Path) -> Result<PtCheckpoint> {
         (Some(e), _) if *e != Object::None => ("ema", e),
         (_, Some(m)) if *m != Object::None => ("model", m),
         _ => {
-            let keys: Vec<String> = top.iter().filter_map(|(k, _)| if let Object::Unicode(s) = k { Some(s.clone()) } else { None }).take(8).collect();
+            let keys: Vec<String> = top
+                .iter()
+                .filter_map(|(k, _)| if let Object::Unicode(s) = k { Some(s.clone()) } else { None })
+                .take(8)
+                .collect();
             return Err(not_ultralytics(path, format!("no `model` or `ema` entry (keys: {})", keys.join(", "))));
         }
     };
-    let (class, state) = module_parts(model).ok_or_else(|| not_ultralytics(path, format!("`{source}` is not a pickled model object")))?;
-    if !class.ends_with("DetectionModel") || class.contains("Segmentation") || class.contains("Pose") || class.contains("OBB") {
-        return Err(Error::model(format!("{} holds a `{class}`; kubeyolo loads detection models (DetectionModel) only", path.display()))
-            .with_hint("use a detection checkpoint such as yolov8n.pt"));
+    let (class, state) = module_parts(model)
+        .ok_or_else(|| not_ultralytics(path, format!("`{source}` is not a pickled model object")))?;
+    if !class.ends_with("DetectionModel")
+        || class.contains("Segmentation")
+        || class.contains("Pose")
+        || class.contains("OBB")
+    {
+        return Err(Error::model(format!(
+            "{} holds a `{class}`; kubeyolo loads detection models (DetectionModel) only",
+            path.display()
+        ))
+        .with_hint("use a detection checkpoint such as yolov8n.pt"));
     }
 
     // Walk the module tree.
@@ -112,7 +127,9 @@ pub fn read_pt(path: &Path) -> Result<PtCheckpoint> {
             }
             m.into_values().collect()
         }
-        Some(Object::List(l)) => l.iter().filter_map(|v| if let Object::Unicode(s) = v { Some(s.clone()) } else { None }).collect(),
+        Some(Object::List(l)) => {
+            l.iter().filter_map(|v| if let Object::Unicode(s) = v { Some(s.clone()) } else { None }).collect()
+        }
         _ => Vec::new(),
     };
     let yaml = attr("yaml").map(to_yaml).unwrap_or(Value::Null);
@@ -186,19 +203,28 @@ fn walk(state: &Object, prefix: &str, dir: &Path, out: &mut Vec<(String, candle_
 }
 
 /// Read one tensor's bytes from the archive as f32 on the CPU.
-fn read_tensor<R: std::io::Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, info: &candle_core::pickle::TensorInfo) -> Result<Tensor> {
+fn read_tensor<R: std::io::Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    info: &candle_core::pickle::TensorInfo,
+) -> Result<Tensor> {
     let layout = &info.layout;
     if !layout.is_contiguous() {
         return Err(Error::model("non-contiguous tensor in checkpoint (channels-last weights are not supported)"));
     }
-    let mut entry = zip.by_name(&info.path).map_err(|e| Error::model(format!("tensor data {} missing from the archive: {e}", info.path)))?;
+    let mut entry = zip
+        .by_name(&info.path)
+        .map_err(|e| Error::model(format!("tensor data {} missing from the archive: {e}", info.path)))?;
     let mut bytes = Vec::new();
     entry.read_to_end(&mut bytes).map_err(|e| Error::model(format!("cannot read tensor data {}: {e}", info.path)))?;
     let size = info.dtype.size_in_bytes();
     let start = layout.start_offset();
     let len = layout.shape().elem_count() * size;
     if start + len > bytes.len() {
-        return Err(Error::model(format!("tensor data {} is shorter than its shape {:?}", info.path, layout.shape().dims())));
+        return Err(Error::model(format!(
+            "tensor data {} is shorter than its shape {:?}",
+            info.path,
+            layout.shape().dims()
+        )));
     }
     let t = Tensor::from_raw_buffer(&bytes[start..start + len], info.dtype, layout.shape().dims(), &Device::Cpu)?;
     Ok(t.to_dtype(DType::F32)?)

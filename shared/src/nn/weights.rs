@@ -51,7 +51,8 @@ pub struct CheckpointMeta {
     pub writer: String,
 }
 
-const META_KEYS: &[&str] = &["model_yaml", "model_name", "scale", "nc", "names", "train_args", "epoch", "best_fitness", "writer"];
+const META_KEYS: &[&str] =
+    &["model_yaml", "model_name", "scale", "nc", "names", "train_args", "epoch", "best_fitness", "writer"];
 
 impl CheckpointMeta {
     fn to_map(&self) -> HashMap<String, String> {
@@ -89,8 +90,15 @@ impl CheckpointMeta {
             model_name: m.get("model_name").cloned().unwrap_or_default(),
             scale: m.get("scale").cloned(),
             nc: m.get("nc").map(|s| s.parse().map_err(|_| bad("nc"))).transpose()?.unwrap_or(0),
-            names: m.get("names").map(|s| serde_json::from_str(s).map_err(|_| bad("names"))).transpose()?.unwrap_or_default(),
-            train_args: m.get("train_args").and_then(|s| serde_json::from_str(s).ok()).unwrap_or(serde_json::Value::Null),
+            names: m
+                .get("names")
+                .map(|s| serde_json::from_str(s).map_err(|_| bad("names")))
+                .transpose()?
+                .unwrap_or_default(),
+            train_args: m
+                .get("train_args")
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(serde_json::Value::Null),
             epoch: m.get("epoch").and_then(|s| s.parse().ok()),
             best_fitness: m.get("best_fitness").and_then(|s| s.parse().ok()),
             writer: m.get("writer").or(m.get("kubeyolo_version")).cloned().unwrap_or_default(),
@@ -133,7 +141,12 @@ pub fn varmap_tensors(varmap: &VarMap) -> Result<Vec<(String, Tensor)>> {
 /// Write `tensors` (the network's, plus any `TRAIN_STATE_PREFIX` ones) with `meta` and `extra`
 /// metadata entries as one safetensors file, atomically (temp + rename: a failed write leaves
 /// the previous file intact).
-pub fn save_checkpoint_with(path: &Path, tensors: Vec<(String, Tensor)>, meta: &CheckpointMeta, extra: HashMap<String, String>) -> Result<()> {
+pub fn save_checkpoint_with(
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+    meta: &CheckpointMeta,
+    extra: HashMap<String, String>,
+) -> Result<()> {
     let mut map = meta.to_map();
     map.extend(extra);
     let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(map))
@@ -189,7 +202,8 @@ pub fn read_weights(path: &Path) -> Result<Weights> {
         "pt" | "pth" => {
             let ck = pt::read_pt(path)?;
             let get = |k: &str| ck.yaml.get(k);
-            let model_yaml = serde_yaml::to_string(&ck.yaml).map_err(|e| Error::internal(format!("cannot re-serialize the model yaml: {e}")))?;
+            let model_yaml = serde_yaml::to_string(&ck.yaml)
+                .map_err(|e| Error::internal(format!("cannot re-serialize the model yaml: {e}")))?;
             let nc = get("nc").and_then(serde_yaml::Value::as_u64).unwrap_or(ck.names.len() as u64) as usize;
             let scale = get("scale").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
             let model_name = get("yaml_file")
@@ -253,7 +267,9 @@ pub fn load_into(varmap: &VarMap, tensors: &[(String, Tensor)], strict: bool) ->
                     rep.unexpected.push(name.clone())
                 }
             }
-            Some(var) if var.dims() != t.dims() => rep.mismatched.push(format!("{name}: checkpoint {:?}, network {:?}", t.dims(), var.dims())),
+            Some(var) if var.dims() != t.dims() => {
+                rep.mismatched.push(format!("{name}: checkpoint {:?}, network {:?}", t.dims(), var.dims()))
+            }
             Some(var) => {
                 var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
                 rep.loaded += 1;
@@ -297,13 +313,20 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = YoloModel::new(&yaml, nc, vb).map_err(|e| e.with_file(path))?;
     load_into(&varmap, &w.tensors, true).map_err(|e| e.with_file(path))?;
-    let names = if w.meta.names.len() == model.nc { w.meta.names.clone() } else { (0..model.nc).map(|i| i.to_string()).collect() };
+    let names = if w.meta.names.len() == model.nc {
+        w.meta.names.clone()
+    } else {
+        (0..model.nc).map(|i| i.to_string()).collect()
+    };
     Ok(LoadedModel { model, varmap, names, meta: w.meta })
 }
 
 /// The URL an official weights file is downloaded from (`KUBEYOLO_WEIGHTS_URL` or ultralytics').
 pub fn official_url(name: &str) -> String {
-    let base = std::env::var(ENV_WEIGHTS_URL).ok().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| DEFAULT_WEIGHTS_URL.to_string());
+    let base = std::env::var(ENV_WEIGHTS_URL)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_WEIGHTS_URL.to_string());
     format!("{}/{}", base.trim_end_matches('/'), name)
 }
 
@@ -320,7 +343,8 @@ pub fn ensure_official(name: &str, cache_path: &Path) -> Result<PathBuf> {
             cache_path.display()
         ))
     })?;
-    check_pt_bytes(&bytes).map_err(|why| Error::network(format!("downloaded {url} is not a valid weights file: {why}")))?;
+    check_pt_bytes(&bytes)
+        .map_err(|why| Error::network(format!("downloaded {url} is not a valid weights file: {why}")))?;
     crate::files::write_atomic(cache_path, &bytes)?;
     Ok(cache_path.to_path_buf())
 }
@@ -349,13 +373,20 @@ fn download(url: &str) -> Result<Vec<u8>> {
             .timeout(std::time::Duration::from_secs(1800))
             .build()
             .map_err(|e| Error::network(format!("cannot create an HTTP client: {e}")))?;
-        let resp = client.get(url).send().await.map_err(|e| Error::network(format!("cannot download {url}: {e}")).with_source(e))?;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| Error::network(format!("cannot download {url}: {e}")).with_source(e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(Error::network(format!("cannot download {url}: HTTP {status}")));
         }
         let expected = resp.content_length();
-        let bytes = resp.bytes().await.map_err(|e| Error::network(format!("download of {url} failed midway: {e}")).with_source(e))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::network(format!("download of {url} failed midway: {e}")).with_source(e))?;
         if let Some(n) = expected {
             if n as usize != bytes.len() {
                 return Err(Error::network(format!("download of {url} is incomplete: {} of {n} bytes", bytes.len())));
@@ -381,7 +412,9 @@ fn source_yaml(src: &crate::root::ModelSource) -> Result<ModelYaml> {
     use crate::root::ModelSource;
     match src {
         ModelSource::File { path, requested } => ModelYaml::load(path, requested),
-        ModelSource::BuiltinArch { name } => ModelYaml::builtin(name).ok_or_else(|| Error::internal(format!("built-in model yaml {name} missing"))),
+        ModelSource::BuiltinArch { name } => {
+            ModelYaml::builtin(name).ok_or_else(|| Error::internal(format!("built-in model yaml {name} missing")))
+        }
         ModelSource::OfficialWeights { name, .. } => Err(Error::internal(format!("{name} is weights, not a yaml"))),
     }
 }

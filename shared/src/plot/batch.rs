@@ -32,12 +32,17 @@ const MAX_SIZE: f64 = 1920.0;
 fn tile(batch: &Batch) -> Result<(RgbImage, f64, usize, usize, usize)> {
     let (b, h, w) = batch.shape;
     if b == 0 || h == 0 || w == 0 || batch.images.len() != b * 3 * h * w {
-        return Err(Error::internal(format!("plot_training_batch: batch of shape {:?} holds {} bytes", batch.shape, batch.images.len())));
+        return Err(Error::internal(format!(
+            "plot_training_batch: batch of shape {:?} holds {} bytes",
+            batch.shape,
+            batch.images.len()
+        )));
     }
     let n = b.min(MAX_SUBPLOTS);
     let ns = (n as f64).sqrt().ceil() as usize;
     let scale = (MAX_SIZE / ns as f64 / h.max(w) as f64).min(1.0);
-    let (th, tw) = if scale < 1.0 { ((h as f64 * scale).ceil() as usize, (w as f64 * scale).ceil() as usize) } else { (h, w) };
+    let (th, tw) =
+        if scale < 1.0 { ((h as f64 * scale).ceil() as usize, (w as f64 * scale).ceil() as usize) } else { (h, w) };
     let mut canvas = RgbImage::from_pixel((ns * tw) as u32, (ns * th) as u32, image::Rgb([255; 3]));
     for i in 0..n {
         let chw = &batch.images[i * 3 * h * w..(i + 1) * 3 * h * w];
@@ -65,10 +70,18 @@ pub fn plot_training_batch(batch: &Batch, names: &[String], path: &Path) -> Resu
         let draw = || -> super::DrawResult {
             for i in 0..n {
                 let (x0, y0) = (((i % ns) * tw) as i32, ((i / ns) * th) as i32);
-                root.draw(&Rectangle::new([(x0, y0), (x0 + tw as i32 - 1, y0 + th as i32 - 1)], WHITE.stroke_width(2)))?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + tw as i32 - 1, y0 + th as i32 - 1)],
+                    WHITE.stroke_width(2),
+                ))?;
                 if let Some(p) = batch.paths.get(i) {
-                    let name: String = p.file_name().map(|s| s.to_string_lossy().chars().take(40).collect()).unwrap_or_default();
-                    root.draw(&Text::new(name, (x0 + 5, y0 + 3), (super::FONT, fs).into_font().color(&RGBColor(220, 220, 220))))?;
+                    let name: String =
+                        p.file_name().map(|s| s.to_string_lossy().chars().take(40).collect()).unwrap_or_default();
+                    root.draw(&Text::new(
+                        name,
+                        (x0 + 5, y0 + 3),
+                        (super::FONT, fs).into_font().color(&RGBColor(220, 220, 220)),
+                    ))?;
                 }
             }
             for ((&bi, &c), b) in batch.targets.batch_idx.iter().zip(&batch.targets.cls).zip(&batch.targets.bboxes) {
@@ -76,7 +89,12 @@ pub fn plot_training_batch(batch: &Batch, names: &[String], path: &Path) -> Resu
                     continue;
                 }
                 let (x0, y0) = ((bi % ns) * tw, (bi / ns) * th);
-                let (cx, cy, bw, bh) = (b[0] as f64 * tw as f64, b[1] as f64 * th as f64, b[2] as f64 * tw as f64, b[3] as f64 * th as f64);
+                let (cx, cy, bw, bh) = (
+                    b[0] as f64 * tw as f64,
+                    b[1] as f64 * th as f64,
+                    b[2] as f64 * tw as f64,
+                    b[3] as f64 * th as f64,
+                );
                 let (x1, y1) = ((x0 as f64 + cx - bw / 2.0) as i32, (y0 as f64 + cy - bh / 2.0) as i32);
                 let (x2, y2) = ((x0 as f64 + cx + bw / 2.0) as i32, (y0 as f64 + cy + bh / 2.0) as i32);
                 let col = class_colour(c);

@@ -56,8 +56,7 @@ where
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..1f64, 0f64..1f64)
-        ?;
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
     chart
         .configure_mesh()
         .x_desc(xlabel)
@@ -65,21 +64,20 @@ where
         .label_style((FONT, 18))
         .axis_desc_style((FONT, 22))
         .light_line_style(WHITE.mix(0.0))
-        .draw()
-        ?;
+        .draw()?;
     for (i, (name, ys)) in rows.iter().enumerate() {
         let color = if legend { class_color(i) } else { RGBColor(128, 128, 128) };
-        let series = chart
-            .draw_series(LineSeries::new(px.iter().copied().zip(ys.iter().copied()), color.stroke_width(2)))
-            ?;
+        let series =
+            chart.draw_series(LineSeries::new(px.iter().copied().zip(ys.iter().copied()), color.stroke_width(2)))?;
         if legend {
-            series.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            series
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
         }
     }
     let blue = RGBColor(0, 0, 255);
     chart
-        .draw_series(LineSeries::new(px.iter().copied().zip(mean.1.iter().copied()), blue.stroke_width(5)))
-        ?
+        .draw_series(LineSeries::new(px.iter().copied().zip(mean.1.iter().copied()), blue.stroke_width(5)))?
         .label(mean.0)
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(5)));
     chart
@@ -88,8 +86,7 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 18))
-        .draw()
-        ?;
+        .draw()?;
     Ok(())
 }
 
@@ -189,8 +186,7 @@ impl Chart for ConfusionPlot<'_> {
             .margin(20)
             .x_label_area_size(70)
             .y_label_area_size(150)
-            .build_cartesian_2d(0f64..nf, 0f64..nf)
-            ?;
+            .build_cartesian_2d(0f64..nf, 0f64..nf)?;
         let label_px = if n > 15 { 12 } else { 18 };
         chart
             .configure_mesh()
@@ -200,20 +196,17 @@ impl Chart for ConfusionPlot<'_> {
             .x_desc("True")
             .y_desc("Predicted")
             .axis_desc_style((FONT, 22))
-            .draw()
-            ?;
+            .draw()?;
         let cells = (0..n).flat_map(|r| (0..n).map(move |c| (r, c)));
-        chart
-            .draw_series(cells.map(|(r, c)| {
-                let v = values[r][c];
-                let t = (v / vmax).clamp(0.0, 1.0);
-                // white -> dark blue (matplotlib "Blues")
-                let color = RGBColor((247.0 - t * 239.0) as u8, (251.0 - t * 203.0) as u8, (255.0 - t * 148.0) as u8);
-                // y grows upwards: predicted row r is drawn at y = n-1-r
-                let y = (n - 1 - r) as f64;
-                Rectangle::new([(c as f64, y), (c as f64 + 1.0, y + 1.0)], color.filled())
-            }))
-            ?;
+        chart.draw_series(cells.map(|(r, c)| {
+            let v = values[r][c];
+            let t = (v / vmax).clamp(0.0, 1.0);
+            // white -> dark blue (matplotlib "Blues")
+            let color = RGBColor((247.0 - t * 239.0) as u8, (251.0 - t * 203.0) as u8, (255.0 - t * 148.0) as u8);
+            // y grows upwards: predicted row r is drawn at y = n-1-r
+            let y = (n - 1 - r) as f64;
+            Rectangle::new([(c as f64, y), (c as f64 + 1.0, y + 1.0)], color.filled())
+        }))?;
         for (i, name) in labels.iter().enumerate() {
             let (x, y0) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
             let style = (FONT, label_px).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top));

@@ -68,12 +68,8 @@ impl DistributionChart {
             13..=40 => (13, 20),
             _ => (12, 16),
         };
-        let labels: Vec<String> = dist
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| ellipsize(&format!("{i} {n}"), MAX_LABEL_PX, font_px))
-            .collect();
+        let labels: Vec<String> =
+            dist.names.iter().enumerate().map(|(i, n)| ellipsize(&format!("{i} {n}"), MAX_LABEL_PX, font_px)).collect();
         let label_px = labels.iter().map(|l| text_width(l, font_px)).max().unwrap_or(0) + 12;
         Ok(DistributionChart {
             title: title.into(),
@@ -142,9 +138,12 @@ impl DistributionChart {
             .draw()?;
         // Class 0 on top: row r of the plot holds class nc-1-r.
         let y_of = |c: usize| (nc - 1 - c) as f64;
-        chart.draw_series(counts.iter().enumerate().map(|(c, &n)| {
-            Rectangle::new([(0u64, y_of(c) - 0.38), (n as u64, y_of(c) + 0.38)], color.filled())
-        }))?;
+        chart.draw_series(
+            counts
+                .iter()
+                .enumerate()
+                .map(|(c, &n)| Rectangle::new([(0u64, y_of(c) - 0.38), (n as u64, y_of(c) + 0.38)], color.filled())),
+        )?;
         let value_style = font.clone().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
         let zero_style = value_style.clone().color(&RED);
         chart.draw_series(counts.iter().enumerate().map(|(c, &n)| {

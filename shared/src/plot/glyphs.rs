@@ -15,9 +15,7 @@ use std::sync::OnceLock;
 
 use ab_glyph::{point, Font, FontRef, FontVec, GlyphId, PxScale, ScaleFont};
 use plotters_backend::text_anchor::{HPos, VPos};
-use plotters_backend::{
-    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind,
-};
+use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind};
 
 /// The embedded font, parsed once.
 fn font() -> Option<&'static FontRef<'static>> {
@@ -34,9 +32,9 @@ fn fallback() -> Option<&'static FontVec> {
     FALLBACK
         .get_or_init(|| {
             let path = std::env::var_os(FALLBACK_FONT_ENV).filter(|p| !p.is_empty())?;
-            let loaded = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                FontVec::try_from_vec(bytes).map_err(|_| "not a TrueType/OpenType font".to_string())
-            });
+            let loaded = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| FontVec::try_from_vec(bytes).map_err(|_| "not a TrueType/OpenType font".to_string()));
             match loaded {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -107,7 +105,11 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
     fn present(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.present()
     }
-    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn draw_pixel(
+        &mut self,
+        point: BackendCoord,
+        color: BackendColor,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.draw_pixel(point, color)
     }
     fn draw_line<S: BackendStyle>(
@@ -157,7 +159,12 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
     ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
         self.0.estimate_text_size(text, style)
     }
-    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.blit_bitmap(pos, size, src)
     }
 
@@ -180,8 +187,7 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
         };
         // Plotters' box height (size / 1.24) so anchors agree with its margins; our own width,
         // which counts fallback glyphs correctly.
-        let ((_, min_y), (_, max_y)) =
-            style.layout_box(text).map_err(|e| DrawingErrorKind::FontError(Box::new(e)))?;
+        let ((_, min_y), (_, max_y)) = style.layout_box(text).map_err(|e| DrawingErrorKind::FontError(Box::new(e)))?;
         let (width, height) = (advance.round() as i32, max_y - min_y);
         let dx = match style.anchor().h_pos {
             HPos::Left => 0,
@@ -200,11 +206,8 @@ impl<DB: DrawingBackend> DrawingBackend for TextFix<DB> {
         let (w, h) = self.0.get_size();
         for g in glyphs {
             let glyph = g.id.with_scale_and_position(PxScale::from(size), point(g.x, baseline));
-            let outline = if g.fallback {
-                fallback().and_then(|f| f.outline_glyph(glyph))
-            } else {
-                font.outline_glyph(glyph)
-            };
+            let outline =
+                if g.fallback { fallback().and_then(|f| f.outline_glyph(glyph)) } else { font.outline_glyph(glyph) };
             let Some(outline) = outline else { continue };
             let b = outline.px_bounds();
             let mut result = Ok(());

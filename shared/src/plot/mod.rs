@@ -25,9 +25,9 @@
 pub mod batch;
 pub mod curves;
 pub mod distribution;
+mod glyphs;
 pub mod results;
 pub mod tune;
-mod glyphs;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -303,7 +303,10 @@ mod tests {
         let svg = d.path().join("a/b.svg");
         write_svg(&svg, &Box3).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
-        assert!(text.starts_with("<svg") && text.contains("Ag") && text.contains("font-family=\"sans-serif\""), "{text}");
+        assert!(
+            text.starts_with("<svg") && text.contains("Ag") && text.contains("font-family=\"sans-serif\""),
+            "{text}"
+        );
         let png = write_png(&d.path().join("a/b.png"), &Box3).unwrap();
         assert!(png_data_uri(&png).starts_with("data:image/png;base64,iVBORw0KGgo"));
     }

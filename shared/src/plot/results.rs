@@ -29,11 +29,14 @@ impl ResultsChart {
             }
         }
         let (lm, mm) = (losses.len() / 2, metrics.len().div_ceil(2));
-        let order: Vec<usize> = losses[..lm].iter().chain(&metrics[..mm]).chain(&losses[lm..]).chain(&metrics[mm..]).copied().collect();
+        let order: Vec<usize> =
+            losses[..lm].iter().chain(&metrics[..mm]).chain(&losses[lm..]).chain(&metrics[mm..]).copied().collect();
         let x: Vec<f64> = rows.iter().map(|r| r.first().copied().unwrap_or(0.0)).collect();
         let panels = order
             .into_iter()
-            .map(|j| (header[j].clone(), x.clone(), rows.iter().map(|r| r.get(j).copied().unwrap_or(f64::NAN)).collect()))
+            .map(|j| {
+                (header[j].clone(), x.clone(), rows.iter().map(|r| r.get(j).copied().unwrap_or(f64::NAN)).collect())
+            })
             .collect();
         ResultsChart { panels }
     }
@@ -76,7 +79,10 @@ impl Chart for ResultsChart {
         let areas = root.split_evenly((2, cols));
         for ((title, x, y), area) in self.panels.iter().zip(areas.iter()) {
             let pts: Vec<(f64, f64)> = x.iter().zip(y).filter(|(_, v)| v.is_finite()).map(|(a, b)| (*a, *b)).collect();
-            let (x0, x1) = (x.first().copied().unwrap_or(0.0), x.last().copied().unwrap_or(1.0).max(x.first().copied().unwrap_or(0.0) + 1.0));
+            let (x0, x1) = (
+                x.first().copied().unwrap_or(0.0),
+                x.last().copied().unwrap_or(1.0).max(x.first().copied().unwrap_or(0.0) + 1.0),
+            );
             let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
             let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
             let (lo, hi) = if lo.is_finite() { (lo, if hi > lo { hi } else { lo + 1e-6 }) } else { (0.0, 1.0) };
@@ -95,7 +101,12 @@ impl Chart for ResultsChart {
             let smooth = gaussian_filter1d(&ys, 3.0);
             let orange = RGBColor(255, 127, 14);
             let sm: Vec<(f64, f64)> = pts.iter().zip(smooth).map(|(p, s)| (p.0, s)).collect();
-            chart.draw_series(sm.windows(2).enumerate().filter(|(i, _)| i % 2 == 0).map(|(_, w)| PathElement::new(vec![w[0], w[1]], orange.stroke_width(2))))?;
+            chart.draw_series(
+                sm.windows(2)
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == 0)
+                    .map(|(_, w)| PathElement::new(vec![w[0], w[1]], orange.stroke_width(2))),
+            )?;
         }
         Ok(())
     }

@@ -205,12 +205,17 @@ where
 
 /// The legend position matplotlib's `loc="best"` would likely pick: the first of its candidate
 /// places (in its order) whose box covers the fewest of `points` (pixel coordinates).
-fn best_legend(plot: (std::ops::Range<i32>, std::ops::Range<i32>), size: (i32, i32), points: &[(i32, i32)]) -> SeriesLabelPosition {
+fn best_legend(
+    plot: (std::ops::Range<i32>, std::ops::Range<i32>),
+    size: (i32, i32),
+    points: &[(i32, i32)],
+) -> SeriesLabelPosition {
     use SeriesLabelPosition::*;
     let (xr, yr) = plot;
     let (w, h) = size;
     let (aw, ah) = (xr.end - xr.start, yr.end - yr.start);
-    let candidates = [UpperRight, UpperLeft, LowerLeft, LowerRight, MiddleRight, MiddleLeft, LowerMiddle, UpperMiddle, MiddleMiddle];
+    let candidates =
+        [UpperRight, UpperLeft, LowerLeft, LowerRight, MiddleRight, MiddleLeft, LowerMiddle, UpperMiddle, MiddleMiddle];
     let place = |p: &SeriesLabelPosition| -> (i32, i32) {
         // plotters' layout_label_area
         let x = match p {
@@ -491,19 +496,28 @@ impl FitnessChart {
         let r = scatter_radius(24.0);
         let lw = pt(1.5) as u32;
         let finite = |x: f64| x.is_finite();
-        chart.draw_series(d.iter().enumerate().filter(|(_, (_, a, b))| finite(*a) && finite(*b)).map(|(y, (_, a, b))| {
-            PathElement::new(vec![(*a, y as f64), (*b, y as f64)], line.stroke_width(lw))
-        }))?;
+        chart.draw_series(
+            d.iter()
+                .enumerate()
+                .filter(|(_, (_, a, b))| finite(*a) && finite(*b))
+                .map(|(y, (_, a, b))| PathElement::new(vec![(*a, y as f64), (*b, y as f64)], line.stroke_width(lw))),
+        )?;
         chart
             .draw_series(
-                d.iter().enumerate().filter(|(_, e)| finite(e.1)).map(|(y, e)| Circle::new((e.1, y as f64), r, red.filled())),
+                d.iter()
+                    .enumerate()
+                    .filter(|(_, e)| finite(e.1))
+                    .map(|(y, e)| Circle::new((e.1, y as f64), r, red.filled())),
             )?
             .label("Initial")
             .legend(move |(x, y)| Circle::new((x + 10, y), r, red.filled()));
         let best_label = format!("Best aggregate iteration {}", self.iterations[self.best]);
         chart
             .draw_series(
-                d.iter().enumerate().filter(|(_, e)| finite(e.2)).map(|(y, e)| Circle::new((e.2, y as f64), r, green.filled())),
+                d.iter()
+                    .enumerate()
+                    .filter(|(_, e)| finite(e.2))
+                    .map(|(y, e)| Circle::new((e.2, y as f64), r, green.filled())),
             )?
             .label(best_label.clone())
             .legend(move |(x, y)| Circle::new((x + 10, y), r, green.filled()));
@@ -614,7 +628,9 @@ mod tests {
             .count();
         assert!(colourful > 2_000, "no coloured scatter points: {colourful}");
         // 5 keys → 3×3 grid: the bottom-right cells are empty
-        let empty = (1400..2000).flat_map(|x| (1400..2000).map(move |y| (x, y))).all(|(x, y)| scatter.get_pixel(x, y).0 == [255; 3]);
+        let empty = (1400..2000)
+            .flat_map(|x| (1400..2000).map(move |y| (x, y)))
+            .all(|(x, y)| scatter.get_pixel(x, y).0 == [255; 3]);
         assert!(empty, "cell 9 of the 3x3 grid should be empty");
 
         let fit = load(&d.path().join("tune_fitness.png"));
@@ -623,7 +639,10 @@ mod tests {
         assert!(count_near(&fit, (0x16, 0xa3, 0x4a), 8) > 300, "no green best points");
         assert!(count_near(&fit, (0xdc, 0x26, 0x26), 8) > 300, "no red initial line/points");
         // the per-dataset panel is drawn
-        let right = (1500..3200).flat_map(|x| (0..1200).map(move |y| (x, y))).filter(|&(x, y)| fit.get_pixel(x, y).0 != [255; 3]).count();
+        let right = (1500..3200)
+            .flat_map(|x| (0..1200).map(move |y| (x, y)))
+            .filter(|&(x, y)| fit.get_pixel(x, y).0 != [255; 3])
+            .count();
         assert!(right > 5_000, "right panel looks blank: {right}");
     }
 
@@ -633,7 +652,10 @@ mod tests {
         assert!(plot_tune_results(d.path(), &keys(), &rows(6, 0)).unwrap());
         let fit = load(&d.path().join("tune_fitness.png"));
         assert_eq!(fit.dimensions(), (3200, 1200));
-        let right = (1400..3200).flat_map(|x| (0..1200).map(move |y| (x, y))).filter(|&(x, y)| fit.get_pixel(x, y).0 != [255; 3]).count();
+        let right = (1400..3200)
+            .flat_map(|x| (0..1200).map(move |y| (x, y)))
+            .filter(|&(x, y)| fit.get_pixel(x, y).0 != [255; 3])
+            .count();
         assert_eq!(right, 0, "axis off: the right panel should be blank");
         assert!(non_white(&fit) > 10_000);
 
@@ -673,7 +695,8 @@ mod tests {
         assert!(plot_tune_results(d.path(), &keys(), &r).unwrap());
         assert_eq!(load(&d.path().join("tune_scatter_plots.png")).dimensions(), (2000, 2000));
         // a single usable row, and no keys at all
-        let one = vec![TuneRow { iteration: 3, fitness: 0.5, values: vec![], datasets: vec![("a".into(), f64::INFINITY)] }];
+        let one =
+            vec![TuneRow { iteration: 3, fitness: 0.5, values: vec![], datasets: vec![("a".into(), f64::INFINITY)] }];
         assert!(plot_tune_results(d.path(), &keys(), &one).unwrap());
         assert!(plot_tune_results(d.path(), &[], &one).unwrap());
         assert_eq!(load(&d.path().join("tune_fitness.png")).dimensions(), (3200, 1200));

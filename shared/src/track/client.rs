@@ -69,10 +69,8 @@ const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Client {
     pub fn new(cfg: &TrackingConfig) -> Result<Client, String> {
-        let base: reqwest::Url = cfg
-            .tracking_uri
-            .parse()
-            .map_err(|e| format!("tracking URI '{}' is not a URL: {e}", cfg.tracking_uri))?;
+        let base: reqwest::Url =
+            cfg.tracking_uri.parse().map_err(|e| format!("tracking URI '{}' is not a URL: {e}", cfg.tracking_uri))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .danger_accept_invalid_certs(cfg.insecure_tls)
@@ -120,11 +118,10 @@ impl Client {
 
     /// Send, classify the answer, parse JSON (an empty body is `{}`).
     async fn send(&self, what: &str, rb: reqwest::RequestBuilder) -> Result<Json, ApiError> {
-        let resp = self
-            .authed(rb)
-            .send()
-            .await
-            .map_err(|e| ApiError::Transient(format!("{what}: cannot reach {}: {}", self.base(), error_chain(&e))))?;
+        let resp =
+            self.authed(rb).send().await.map_err(|e| {
+                ApiError::Transient(format!("{what}: cannot reach {}: {}", self.base(), error_chain(&e)))
+            })?;
         let status = resp.status();
         let text = resp
             .text()
@@ -134,18 +131,19 @@ impl Client {
             if text.trim().is_empty() {
                 return Ok(json!({}));
             }
-            return serde_json::from_str(&text)
-                .map_err(|e| ApiError::Rejected { status: status.as_u16(), code: String::new(), message: format!("{what}: answer is not JSON ({e})") });
+            return serde_json::from_str(&text).map_err(|e| ApiError::Rejected {
+                status: status.as_u16(),
+                code: String::new(),
+                message: format!("{what}: answer is not JSON ({e})"),
+            });
         }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(ApiError::Transient(format!("{what}: HTTP {status}: {}", short(&text))));
         }
         let parsed: Option<Json> = serde_json::from_str(&text).ok();
         let code = parsed.as_ref().and_then(|j| j["error_code"].as_str()).unwrap_or("").to_string();
-        let mut message = parsed
-            .as_ref()
-            .and_then(|j| j["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| short(&text));
+        let mut message =
+            parsed.as_ref().and_then(|j| j["message"].as_str().map(str::to_string)).unwrap_or_else(|| short(&text));
         if text.contains("Invalid Host header") {
             message.push_str(
                 " (the server's host check refused this URL's host name: start mlflow server with \
@@ -172,7 +170,10 @@ impl Client {
     /// `GET /health`: is anything answering? (Exempt from the host check, so also call an API.)
     pub async fn health(&self) -> Result<(), ApiError> {
         let rb = self.http.get(self.url(&["health"])).timeout(Duration::from_secs(5));
-        let resp = rb.send().await.map_err(|e| ApiError::Transient(format!("cannot reach {}: {}", self.base(), error_chain(&e))))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| ApiError::Transient(format!("cannot reach {}: {}", self.base(), error_chain(&e))))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -209,11 +210,21 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::Rejected { status: 0, code: String::new(), message: format!("cannot find or create experiment '{name}'") })
+        Err(ApiError::Rejected {
+            status: 0,
+            code: String::new(),
+            message: format!("cannot find or create experiment '{name}'"),
+        })
     }
 
     /// `runs/create`.
-    pub async fn create_run(&self, experiment_id: &str, run_name: Option<&str>, start_time: i64, tags: &[KeyValue]) -> Result<RunInfo, ApiError> {
+    pub async fn create_run(
+        &self,
+        experiment_id: &str,
+        run_name: Option<&str>,
+        start_time: i64,
+        tags: &[KeyValue],
+    ) -> Result<RunInfo, ApiError> {
         let mut body = json!({ "experiment_id": experiment_id, "start_time": start_time, "tags": tags });
         if let Some(n) = run_name {
             body["run_name"] = json!(n);
@@ -238,7 +249,13 @@ impl Client {
     }
 
     /// `runs/log-batch` (the caller keeps within the server's limits).
-    pub async fn log_batch(&self, run_id: &str, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<(), ApiError> {
+    pub async fn log_batch(
+        &self,
+        run_id: &str,
+        metrics: &[Metric],
+        params: &[KeyValue],
+        tags: &[KeyValue],
+    ) -> Result<(), ApiError> {
         let body = json!({ "run_id": run_id, "metrics": metrics, "params": params, "tags": tags });
         self.post_json("api/2.0/mlflow/runs/log-batch", &body).await.map(|_| ())
     }
@@ -264,7 +281,9 @@ impl Client {
                     .timeout(ARTIFACT_TIMEOUT);
                 self.send("artifact upload", rb).await.map(|_| ())
             }
-            ArtifactTarget::S3 { bucket, prefix } => s3::put(&self.http, &self.s3, &bucket, &join_key(&prefix, dest), body).await,
+            ArtifactTarget::S3 { bucket, prefix } => {
+                s3::put(&self.http, &self.s3, &bucket, &join_key(&prefix, dest), body).await
+            }
             ArtifactTarget::Local(root) => {
                 let path = root.join(dest);
                 crate::files::write_atomic(&path, &body).map_err(|e| ApiError::Local(e.to_string()))
@@ -287,10 +306,16 @@ impl Client {
                 if status.is_success() {
                     Ok(bytes.to_vec())
                 } else {
-                    Err(ApiError::Rejected { status: status.as_u16(), code: String::new(), message: short(&String::from_utf8_lossy(&bytes)) })
+                    Err(ApiError::Rejected {
+                        status: status.as_u16(),
+                        code: String::new(),
+                        message: short(&String::from_utf8_lossy(&bytes)),
+                    })
                 }
             }
-            ArtifactTarget::S3 { bucket, prefix } => s3::get(&self.http, &self.s3, &bucket, &join_key(&prefix, dest)).await,
+            ArtifactTarget::S3 { bucket, prefix } => {
+                s3::get(&self.http, &self.s3, &bucket, &join_key(&prefix, dest)).await
+            }
             ArtifactTarget::Local(root) => std::fs::read(root.join(dest)).map_err(|e| ApiError::Local(e.to_string())),
         }
     }
@@ -300,7 +325,10 @@ impl Client {
 enum ArtifactTarget {
     /// Path below the proxy's artifacts root (`1/<run>/artifacts`).
     Proxy(String),
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
     Local(std::path::PathBuf),
 }
 
@@ -348,7 +376,11 @@ fn run_info(j: &Json) -> Option<RunInfo> {
 }
 
 fn bad_answer(what: &str) -> ApiError {
-    ApiError::Rejected { status: 200, code: String::new(), message: format!("{what}: unexpected answer from the server") }
+    ApiError::Rejected {
+        status: 200,
+        code: String::new(),
+        message: format!("{what}: unexpected answer from the server"),
+    }
 }
 
 fn short(text: &str) -> String {
@@ -400,6 +432,9 @@ mod tests {
     fn urls_encode_each_segment() {
         let c = Client::new(&TrackingConfig::new("http://127.0.0.1:5000/prefix/")).unwrap();
         let u = c.url(&["api/2.0/mlflow-artifacts/artifacts", "1/r/artifacts", "plots/results (1).png"]);
-        assert_eq!(u.as_str(), "http://127.0.0.1:5000/prefix/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/plots/results%20(1).png");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:5000/prefix/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/plots/results%20(1).png"
+        );
     }
 }

@@ -84,7 +84,10 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 pub enum Auth {
     #[default]
     None,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     Bearer(String),
 }
 
@@ -186,12 +189,14 @@ impl TrackingConfig {
         cfg.spool_dir = args.spool_dir.clone();
         cfg.retry_budget = secs(args.retry_secs, 30.0);
         cfg.flush_timeout = secs(args.flush_secs, 60.0);
-        cfg.auth = match (env("MLFLOW_TRACKING_USERNAME"), env("MLFLOW_TRACKING_PASSWORD"), env("MLFLOW_TRACKING_TOKEN")) {
-            (Some(username), password, _) => Auth::Basic { username, password: password.unwrap_or_default() },
-            (None, _, Some(token)) => Auth::Bearer(token),
-            _ => Auth::None,
-        };
-        cfg.insecure_tls = env("MLFLOW_TRACKING_INSECURE_TLS").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+        cfg.auth =
+            match (env("MLFLOW_TRACKING_USERNAME"), env("MLFLOW_TRACKING_PASSWORD"), env("MLFLOW_TRACKING_TOKEN")) {
+                (Some(username), password, _) => Auth::Basic { username, password: password.unwrap_or_default() },
+                (None, _, Some(token)) => Auth::Bearer(token),
+                _ => Auth::None,
+            };
+        cfg.insecure_tls = env("MLFLOW_TRACKING_INSECURE_TLS")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
         cfg.s3 = S3Config::from_env();
         Ok(Some(cfg))
     }

@@ -89,7 +89,15 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(client: Client) -> Engine {
-        Engine { client, queue: VecDeque::new(), report: Reporter::default(), runs: HashMap::new(), experiments: HashMap::new(), delivered: 0, isolate: 0 }
+        Engine {
+            client,
+            queue: VecDeque::new(),
+            report: Reporter::default(),
+            runs: HashMap::new(),
+            experiments: HashMap::new(),
+            delivered: 0,
+            isolate: 0,
+        }
     }
 
     /// Server run id of a local run, once created.
@@ -108,7 +116,11 @@ impl Engine {
             .runs
             .iter()
             .filter_map(|(local, st)| {
-                st.remote.as_ref().map(|r| Op::Attach { run: local.clone(), remote: r.clone(), artifact_uri: st.artifact_uri.clone() })
+                st.remote.as_ref().map(|r| Op::Attach {
+                    run: local.clone(),
+                    remote: r.clone(),
+                    artifact_uri: st.artifact_uri.clone(),
+                })
             })
             .collect();
         v.sort_by(|a, b| a.run().cmp(b.run()));
@@ -125,7 +137,9 @@ impl Engine {
                 // Undeliverable: the run was never created (reported when that failed).
                 let n = count(&op);
                 if state.is_none() {
-                    self.report.drop_records(n, "unknown-run", || format!("internal: record for a run that was never started ({run}); dropped"));
+                    self.report.drop_records(n, "unknown-run", || {
+                        format!("internal: record for a run that was never started ({run}); dropped")
+                    });
                 } else {
                     self.report.dropped += n;
                 }
@@ -163,7 +177,17 @@ impl Engine {
     }
 
     async fn start(&mut self, op: Op) -> Step {
-        let Op::Start { ref run, ref experiment, ref run_name, ref parent, ref parent_remote, ref existing, ref tags, start_time } = op else {
+        let Op::Start {
+            ref run,
+            ref experiment,
+            ref run_name,
+            ref parent,
+            ref parent_remote,
+            ref existing,
+            ref tags,
+            start_time,
+        } = op
+        else {
             return Step::Done;
         };
         let result = async {
@@ -188,7 +212,8 @@ impl Engine {
                 },
             };
             let mut tags = tags.clone();
-            let parent_id = parent.as_ref().and_then(|p| self.remote_of(p).map(str::to_string)).or_else(|| parent_remote.clone());
+            let parent_id =
+                parent.as_ref().and_then(|p| self.remote_of(p).map(str::to_string)).or_else(|| parent_remote.clone());
             if let Some(p) = parent_id {
                 tags.push(KeyValue { key: "mlflow.parentRunId".into(), value: p });
             }
@@ -209,7 +234,9 @@ impl Engine {
             }
             Err(e) => {
                 self.runs.entry(run.clone()).or_default().dead = true;
-                self.report.drop_records(1, "start", || format!("could not create the MLflow run, nothing will be logged for it: {e}"));
+                self.report.drop_records(1, "start", || {
+                    format!("could not create the MLflow run, nothing will be logged for it: {e}")
+                });
                 Step::Done
             }
         }
@@ -248,7 +275,9 @@ impl Engine {
                 }
                 Step::Transient(e)
             }
-            Err(ApiError::Rejected { status: 400, code, message }) if code == "INVALID_PARAMETER_VALUE" && batch.len() > 1 => {
+            Err(ApiError::Rejected { status: 400, code, message })
+                if code == "INVALID_PARAMETER_VALUE" && batch.len() > 1 =>
+            {
                 // One bad entry rejects the whole batch: split to find it.
                 let _ = message;
                 let (a, b) = batch.split();
@@ -285,7 +314,9 @@ impl Engine {
                         return Step::Transient(e);
                     }
                     Err(e) => {
-                        self.report.drop_records(1, "artifact-uri", || format!("cannot find where the run keeps artifacts: {e}"));
+                        self.report.drop_records(1, "artifact-uri", || {
+                            format!("cannot find where the run keeps artifacts: {e}")
+                        });
                         return Step::Done;
                     }
                 }
@@ -354,7 +385,14 @@ impl Batch {
     }
 
     /// Add records, applying the param rules (see the module docs) and last-wins for tags.
-    fn add(&mut self, engine: &mut Engine, run: &str, metrics: Vec<Metric>, params: Vec<KeyValue>, tags: Vec<KeyValue>) {
+    fn add(
+        &mut self,
+        engine: &mut Engine,
+        run: &str,
+        metrics: Vec<Metric>,
+        params: Vec<KeyValue>,
+        tags: Vec<KeyValue>,
+    ) {
         self.bytes += size_of(&metrics, &params, &tags);
         self.metrics.extend(metrics);
         for p in params {
@@ -381,15 +419,27 @@ impl Batch {
         let half = self.len() / 2;
         let mut i = 0;
         for m in self.metrics {
-            if i < half { a.metrics.push(m) } else { b.metrics.push(m) }
+            if i < half {
+                a.metrics.push(m)
+            } else {
+                b.metrics.push(m)
+            }
             i += 1;
         }
         for p in self.params {
-            if i < half { a.params.push(p) } else { b.params.push(p) }
+            if i < half {
+                a.params.push(p)
+            } else {
+                b.params.push(p)
+            }
             i += 1;
         }
         for t in self.tags {
-            if i < half { a.tags.push(t) } else { b.tags.push(t) }
+            if i < half {
+                a.tags.push(t)
+            } else {
+                b.tags.push(t)
+            }
             i += 1;
         }
         (a, b)
@@ -432,7 +482,15 @@ pub struct ReplaySummary {
 /// processes). A file that cannot be delivered within `retry_budget` of failures, or before
 /// `stop()` turns true, is rewritten with what is left. Files written for another tracking server are
 /// skipped unless `any_server`.
-pub async fn replay_dir(client: &Client, dir: &Path, stale: bool, any_server: bool, retry_budget: Duration, stop: &(dyn Fn() -> bool + Send + Sync), quiet: bool) -> ReplaySummary {
+pub async fn replay_dir(
+    client: &Client,
+    dir: &Path,
+    stale: bool,
+    any_server: bool,
+    retry_budget: Duration,
+    stop: &(dyn Fn() -> bool + Send + Sync),
+    quiet: bool,
+) -> ReplaySummary {
     let mut summary = ReplaySummary::default();
     for path in spool::list(dir, stale) {
         if stop() {
@@ -451,11 +509,21 @@ pub async fn replay_dir(client: &Client, dir: &Path, stale: bool, any_server: bo
                 continue;
             }
         };
-        let meta = meta.unwrap_or(Meta { spool: 1, tracking_uri: client.base().to_string(), step: "unknown".into(), created: now_ms() });
+        let meta = meta.unwrap_or(Meta {
+            spool: 1,
+            tracking_uri: client.base().to_string(),
+            step: "unknown".into(),
+            created: now_ms(),
+        });
         if !any_server && meta.tracking_uri.trim_end_matches('/') != client.base() {
             let _ = std::fs::rename(&claimed, &path);
             if !quiet {
-                eprintln!("mlflow: spool file {} was written for {}, not {}; left alone", path.display(), meta.tracking_uri, client.base());
+                eprintln!(
+                    "mlflow: spool file {} was written for {}, not {}; left alone",
+                    path.display(),
+                    meta.tracking_uri,
+                    client.base()
+                );
             }
             summary.files_skipped.push(path);
             continue;

@@ -63,7 +63,8 @@ fn install() {
 /// Ask every live logger to end its runs KILLED and wait (bounded) until they are done.
 fn stop_all_loggers() {
     let deadline = Instant::now() + KILL_FLUSH;
-    let inboxes: Vec<Arc<Inbox>> = LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+    let inboxes: Vec<Arc<Inbox>> =
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
     let (tx, rx) = mpsc::channel();
     let mut waiting = 0;
     for inbox in inboxes {

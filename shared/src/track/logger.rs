@@ -53,12 +53,22 @@ pub enum Msg {
     /// Answer `true` once everything sent so far reached the server (`false`: it is spooled).
     Flush(mpsc::Sender<bool>),
     /// End every open run with `status`, deliver until `deadline`, then stop.
-    Close { deadline: Instant, status: Status, done: mpsc::Sender<Summary> },
+    Close {
+        deadline: Instant,
+        status: Status,
+        done: mpsc::Sender<Summary>,
+    },
     /// SIGTERM/SIGINT: end open runs KILLED, deliver until `deadline`, then stop.
-    Signal { deadline: Instant, done: mpsc::Sender<()> },
+    Signal {
+        deadline: Instant,
+        done: mpsc::Sender<()>,
+    },
     /// Answer the server id of local run `run` once known (`None`: not available: spooled,
     /// refused, or the logger stopped).
-    RunId { run: String, reply: mpsc::Sender<Option<String>> },
+    RunId {
+        run: String,
+        reply: mpsc::Sender<Option<String>>,
+    },
 }
 
 /// The bounded queue between the step and the logger.
@@ -177,7 +187,10 @@ pub async fn run(inbox: Arc<Inbox>, cfg: TrackingConfig, step: String, spool_dir
         tokio::spawn(async move {
             let s = replay_dir(&client, &dir, false, false, budget, &move || stop.load(Ordering::Relaxed), false).await;
             if s.files_done > 0 {
-                eprintln!("mlflow: replayed {} spool file(s) from earlier steps ({} records)", s.files_done, s.delivered);
+                eprintln!(
+                    "mlflow: replayed {} spool file(s) from earlier steps ({} records)",
+                    s.files_done, s.delivered
+                );
             }
         })
     });
@@ -256,7 +269,11 @@ pub async fn run(inbox: Arc<Inbox>, cfg: TrackingConfig, step: String, spool_dir
             }
             if Instant::now() >= d {
                 // Out of time: keep everything for a later replay.
-                let rest: Vec<Op> = inbox.close().into_iter().filter_map(|m| if let Msg::Op(op) = m { Some(op) } else { None }).collect();
+                let rest: Vec<Op> = inbox
+                    .close()
+                    .into_iter()
+                    .filter_map(|m| if let Msg::Op(op) = m { Some(op) } else { None })
+                    .collect();
                 l.start_spooling();
                 rest.into_iter().for_each(|op| l.accept(op));
                 break;
@@ -273,7 +290,9 @@ pub async fn run(inbox: Arc<Inbox>, cfg: TrackingConfig, step: String, spool_dir
             if now >= next_probe {
                 if l.engine.client.health().await.is_ok() {
                     l.take_back_spool();
-                    l.engine.report.say(&format!("{} answers again: sending the spooled records", l.engine.client.base()));
+                    l.engine
+                        .report
+                        .say(&format!("{} answers again: sending the spooled records", l.engine.client.base()));
                     failing_since = None;
                     backoff = FIRST_BACKOFF;
                     next_attempt = Instant::now();
@@ -358,7 +377,9 @@ pub async fn run(inbox: Arc<Inbox>, cfg: TrackingConfig, step: String, spool_dir
         }
     }
     if summary.dropped > 0 {
-        l.engine.report.say(&format!("{} record(s) were not stored (the first reason is printed above)", summary.dropped));
+        l.engine
+            .report
+            .say(&format!("{} record(s) were not stored (the first reason is printed above)", summary.dropped));
     }
     let rest = inbox.close();
     answer_all(rest, &summary);
@@ -424,7 +445,9 @@ impl Loop {
         }
         if let Some(w) = self.spool.as_mut() {
             if let Err(e) = w.append(op) {
-                self.engine.report.drop_records(1, "spool-write", || format!("cannot write the spool file: {e}; records are lost"));
+                self.engine
+                    .report
+                    .drop_records(1, "spool-write", || format!("cannot write the spool file: {e}; records are lost"));
             }
         } else {
             self.engine.queue.push_back(op);
@@ -443,7 +466,8 @@ impl Loop {
         if self.spool.is_some() {
             return;
         }
-        let stem = if self.spool_count == 0 { self.stem.clone() } else { format!("{}-{}", self.stem, self.spool_count) };
+        let stem =
+            if self.spool_count == 0 { self.stem.clone() } else { format!("{}-{}", self.stem, self.spool_count) };
         self.spool_count += 1;
         match SpoolWriter::create(&self.spool_dir, &stem, &self.meta) {
             Ok(mut w) => {
@@ -451,7 +475,9 @@ impl Loop {
                 for op in self.engine.attach_ops().into_iter().chain(self.engine.queue.drain(..)) {
                     if let Err(e) = w.append(op) {
                         ok = false;
-                        self.engine.report.drop_records(1, "spool-write", || format!("cannot write the spool file: {e}; records are lost"));
+                        self.engine.report.drop_records(1, "spool-write", || {
+                            format!("cannot write the spool file: {e}; records are lost")
+                        });
                     }
                 }
                 let _ = w.flush();
@@ -469,7 +495,10 @@ impl Loop {
                 let n = self.engine.queue.len() as u64;
                 self.engine.queue.clear();
                 self.engine.report.drop_records(n, "spool-create", || {
-                    format!("server unreachable and the spool folder {} is not writable ({e}): records are lost", self.spool_dir.display())
+                    format!(
+                        "server unreachable and the spool folder {} is not writable ({e}): records are lost",
+                        self.spool_dir.display()
+                    )
                 });
             }
         }
@@ -486,7 +515,9 @@ impl Loop {
                     self.engine.queue = q;
                 }
                 Err(e) => {
-                    self.engine.report.say(&format!("cannot read back {}: {e}; it stays for `yolo-track replay`", path.display()));
+                    self.engine
+                        .report
+                        .say(&format!("cannot read back {}: {e}; it stays for `yolo-track replay`", path.display()));
                 }
             }
         }

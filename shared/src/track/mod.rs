@@ -158,7 +158,13 @@ impl Tracker {
             tags,
             start_time: now_ms(),
         };
-        let inner = Arc::new(Inner { inbox, thread: Mutex::new(Some(thread)), cfg, step: step.to_string(), warned: Mutex::default() });
+        let inner = Arc::new(Inner {
+            inbox,
+            thread: Mutex::new(Some(thread)),
+            cfg,
+            step: step.to_string(),
+            warned: Mutex::default(),
+        });
         let tracker = Tracker { inner: Some(inner), run, root: true, finished: false };
         tracker.send(start);
         tracker
@@ -201,7 +207,11 @@ impl Tracker {
             let (value, cut) = names::truncate_value(v.as_ref(), names::MAX_PARAM_CHARS);
             if cut {
                 self.warn_once(format!("trunc:{key}"), || {
-                    format!("param '{key}' is {} characters; MLflow keeps {}: truncated", v.as_ref().chars().count(), names::MAX_PARAM_CHARS)
+                    format!(
+                        "param '{key}' is {} characters; MLflow keeps {}: truncated",
+                        v.as_ref().chars().count(),
+                        names::MAX_PARAM_CHARS
+                    )
                 });
             }
             kvs.push(KeyValue { key, value });
@@ -248,7 +258,10 @@ impl Tracker {
         }
         let kvs: Vec<KeyValue> = tags
             .iter()
-            .map(|(k, v)| KeyValue { key: names::sanitize_key(k.as_ref()), value: names::truncate_value(v.as_ref(), names::MAX_TAG_CHARS).0 })
+            .map(|(k, v)| KeyValue {
+                key: names::sanitize_key(k.as_ref()),
+                value: names::truncate_value(v.as_ref(), names::MAX_TAG_CHARS).0,
+            })
             .collect();
         for chunk in kvs.chunks(engine::MAX_TAGS) {
             self.send(Op::Log { run: self.run.clone(), metrics: vec![], params: vec![], tags: chunk.to_vec() });
@@ -264,7 +277,9 @@ impl Tracker {
         let name = match file.file_name() {
             Some(n) => n.to_string_lossy().into_owned(),
             None => {
-                self.warn_once(format!("artifact:{}", file.display()), || format!("artifact {} is not a file; skipped", file.display()));
+                self.warn_once(format!("artifact:{}", file.display()), || {
+                    format!("artifact {} is not a file; skipped", file.display())
+                });
                 return;
             }
         };
@@ -290,7 +305,8 @@ impl Tracker {
         for f in files {
             let rel = f.strip_prefix(dir).unwrap_or(&f);
             let rel_dir = rel.parent().map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default();
-            let target = [base, rel_dir.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
+            let target =
+                [base, rel_dir.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("/");
             self.log_artifact(&f, &target);
         }
     }
@@ -391,7 +407,8 @@ impl Drop for Tracker {
 
 /// Tags every kubeyolo run carries (see the module docs).
 fn standard_tags(step: &str, run_name: &str) -> Vec<KeyValue> {
-    let kv = |k: &str, v: String| KeyValue { key: k.to_string(), value: names::truncate_value(&v, names::MAX_TAG_CHARS).0 };
+    let kv =
+        |k: &str, v: String| KeyValue { key: k.to_string(), value: names::truncate_value(&v, names::MAX_TAG_CHARS).0 };
     let mut tags = vec![
         kv("mlflow.runName", run_name.to_string()),
         kv("mlflow.source.name", format!("kubeyolo/yolo-{step}")),

@@ -58,7 +58,8 @@ async fn check(what: &str, resp: Result<reqwest::Response, reqwest::Error>) -> R
     }
     let body = resp.text().await.unwrap_or_default();
     let code = between(&body, "<Code>", "</Code>").unwrap_or("").to_string();
-    let message = between(&body, "<Message>", "</Message>").unwrap_or(body.trim()).chars().take(300).collect::<String>();
+    let message =
+        between(&body, "<Message>", "</Message>").unwrap_or(body.trim()).chars().take(300).collect::<String>();
     if status.is_server_error() || status.as_u16() == 429 {
         Err(ApiError::Transient(format!("S3 {what}: HTTP {status} {code} {message}")))
     } else {
@@ -78,7 +79,13 @@ fn between<'a>(s: &'a str, a: &str, b: &str) -> Option<&'a str> {
 }
 
 /// Upload `body` as `key` in `bucket`.
-pub async fn put(http: &reqwest::Client, cfg: &S3Config, bucket_name: &str, key: &str, body: Vec<u8>) -> Result<(), ApiError> {
+pub async fn put(
+    http: &reqwest::Client,
+    cfg: &S3Config,
+    bucket_name: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), ApiError> {
     let b = bucket(cfg, bucket_name)?;
     let creds = credentials(cfg);
     let url = b.put_object(creds.as_ref(), key).sign(SIGN_FOR);
@@ -99,11 +106,14 @@ pub async fn get(http: &reqwest::Client, cfg: &S3Config, bucket_name: &str, key:
 /// Create `bucket` (used by tests and `scripts/services.sh` users; an existing bucket is fine).
 pub async fn create_bucket(http: &reqwest::Client, cfg: &S3Config, bucket_name: &str) -> Result<(), ApiError> {
     let b = bucket(cfg, bucket_name)?;
-    let creds = credentials(cfg).ok_or_else(|| ApiError::Local("creating a bucket needs AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into()))?;
+    let creds = credentials(cfg)
+        .ok_or_else(|| ApiError::Local("creating a bucket needs AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into()))?;
     let url = b.create_bucket(&creds).sign(SIGN_FOR);
     match check(&format!("create bucket {bucket_name}"), http.put(url.as_str()).send().await).await {
         Ok(_) => Ok(()),
-        Err(ApiError::Rejected { code, .. }) if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" => Ok(()),
+        Err(ApiError::Rejected { code, .. }) if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" => {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -194,7 +194,13 @@ mod tests {
         let art = dir.path().join("a.txt");
         fs::write(&art, b"v1").unwrap();
         let mut w = SpoolWriter::create(dir.path(), "1-t-2-ab", &meta()).unwrap();
-        w.append(Op::Log { run: "r".into(), metrics: vec![], params: vec![KeyValue { key: "k".into(), value: "v".into() }], tags: vec![] }).unwrap();
+        w.append(Op::Log {
+            run: "r".into(),
+            metrics: vec![],
+            params: vec![KeyValue { key: "k".into(), value: "v".into() }],
+            tags: vec![],
+        })
+        .unwrap();
         w.append(Op::Artifact { run: "r".into(), file: art.clone(), dest: "a.txt".into(), owned: false }).unwrap();
         w.append(Op::End { run: "r".into(), status: Status::Finished, end_time: 5 }).unwrap();
         assert!(list(dir.path(), false).is_empty(), "a .part file is not ready");

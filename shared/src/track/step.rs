@@ -51,8 +51,15 @@ impl Tracker {
             f.into_temp_path().keep().map_err(|e| e.error)
         });
         match written {
-            Ok(file) => self.send(Op::Artifact { run: self.run.clone(), file, dest: dest.trim_matches('/').to_string(), owned: true }),
-            Err(e) => self.warn_once(format!("text:{dest}"), || format!("cannot stage artifact '{dest}': {e}; skipped")),
+            Ok(file) => self.send(Op::Artifact {
+                run: self.run.clone(),
+                file,
+                dest: dest.trim_matches('/').to_string(),
+                owned: true,
+            }),
+            Err(e) => {
+                self.warn_once(format!("text:{dest}"), || format!("cannot stage artifact '{dest}': {e}; skipped"))
+            }
         }
     }
 }

@@ -129,13 +129,20 @@ impl TaskAlignedAssigner {
 
     /// Assign one image. `pd_px[a]`: predicted box of anchor `a`, x1y1x2y2 px; `logit(a, c)`:
     /// class logit. Returns the positives sorted by anchor.
-    pub fn assign(&self, grid: &AnchorGrid, pd_px: &[[f32; 4]], logit: &dyn Fn(usize, usize) -> f32, gts: &[GtBox]) -> Vec<Positive> {
+    pub fn assign(
+        &self,
+        grid: &AnchorGrid,
+        pd_px: &[[f32; 4]],
+        logit: &dyn Fn(usize, usize) -> f32,
+        gts: &[GtBox],
+    ) -> Vec<Positive> {
         let na = grid.len();
         if gts.is_empty() || na == 0 {
             return Vec::new();
         }
         // 1-2: candidates (sorted by anchor) with their metric and overlap.
-        let cands: Vec<Vec<Cand>> = gts.iter().map(|g| if g.valid { self.candidates(grid, pd_px, logit, g) } else { Vec::new() }).collect();
+        let cands: Vec<Vec<Cand>> =
+            gts.iter().map(|g| if g.valid { self.candidates(grid, pd_px, logit, g) } else { Vec::new() }).collect();
         // 3: top k per ground truth, intersected with its candidates.
         let k = self.topk.min(na);
         let mut count = vec![0u32; na];
@@ -213,7 +220,13 @@ impl TaskAlignedAssigner {
     }
 
     /// Anchors inside `g` (8.4's `select_candidates_in_gts`) with metric and CIoU.
-    fn candidates(&self, grid: &AnchorGrid, pd_px: &[[f32; 4]], logit: &dyn Fn(usize, usize) -> f32, g: &GtBox) -> Vec<Cand> {
+    fn candidates(
+        &self,
+        grid: &AnchorGrid,
+        pd_px: &[[f32; 4]],
+        logit: &dyn Fn(usize, usize) -> f32,
+        g: &GtBox,
+    ) -> Vec<Cand> {
         // xyxy → xywh, sides floored at stride_val, → xyxy (f32, ultralytics' op order).
         let [x1, y1, x2, y2] = g.xyxy;
         let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
@@ -245,7 +258,11 @@ impl TaskAlignedAssigner {
                         let overlap = ciou_with_atan1(&g.xyxy, &pd_px[a], atan_gt).max(0.0);
                         let z = logit(a, g.label);
                         let score = 1.0 / (1.0 + (-z).exp());
-                        let sa = if self.alpha == 0.5 { score.sqrt() } else { (score as f64).powf(self.alpha as f64) as f32 };
+                        let sa = if self.alpha == 0.5 {
+                            score.sqrt()
+                        } else {
+                            (score as f64).powf(self.alpha as f64) as f32
+                        };
                         // overlap^beta rounded from f64 (as PyTorch's float32 pow, to the last
                         // bit in ~98% of cases); beta 6 by multiplication (3x faster than powf).
                         let o = overlap as f64;
@@ -524,12 +541,14 @@ mod tests {
 
     #[test]
     fn topk_takes_the_largest() {
-        let c: Vec<Cand> = (0..50u32).map(|i| Cand { anchor: i * 3, metric: (i as f32 * 0.37).sin().abs(), overlap: 0.0 }).collect();
+        let c: Vec<Cand> =
+            (0..50u32).map(|i| Cand { anchor: i * 3, metric: (i as f32 * 0.37).sin().abs(), overlap: 0.0 }).collect();
         for n in [150, 700] {
             let s = topk_set(&c, n, 10);
             let mut m: Vec<f32> = c.iter().map(|q| q.metric).collect();
             m.sort_by(|a, b| b.total_cmp(a));
-            let min_sel = s.iter().map(|&a| c.iter().find(|q| q.anchor == a).map_or(0.0, |q| q.metric)).fold(f32::MAX, f32::min);
+            let min_sel =
+                s.iter().map(|&a| c.iter().find(|q| q.anchor == a).map_or(0.0, |q| q.metric)).fold(f32::MAX, f32::min);
             assert_eq!(min_sel, m[9], "n {n}");
         }
     }

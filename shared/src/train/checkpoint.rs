@@ -98,7 +98,8 @@ pub fn save(path: &Path, snap: &Snapshot) -> Result<()> {
     for (k, t) in &snap.grads {
         tensors.push((format!("{TRAIN_STATE_PREFIX}{GRAD}{k}"), cpu(t)?));
     }
-    let state = serde_json::to_string(snap.state).map_err(|e| Error::internal(format!("cannot encode train state: {e}")))?;
+    let state =
+        serde_json::to_string(snap.state).map_err(|e| Error::internal(format!("cannot encode train state: {e}")))?;
     save_checkpoint_with(path, tensors, snap.meta, HashMap::from([(STATE_KEY.to_string(), state)]))
 }
 
@@ -145,7 +146,8 @@ pub fn read_state(path: &Path) -> Result<Option<ResumeState>> {
         #[serde(rename = "__metadata__", default)]
         metadata: HashMap<String, String>,
     }
-    let h: Header = serde_json::from_slice(&head).map_err(|e| Error::model(format!("not a safetensors file: {e}")).with_file(path))?;
+    let h: Header = serde_json::from_slice(&head)
+        .map_err(|e| Error::model(format!("not a safetensors file: {e}")).with_file(path))?;
     parse_state(&h.metadata, path)
 }
 

@@ -66,7 +66,8 @@ pub fn class_weights(instances_per_class: &[usize], cls_pw: f64) -> Option<Vec<f
     if !(cls_pw > 0.0) || instances_per_class.iter().all(|&n| n == 0) {
         return None;
     }
-    let w: Vec<f64> = instances_per_class.iter().map(|&n| if n > 0 { (1.0 / n as f64).powf(cls_pw) } else { 0.0 }).collect();
+    let w: Vec<f64> =
+        instances_per_class.iter().map(|&n| if n > 0 { (1.0 / n as f64).powf(cls_pw) } else { 0.0 }).collect();
     let present: Vec<f64> = instances_per_class.iter().zip(&w).filter(|(&n, _)| n > 0).map(|(_, &v)| v).collect();
     let fill = present.iter().sum::<f64>() / present.len() as f64;
     let w: Vec<f64> = instances_per_class.iter().zip(&w).map(|(&n, &v)| if n > 0 { v } else { fill }).collect();
@@ -102,8 +103,21 @@ impl DetectionLoss {
     }
 
     /// Without a model: the head's class count, DFL bins and strides.
-    pub fn from_parts(nc: usize, reg_max: usize, strides: &[f64], gains: LossGains, class_weights: Option<Vec<f32>>) -> Self {
-        DetectionLoss { nc, reg_max, strides: strides.to_vec(), gains, class_weights, assigner: TaskAlignedAssigner::new(strides) }
+    pub fn from_parts(
+        nc: usize,
+        reg_max: usize,
+        strides: &[f64],
+        gains: LossGains,
+        class_weights: Option<Vec<f32>>,
+    ) -> Self {
+        DetectionLoss {
+            nc,
+            reg_max,
+            strides: strides.to_vec(),
+            gains,
+            class_weights,
+            assigner: TaskAlignedAssigner::new(strides),
+        }
     }
 
     /// The training loss and its items for head outputs `out` (train- or eval-mode) and the
@@ -169,8 +183,11 @@ impl DetectionLoss {
                     .with_hint("batch_idx must index the images of this batch"));
             }
             if c >= self.nc {
-                return Err(Error::data(format!("image {b} of the batch has a box of class {c}, but the model has {} classes", self.nc))
-                    .with_hint("check the dataset's labels against `nc`/`names` in the data yaml"));
+                return Err(Error::data(format!(
+                    "image {b} of the batch has a box of class {c}, but the model has {} classes",
+                    self.nc
+                ))
+                .with_hint("check the dataset's labels against `nc`/`names` in the data yaml"));
             }
             if xywh.iter().any(|v| !v.is_finite()) {
                 return Err(Error::data(format!("non-finite target box {xywh:?} in image {b} of the batch")));
@@ -201,7 +218,12 @@ impl DetectionLoss {
                 let a = lv.offset + p;
                 let [ax, ay] = v.grid.points[a];
                 let s = lv.stride;
-                pd[a] = [(ax - dist[p]) * s, (ay - dist[hw + p]) * s, (ax + dist[2 * hw + p]) * s, (ay + dist[3 * hw + p]) * s];
+                pd[a] = [
+                    (ax - dist[p]) * s,
+                    (ay - dist[hw + p]) * s,
+                    (ax + dist[2 * hw + p]) * s,
+                    (ay + dist[3 * hw + p]) * s,
+                ];
             }
         }
         let logit = |a: usize, c: usize| {
@@ -216,7 +238,9 @@ impl DetectionLoss {
     fn run(&self, v: &Views, gts: &[Vec<GtBox>], grads: bool) -> Result<RunOut> {
         for (l, x) in v.boxes.iter().enumerate() {
             if !x.par_chunks(1 << 16).all(all_finite) {
-                return Err(Error::model(format!("non-finite box predictions (NaN/Inf) at level {l} of the head output")));
+                return Err(Error::model(format!(
+                    "non-finite box predictions (NaN/Inf) at level {l} of the head output"
+                )));
             }
         }
         let pos: Vec<Vec<Positive>> = (0..v.bs).into_par_iter().map(|b| self.assign_image(v, b, &gts[b]).1).collect();
@@ -240,7 +264,8 @@ impl DetectionLoss {
             .into_par_iter()
             .enumerate()
             .map(|(b, pos)| {
-                let mut fg = ImageFg { box_sum: 0.0, dfl_sum: 0.0, score_sum: 0.0, rows: Vec::with_capacity(pos.len()), pos };
+                let mut fg =
+                    ImageFg { box_sum: 0.0, dfl_sum: 0.0, score_sum: 0.0, rows: Vec::with_capacity(pos.len()), pos };
                 for q in &fg.pos {
                     fg.score_sum += q.score as f64;
                     let (bl, dl, grad) = fg_terms(v, b, q, r);
@@ -283,7 +308,9 @@ impl DetectionLoss {
                     .collect()
             };
             if rows.iter().any(|r| !r.1) {
-                return Err(Error::model(format!("non-finite class predictions (NaN/Inf) at level {l} of the head output")));
+                return Err(Error::model(format!(
+                    "non-finite class predictions (NaN/Inf) at level {l} of the head output"
+                )));
             }
             cls_sum += rows.iter().map(|r| r.0).sum::<f64>();
             for (b, f) in per_image.iter().enumerate() {
@@ -350,8 +377,10 @@ impl Prepared {
             )));
         }
         if loss.reg_max < 2 {
-            return Err(Error::model("reg_max 1 (ultralytics' L1 box branch without DFL) is not supported by the kubeyolo loss")
-                .with_hint("YOLOv8 heads use reg_max 16"));
+            return Err(Error::model(
+                "reg_max 1 (ultralytics' L1 box branch without DFL) is not supported by the kubeyolo loss",
+            )
+            .with_hint("YOLOv8 heads use reg_max 16"));
         }
         let device = out.box_levels[0].device().clone();
         let bs = out.box_levels[0].dim(0)?;
@@ -502,8 +531,24 @@ pub(crate) fn ciou_grad(b1: &[f64; 4], b2: &[f64; 4]) -> (f64, [f64; 4]) {
     let (w1, h1) = (x2 - x1, y2 - y1 + EPS);
     let (w2, h2) = (u2 - u1, v2 - v1 + EPS);
     // d min(a, b)/da and d max(a, b)/da with PyTorch's tie rule.
-    let dmin = |a: f64, b: f64| if a < b { 1.0 } else if a == b { 0.5 } else { 0.0 };
-    let dmax = |a: f64, b: f64| if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+    let dmin = |a: f64, b: f64| {
+        if a < b {
+            1.0
+        } else if a == b {
+            0.5
+        } else {
+            0.0
+        }
+    };
+    let dmax = |a: f64, b: f64| {
+        if a > b {
+            1.0
+        } else if a == b {
+            0.5
+        } else {
+            0.0
+        }
+    };
     let iw = x2.min(u2) - x1.max(u1);
     let ih = y2.min(v2) - y1.max(v1);
     let (iwc, ihc) = (iw.max(0.0), ih.max(0.0));
@@ -562,7 +607,9 @@ fn decode_level(x: &[f32], out: &mut [f32], hw: usize, r: usize) {
 fn ln1p_unit(u: f32) -> f32 {
     let s = u / (2.0 + u);
     let s2 = s * s;
-    let p = 1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
+    let p = 1.0
+        + s2 * (1.0 / 3.0
+            + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 * (1.0 / 13.0))))));
     2.0 * s * p
 }
 
@@ -716,10 +763,10 @@ mod tests {
     #[test]
     fn ciou_gradient_matches_finite_differences() {
         let cases = [
-            ([3.0, 4.0, 9.5, 12.0], [4.0, 2.5, 11.0, 10.0]),  // overlapping
-            ([0.0, 0.0, 2.0, 1.0], [5.0, 6.0, 9.0, 9.5]),     // disjoint (intersection clamped)
-            ([1.0, 1.0, 8.0, 3.0], [2.0, 0.5, 4.0, 7.0]),     // crossing, different aspect
-            ([2.0, 2.0, 6.0, 6.0], [1.0, 1.5, 7.0, 6.5]),     // pred inside target
+            ([3.0, 4.0, 9.5, 12.0], [4.0, 2.5, 11.0, 10.0]), // overlapping
+            ([0.0, 0.0, 2.0, 1.0], [5.0, 6.0, 9.0, 9.5]),    // disjoint (intersection clamped)
+            ([1.0, 1.0, 8.0, 3.0], [2.0, 0.5, 4.0, 7.0]),    // crossing, different aspect
+            ([2.0, 2.0, 6.0, 6.0], [1.0, 1.5, 7.0, 6.5]),    // pred inside target
         ];
         for (p, t) in cases {
             let (_, g) = ciou_grad(&p, &t);
@@ -783,11 +830,13 @@ mod tests {
         t.push(0, 1, [0.4, 0.45, 0.5, 0.6]);
         t.push(0, 2, [0.55, 0.5, 0.4, 0.3]);
         t.push(1, 0, [0.2, 0.8, 0.3, 0.25]);
-        let loss = DetectionLoss::from_parts(3, 16, &[8.0, 16.0, 32.0], LossGains::default(), Some(vec![0.5, 1.0, 1.5]));
+        let loss =
+            DetectionLoss::from_parts(3, 16, &[8.0, 16.0, 32.0], LossGains::default(), Some(vec![0.5, 1.0, 1.5]));
         let (out, vars) = head(&data, &shapes, true);
         let lo = loss.compute(&out, &t).unwrap();
         let grads = lo.loss.backward().unwrap();
-        let g: Vec<Vec<f32>> = vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let g: Vec<Vec<f32>> =
+            vars.iter().map(|v| grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
         let pos = loss.assignments(&out, &t).unwrap();
         assert!(pos.iter().all(|p| !p.is_empty()), "every image has positives");
         let total = |d: &[Vec<f32>]| -> f64 {
@@ -801,7 +850,15 @@ mod tests {
         // positives (own class and another) and at background anchors.
         let mut picks: Vec<(usize, usize)> = Vec::new();
         let p0 = pos[0][0];
-        let lv = |a: usize| if a < 64 { (0, a, 64) } else if a < 80 { (1, a - 64, 16) } else { (2, a - 80, 4) };
+        let lv = |a: usize| {
+            if a < 64 {
+                (0, a, 64)
+            } else if a < 80 {
+                (1, a - 64, 16)
+            } else {
+                (2, a - 80, 4)
+            }
+        };
         let (l, p, hw) = lv(p0.anchor);
         for ch in 0..64 {
             picks.push((l, ch * hw + p));

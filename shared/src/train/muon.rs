@@ -154,6 +154,12 @@ mod tests {
         // rank-1 matrix of ones: orthogonalised entries ~ 1/4, times √(8/2) = 2
         let v = u[0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|x| (x - v[0]).abs() < 1e-6) && v[0] > 0.3, "{v:?}");
-        assert!(muon_update(&[Tensor::ones(3, DType::F32, &dev).unwrap()], &mut [Tensor::zeros(3, DType::F32, &dev).unwrap()], 0.9, true).is_err());
+        assert!(muon_update(
+            &[Tensor::ones(3, DType::F32, &dev).unwrap()],
+            &mut [Tensor::zeros(3, DType::F32, &dev).unwrap()],
+            0.9,
+            true
+        )
+        .is_err());
     }
 }

@@ -76,16 +76,8 @@ pub const MUSGD_SGD: f64 = 1.0;
 pub const MUSGD_BOOST: f64 = 3.0;
 
 impl OptimizerKind {
-    pub const ALL: [OptimizerKind; 8] = [
-        Self::Sgd,
-        Self::Adam,
-        Self::Adamax,
-        Self::AdamW,
-        Self::NAdam,
-        Self::RAdam,
-        Self::RmsProp,
-        Self::MuSgd,
-    ];
+    pub const ALL: [OptimizerKind; 8] =
+        [Self::Sgd, Self::Adam, Self::Adamax, Self::AdamW, Self::NAdam, Self::RAdam, Self::RmsProp, Self::MuSgd];
 
     /// Parses ultralytics' `optimizer` cfg value, case-insensitively (`SGD`, `Adam`, `Adamax`,
     /// `AdamW`, `NAdam`, `RAdam`, `RMSprop`, `MuSGD`). `auto` depends on the iteration and class
@@ -97,8 +89,9 @@ impl OptimizerKind {
                 .with_hint("call train::optim::resolve_auto with the iteration and class counts"));
         }
         Self::ALL.into_iter().find(|k| k.name().to_ascii_lowercase() == lower).ok_or_else(|| {
-            Error::config(format!("optimizer '{name}' is not supported"))
-                .with_hint("use one of SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, MuSGD or auto (case-insensitive)")
+            Error::config(format!("optimizer '{name}' is not supported")).with_hint(
+                "use one of SGD, Adam, Adamax, AdamW, NAdam, RAdam, RMSprop, MuSGD or auto (case-insensitive)",
+            )
         })
     }
 
@@ -132,7 +125,13 @@ impl OptimizerKind {
 /// Returns `(kind, lr, momentum, auto)`; `auto` says the rule applied (→ `warmup_bias_lr = 0`).
 /// `iterations` is ultralytics' `ceil(n_images / max(batch, nbs)) · epochs` ([`auto_iterations`]);
 /// `nc` is the dataset's class count (ultralytics uses 10 when the dataset has none).
-pub fn resolve_auto(name: &str, lr0: f64, momentum: f64, nc: usize, iterations: usize) -> Result<(OptimizerKind, f64, f64, bool)> {
+pub fn resolve_auto(
+    name: &str,
+    lr0: f64,
+    momentum: f64,
+    nc: usize,
+    iterations: usize,
+) -> Result<(OptimizerKind, f64, f64, bool)> {
     if !name.trim().eq_ignore_ascii_case("auto") {
         return Ok((OptimizerKind::parse(name)?, lr0, momentum, false));
     }
@@ -320,7 +319,13 @@ impl Optimizer {
     /// 3·lr) and `momentum`; Weight and Muon have weight decay `decay`, Bn and Bias none.
     /// Buffers (`running_mean`, `running_var`) are skipped. Names are sorted, so the order (and
     /// thus floating-point results) does not depend on hash-map order.
-    pub fn new(kind: OptimizerKind, vars: impl IntoIterator<Item = (String, Var)>, lr: f64, momentum: f64, decay: f64) -> Self {
+    pub fn new(
+        kind: OptimizerKind,
+        vars: impl IntoIterator<Item = (String, Var)>,
+        lr: f64,
+        momentum: f64,
+        decay: f64,
+    ) -> Self {
         let mut vars: Vec<(String, Var)> = vars.into_iter().filter(|(n, _)| !is_buffer(n)).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let musgd = kind == OptimizerKind::MuSgd;
@@ -330,7 +335,12 @@ impl Optimizer {
             let wd = if matches!(g, ParamGroup::Weight | ParamGroup::Muon) { decay } else { 0.0 };
             for boosted in if musgd { &[true, false][..] } else { &[false][..] } {
                 let initial_lr = if *boosted { lr * MUSGD_BOOST } else { lr };
-                groups.push(Group { group: g, boosted: *boosted, initial_lr, hyp: GroupHyp { lr: initial_lr, momentum, weight_decay: wd } });
+                groups.push(Group {
+                    group: g,
+                    boosted: *boosted,
+                    initial_lr,
+                    hyp: GroupHyp { lr: initial_lr, momentum, weight_decay: wd },
+                });
             }
         }
         let head = head_index(vars.iter().map(|(n, _)| n.as_str()));
@@ -347,7 +357,13 @@ impl Optimizer {
     }
 
     /// All trainable variables of a `VarMap` (its buffers are skipped).
-    pub fn from_varmap(kind: OptimizerKind, varmap: &candle_nn::VarMap, lr: f64, momentum: f64, decay: f64) -> Result<Self> {
+    pub fn from_varmap(
+        kind: OptimizerKind,
+        varmap: &candle_nn::VarMap,
+        lr: f64,
+        momentum: f64,
+        decay: f64,
+    ) -> Result<Self> {
         let data = varmap.data().lock().map_err(|_| Error::internal("VarMap lock poisoned"))?;
         let vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok(Self::new(kind, vars, lr, momentum, decay))
@@ -480,7 +496,10 @@ impl Optimizer {
         let dev = candle_core::Device::Cpu;
         for (i, g) in self.groups.iter().enumerate() {
             let h = g.hyp;
-            out.insert(format!("optimizer.group.{i}"), Tensor::new(&[h.lr, h.momentum, h.weight_decay, g.initial_lr], &dev)?);
+            out.insert(
+                format!("optimizer.group.{i}"),
+                Tensor::new(&[h.lr, h.momentum, h.weight_decay, g.initial_lr], &dev)?,
+            );
         }
         Ok(out)
     }
@@ -507,7 +526,9 @@ impl Optimizer {
         }
         for (i, g) in self.groups.iter_mut().enumerate() {
             if let Some(t) = state.get(&format!("optimizer.group.{i}")) {
-                if let Ok([lr, mom, wd, init]) = <[f64; 4]>::try_from(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?) {
+                if let Ok([lr, mom, wd, init]) =
+                    <[f64; 4]>::try_from(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+                {
                     g.hyp = GroupHyp { lr, momentum: mom, weight_decay: wd };
                     g.initial_lr = init;
                 }
@@ -580,7 +601,15 @@ impl Optimizer {
 
 /// One per-parameter update (every rule but MuSGD's Muon groups); returns the new weights and
 /// updates the state in `p`. Mirrors torch.optim's `_single_tensor_*` functions.
-fn update(kind: OptimizerKind, p: &mut Param, w: &Tensor, grad: &Tensor, h: GroupHyp, beta2: f64, eps: f64) -> Result<Tensor> {
+fn update(
+    kind: OptimizerKind,
+    p: &mut Param,
+    w: &Tensor,
+    grad: &Tensor,
+    h: GroupHyp,
+    beta2: f64,
+    eps: f64,
+) -> Result<Tensor> {
     let l2 = |g: &Tensor| -> Result<Tensor> {
         Ok(if h.weight_decay != 0.0 { (g + (w * h.weight_decay)?)? } else { g.clone() })
     };
@@ -664,7 +693,8 @@ fn update(kind: OptimizerKind, p: &mut Param, w: &Tensor, grad: &Tensor, h: Grou
             let rho_inf = 2.0 / (1.0 - beta2) - 1.0;
             let rho_t = rho_inf - 2.0 * step * beta2.powf(step) / bc2;
             let upd = if rho_t > 5.0 {
-                let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).powf(0.5);
+                let rect =
+                    ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)).powf(0.5);
                 let denom = (v.sqrt()? + eps)?;
                 let adaptive = (denom.ones_like()? * bc2.powf(0.5))?.div(&denom)?;
                 (((&bcm * h.lr)? * adaptive)? * rect)?
@@ -809,7 +839,12 @@ mod tests {
 
     #[test]
     fn updates_match_torch_rules() {
-        for (kind, wd) in [(OptimizerKind::Sgd, 0.0), (OptimizerKind::Sgd, 0.05), (OptimizerKind::Adam, 0.05), (OptimizerKind::AdamW, 0.05)] {
+        for (kind, wd) in [
+            (OptimizerKind::Sgd, 0.0),
+            (OptimizerKind::Sgd, 0.05),
+            (OptimizerKind::Adam, 0.05),
+            (OptimizerKind::AdamW, 0.05),
+        ] {
             let got = run(kind, wd);
             for (i, w0) in [1.0f64, -2.0].iter().enumerate() {
                 let want = match kind {
@@ -887,11 +922,21 @@ mod tests {
         assert_eq!(adam.set_frozen(&freeze_layer_names(&[0])), 2);
         assert_eq!(adam.trainable_vars().len(), 2);
         let all: Vec<Var> = vars().into_iter().map(|(_, v)| v).collect();
-        let mut opt = Optimizer::new(OptimizerKind::Sgd, vars().into_iter().zip(&all).map(|((n, _), v)| (n, v.clone())), 0.1, 0.9, 0.0);
+        let mut opt = Optimizer::new(
+            OptimizerKind::Sgd,
+            vars().into_iter().zip(&all).map(|((n, _), v)| (n, v.clone())),
+            0.1,
+            0.9,
+            0.0,
+        );
         opt.set_frozen(&freeze_layer_names::<usize>(&[]));
         let loss = all.iter().map(|v| v.as_tensor().sum_all().unwrap()).reduce(|a, b| (a + b).unwrap()).unwrap();
         opt.step(&loss.backward().unwrap()).unwrap();
-        assert_eq!(all[3].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0, 1.0], "frozen .dfl moved");
+        assert_eq!(
+            all[3].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0, 1.0],
+            "frozen .dfl moved"
+        );
         assert!(all[0].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] < 1.0);
     }
 

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 /// ultralytics' column header (`progress_string`), `GPU_mem` reads `Mem` here: resident memory
 /// on the CPU, device memory on a GPU.
 pub fn header() -> String {
-    format!("{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}", "Epoch", "Mem", "box_loss", "cls_loss", "dfl_loss", "Instances", "Size")
+    format!(
+        "{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
+        "Epoch", "Mem", "box_loss", "cls_loss", "dfl_loss", "Instances", "Size"
+    )
 }
 
 /// Resident set size of this process in GB (0 where /proc is absent).
@@ -33,11 +36,27 @@ pub struct Progress {
 impl Progress {
     /// A line for an epoch of `total` batches.
     pub fn new(total: usize, interval: Duration) -> Self {
-        Progress { tty: std::io::stderr().is_terminal(), total, start: Instant::now(), last_print: None, interval, line: String::new() }
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            total,
+            start: Instant::now(),
+            last_print: None,
+            interval,
+            line: String::new(),
+        }
     }
 
     /// After batch `i` (0-based; `run` batches timed in this process so far).
-    pub fn update(&mut self, epoch: usize, epochs: usize, tloss: [f64; 3], instances: usize, size: usize, i: usize, run: usize) {
+    pub fn update(
+        &mut self,
+        epoch: usize,
+        epochs: usize,
+        tloss: [f64; 3],
+        instances: usize,
+        size: usize,
+        i: usize,
+        run: usize,
+    ) {
         let el = self.start.elapsed().as_secs_f64();
         let rate = run as f64 / el.max(1e-9);
         let left = (self.total - (i + 1).min(self.total)) as f64 / rate.max(1e-9);

@@ -220,9 +220,8 @@ impl Trainer {
             // lets a resume change.
             let st = l.state.as_ref().expect("resumed checkpoints have state");
             let yaml_text = l.meta.train_args.get("yaml").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let stored = Hyp::parse_all(&yaml_text, Path::new("checkpoint train_args"))
-                .map_err(|mut e| e.remove(0))?
-                .hyp;
+            let stored =
+                Hyp::parse_all(&yaml_text, Path::new("checkpoint train_args")).map_err(|mut e| e.remove(0))?.hyp;
             let mut h = stored;
             for key in ["device", "workers", "patience", "val", "plots", "save_period", "time"] {
                 if let Some(v) = req.hyp.value(key) {
@@ -243,7 +242,12 @@ impl Trainer {
                 .with_file(resume_path.as_deref().unwrap_or(&last_path))
                 .with_hint("resume with the same dataset yaml, or start a new run in another folder"));
             }
-            println!("Resuming training from {} at epoch {} batch {}", resume_path.as_ref().unwrap().display(), st.epoch + 1, st.batch);
+            println!(
+                "Resuming training from {} at epoch {} batch {}",
+                resume_path.as_ref().unwrap().display(),
+                st.epoch + 1,
+                st.batch
+            );
         }
 
         let sel = crate::device::select(&hyp.device)?;
@@ -258,7 +262,8 @@ impl Trainer {
         // Network: from a yaml, weights, or (resume) the checkpoint's architecture.
         let (loaded, report) = match &resumed {
             Some(_) => {
-                let src = ModelSource::File { path: resume_path.clone().unwrap(), requested: "last.safetensors".into() };
+                let src =
+                    ModelSource::File { path: resume_path.clone().unwrap(), requested: "last.safetensors".into() };
                 weights::build_for_training_with(&src, nc, &names, &device, hyp.seed, &Transfer::Nothing)?
             }
             None => {
@@ -321,7 +326,13 @@ impl Trainer {
         let workers = hyp.workers.min(num_cpus::get().max(1));
         let loader = Loader::new(
             train_set.clone(),
-            LoaderOptions { batch, workers, seed: hyp.seed, shuffle: !hyp.rect, augment: AugmentConfig::from_hyp(&hyp, imgsz) },
+            LoaderOptions {
+                batch,
+                workers,
+                seed: hyp.seed,
+                shuffle: !hyp.rect,
+                augment: AugmentConfig::from_hyp(&hyp, imgsz),
+            },
         );
         let nb = loader.batches_per_epoch();
         let multi_scale = MultiScale { imgsz, fraction: hyp.multi_scale, stride, seed: hyp.seed };
@@ -361,7 +372,8 @@ impl Trainer {
 
         // Optimizer (ultralytics `_build_train_pipeline` + `build_optimizer`).
         let epochs = hyp.epochs.max(1);
-        let acc_nominal = schedule::nominal_accumulate(hyp.nbs, batch, if hyp.time.is_some() { None } else { Some(nb * epochs) });
+        let acc_nominal =
+            schedule::nominal_accumulate(hyp.nbs, batch, if hyp.time.is_some() { None } else { Some(nb * epochs) });
         let wd = schedule::scaled_weight_decay(hyp.weight_decay, batch, acc_nominal, hyp.nbs);
         let iterations = (train_set.len() as f64 / batch.max(hyp.nbs) as f64).ceil() as usize * epochs;
         let (kind, lr0, momentum, auto) = optim::resolve_auto(&hyp.optimizer, hyp.lr0, hyp.momentum, nc, iterations)?;
@@ -460,8 +472,10 @@ impl Trainer {
             state = st;
         }
 
-        std::fs::create_dir_all(save_dir.join("weights")).map_err(|e| Error::io_at(&save_dir, "create run folder", e))?;
-        let args_yaml = format!("model: {}\ndata: {}\n{}", req.model.output_value(), req.data_yaml.display(), hyp.to_yaml());
+        std::fs::create_dir_all(save_dir.join("weights"))
+            .map_err(|e| Error::io_at(&save_dir, "create run folder", e))?;
+        let args_yaml =
+            format!("model: {}\ndata: {}\n{}", req.model.output_value(), req.data_yaml.display(), hyp.to_yaml());
         crate::files::write_atomic(&save_dir.join("args.yaml"), args_yaml.as_bytes())?;
         meta.train_args = serde_json::json!({
             "yaml": hyp.to_yaml(),
@@ -607,7 +621,11 @@ impl Trainer {
                     self.accumulate(grads)?;
                     let t = self.state.tloss.unwrap_or(items);
                     let k = i as f64;
-                    self.state.tloss = Some(if self.state.tloss.is_none() { items } else { [0, 1, 2].map(|j| (t[j] * k + items[j]) / (k + 1.0)) });
+                    self.state.tloss = Some(if self.state.tloss.is_none() {
+                        items
+                    } else {
+                        [0, 1, 2].map(|j| (t[j] * k + items[j]) / (k + 1.0))
+                    });
                 } else {
                     loss_nan = true;
                 }
@@ -621,12 +639,22 @@ impl Trainer {
                     }
                 }
                 self.images_seen += batch.shape.0;
-                bar.update(epoch, self.epochs, self.state.tloss.unwrap_or([0.0; 3]), batch.targets.len(), x.dim(3)?, i, run + 1);
+                bar.update(
+                    epoch,
+                    self.epochs,
+                    self.state.tloss.unwrap_or([0.0; 3]),
+                    batch.targets.len(),
+                    x.dim(3)?,
+                    i,
+                    run + 1,
+                );
                 if self.hyp.plots && plot_idx.contains(&ni) {
                     let p = self.save_dir.join(format!("train_batch{ni}.jpg"));
                     // as ultralytics: the batch the model saw, after the multi-scale resize
                     let seen = resized.filter(|&s| s != (h, w)).map(|s| batch.resized(s));
-                    if let Err(e) = crate::plot::batch::plot_training_batch(seen.as_ref().unwrap_or(&batch), &self.names, &p) {
+                    if let Err(e) =
+                        crate::plot::batch::plot_training_batch(seen.as_ref().unwrap_or(&batch), &self.names, &p)
+                    {
                         eprintln!("warning: {e}");
                     }
                 }
@@ -659,7 +687,11 @@ impl Trainer {
                 ))
                 .with_hint("run the step again (Kubeflow retries it): it resumes from the checkpoint"));
             }
-            let lr = [self.opt.hyp(ParamGroup::Weight).lr, self.opt.hyp(ParamGroup::Bn).lr, self.opt.hyp(ParamGroup::Bias).lr];
+            let lr = [
+                self.opt.hyp(ParamGroup::Weight).lr,
+                self.opt.hyp(ParamGroup::Bn).lr,
+                self.opt.hyp(ParamGroup::Bias).lr,
+            ];
             let final_epoch = epoch + 1 >= self.epochs;
             let mut fitness = None;
             if self.val.is_some() && (self.hyp.val || final_epoch || self.stopper.possible_stop || stop) {
@@ -677,8 +709,11 @@ impl Trainer {
             if (loss_nan || fitness_nan) && epoch > 0 && self.last_path().is_file() {
                 self.state.nan_recovery_attempts += 1;
                 if self.state.nan_recovery_attempts > MAX_NAN_RECOVERIES {
-                    return Err(Error::model(format!("Training failed: NaN persisted for {} epochs", self.state.nan_recovery_attempts))
-                        .with_hint("lower lr0, check the labels for degenerate boxes, or train with another optimizer"));
+                    return Err(Error::model(format!(
+                        "Training failed: NaN persisted for {} epochs",
+                        self.state.nan_recovery_attempts
+                    ))
+                    .with_hint("lower lr0, check the labels for degenerate boxes, or train with another optimizer"));
                 }
                 eprintln!(
                     "warning: {} detected (attempt {}/{MAX_NAN_RECOVERIES}), recovering from last.safetensors...",
@@ -893,7 +928,10 @@ impl Trainer {
     /// Reload the model, EMA and optimizer from last.safetensors (NaN recovery).
     fn recover_from_last(&mut self) -> Result<()> {
         let l = checkpoint::load(&self.last_path())?;
-        let st = l.state.clone().ok_or_else(|| Error::model("last.safetensors has no training state").with_file(self.last_path()))?;
+        let st = l
+            .state
+            .clone()
+            .ok_or_else(|| Error::model("last.safetensors has no training state").with_file(self.last_path()))?;
         for (_, t) in &l.ema {
             if !all_finite(t)? {
                 return Err(Error::model("checkpoint is corrupted with NaN/Inf weights").with_file(self.last_path()));
@@ -993,11 +1031,14 @@ fn resume_path(req: &TrainRequest, hyp: &Hyp, save_dir: &Path) -> Result<Option<
     let last_path = save_dir.join("weights").join("last.safetensors");
     Ok(match &req.resume_from {
         Some(p) => Some(p.clone()),
-        None if hyp.resume => Some(last_path.clone()).filter(|p| p.is_file()).ok_or_else(|| {
-            Error::config("resume=True but the run folder has no weights/last.safetensors")
-                .with_file(&last_path)
-                .with_hint("pass the checkpoint explicitly (--resume PATH) or start a new run with resume: False")
-        }).map(Some)?,
+        None if hyp.resume => Some(last_path.clone())
+            .filter(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::config("resume=True but the run folder has no weights/last.safetensors")
+                    .with_file(&last_path)
+                    .with_hint("pass the checkpoint explicitly (--resume PATH) or start a new run with resume: False")
+            })
+            .map(Some)?,
         None if req.auto_resume && last_path.is_file() => Some(last_path),
         None => None,
     })
@@ -1055,9 +1096,11 @@ pub fn increment_dir(project: &Path, name: &str, reuse: bool) -> PathBuf {
     if reuse || !base.exists() {
         return base;
     }
-    (2..).map(|n| project.join(format!("{name}{n}"))).find(|p| !p.exists()).expect("an unused folder name always exists")
+    (2..)
+        .map(|n| project.join(format!("{name}{n}")))
+        .find(|p| !p.exists())
+        .expect("an unused folder name always exists")
 }
-
 
 /// The final validation's plots, named as ultralytics names them in the run folder.
 fn write_val_plots(res: &ValResult, dir: &Path) -> Result<()> {
@@ -1077,7 +1120,8 @@ fn log_epoch(tracker: &Tracker, row: &EpochRow, epoch: usize) {
         return;
     }
     let vals = row.values();
-    let mut m: Vec<(String, f64)> = results::COLUMNS.iter().zip(vals).map(|(k, v)| (k.replace(['(', ')'], ""), v)).collect();
+    let mut m: Vec<(String, f64)> =
+        results::COLUMNS.iter().zip(vals).map(|(k, v)| (k.replace(['(', ')'], ""), v)).collect();
     m.push(("system/rss_gb".into(), progress::rss_gb()));
     tracker.log_metrics(&m, epoch as i64 + 1);
 }

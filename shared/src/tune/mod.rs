@@ -9,7 +9,7 @@
 //! | [`store`] | `tune_results.ndjson` (8.4's layout), the claims that keep workers apart, the lock |
 //! | [`tuner`] | the loop: claim, train, record, and the outputs (best weights and yaml, csv, plots) |
 
-pub mod space;
 pub mod mutate;
+pub mod space;
 pub mod store;
 pub mod tuner;

@@ -119,7 +119,9 @@ pub fn mutate(space: &Space, h: &History, rng: &mut impl Rng) -> Result<Vec<f64>
             match &elite_step {
                 Some((Some(chol), confidence)) if rng.gen::<f64>() < 0.4 * confidence => {
                     let draw = multivariate_normal(parent, chol, rng);
-                    (0..ng).map(|i| if mask[i] { 1.0 - ((draw[i].rem_euclid(2.0)) - 1.0).abs() } else { parent[i] }).collect()
+                    (0..ng)
+                        .map(|i| if mask[i] { 1.0 - ((draw[i].rem_euclid(2.0)) - 1.0).abs() } else { parent[i] })
+                        .collect()
                 }
                 _ => (0..ng)
                     .map(|i| {
@@ -271,14 +273,22 @@ mod tests {
         let d = defaults(&space);
         let mut finished = vec![Trial { fitness: 0.3, values: constrain(&space, &d) }];
         let mut rng = iteration_rng(7, 2);
-        let (mut steps_momentum, mut steps_lrf, mut changed_keys, mut interior_keys) = (Vec::new(), Vec::new(), 0usize, 0usize);
+        let (mut steps_momentum, mut steps_lrf, mut changed_keys, mut interior_keys) =
+            (Vec::new(), Vec::new(), 0usize, 0usize);
         for it in 0..400 {
             let h = History { finished: &finished[..1], pending: &[], defaults: &d };
             let v = mutate(&space, &h, &mut rng).unwrap();
             let parent = &finished[0].values;
             assert_ne!(&v, parent, "draw {it} changed nothing");
             for (i, dim) in space.dims.iter().enumerate() {
-                assert!(v[i] >= dim.min && v[i] <= dim.max, "{} = {} outside [{}, {}]", dim.key, v[i], dim.min, dim.max);
+                assert!(
+                    v[i] >= dim.min && v[i] <= dim.max,
+                    "{} = {} outside [{}, {}]",
+                    dim.key,
+                    v[i],
+                    dim.min,
+                    dim.max
+                );
                 if dim.int {
                     assert_eq!(v[i].fract(), 0.0);
                 } else {
@@ -308,7 +318,11 @@ mod tests {
         // Mean |N(0, s)| = s·sqrt(2/pi): momentum 0.2·0.3, lrf 0.2 (decay 1: the best is the newest).
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let expect_m = 0.2 * 0.3 * (2.0 / std::f64::consts::PI).sqrt();
-        assert!((mean(&steps_momentum) / expect_m - 1.0).abs() < 0.25, "momentum step {} vs {expect_m}", mean(&steps_momentum));
+        assert!(
+            (mean(&steps_momentum) / expect_m - 1.0).abs() < 0.25,
+            "momentum step {} vs {expect_m}",
+            mean(&steps_momentum)
+        );
         assert!(mean(&steps_lrf) > 2.0 * mean(&steps_momentum), "gain not honoured");
     }
 
@@ -358,7 +372,13 @@ mod tests {
     fn python_rounding() {
         assert_eq!(round_to(0.123456, 5), 0.12346);
         assert_eq!(round_to(1e-5, 5), 1e-5);
-        assert_eq!(constrain(&Space { dims: vec![Dim { key: "close_mosaic".into(), min: 0.0, max: 10.0, gain: 1.0, int: true }] }, &[2.5]), vec![2.0]);
+        assert_eq!(
+            constrain(
+                &Space { dims: vec![Dim { key: "close_mosaic".into(), min: 0.0, max: 10.0, gain: 1.0, int: true }] },
+                &[2.5]
+            ),
+            vec![2.0]
+        );
         assert_eq!(covariance(&[vec![0.0, 1.0], vec![2.0, 3.0]]), vec![vec![2.0, 2.0], vec![2.0, 2.0]]);
         assert!(cholesky(&[vec![1.0, 2.0], vec![2.0, 1.0]]).is_none());
         let l = cholesky(&[vec![4.0, 2.0], vec![2.0, 2.0]]).unwrap();

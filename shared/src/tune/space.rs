@@ -103,13 +103,23 @@ impl Space {
         let map = match doc {
             Value::Mapping(m) if !m.is_empty() => m,
             Value::Null => return Err(Error::config("the tune space is empty").with_file(file).with_hint(hint_form)),
-            _ => return Err(Error::config("the tune space must be a mapping of cfg keys to [min, max] or [min, max, gain]").with_file(file).with_hint(hint_form)),
+            _ => {
+                return Err(Error::config(
+                    "the tune space must be a mapping of cfg keys to [min, max] or [min, max, gain]",
+                )
+                .with_file(file)
+                .with_hint(hint_form))
+            }
         };
         let mut dims = Vec::new();
         for (k, v) in map {
             let key = match &k {
                 Value::String(s) => s.clone(),
-                other => return Err(Error::config(format!("key {} is not a cfg key name", show_value(other))).with_file(file).with_hint(hint_form)),
+                other => {
+                    return Err(Error::config(format!("key {} is not a cfg key name", show_value(other)))
+                        .with_file(file)
+                        .with_hint(hint_form))
+                }
             };
             let at = |e: Error| {
                 let e = e.with_file(file).with_key(key.clone());
@@ -127,7 +137,10 @@ impl Space {
 /// One `key: [min, max(, gain)]` entry, checked against the key's cfg rules.
 fn parse_dim(key: &str, v: &Value) -> Result<Dim> {
     let spec = hyp::spec(key).ok_or_else(|| {
-        let near = hyp::KEYS.iter().map(|s| s.key).max_by(|a, b| strsim::jaro_winkler(key, a).total_cmp(&strsim::jaro_winkler(key, b)));
+        let near = hyp::KEYS
+            .iter()
+            .map(|s| s.key)
+            .max_by(|a, b| strsim::jaro_winkler(key, a).total_cmp(&strsim::jaro_winkler(key, b)));
         let e = Error::config(format!("'{key}' is not an ultralytics cfg key"));
         match near {
             Some(n) if strsim::jaro_winkler(key, n) > 0.8 => e.with_hint(format!("did you mean '{n}'?")),
@@ -135,15 +148,18 @@ fn parse_dim(key: &str, v: &Value) -> Result<Dim> {
         }
     })?;
     if spec.used != Use::Used {
-        return Err(Error::config(format!("'{key}' cannot be tuned: kubeyolo's trainer does not act on it")).with_hint("remove it from the space"));
+        return Err(Error::config(format!("'{key}' cannot be tuned: kubeyolo's trainer does not act on it"))
+            .with_hint("remove it from the space"));
     }
     if !matches!(spec.ty, Ty::Float | Ty::Frac | Ty::Int(_) | Ty::Scale) {
-        return Err(Error::config(format!("'{key}' is not a numeric hyper-parameter, so it cannot be mutated")).with_hint("tune numeric keys such as lr0, box, mosaic"));
+        return Err(Error::config(format!("'{key}' is not a numeric hyper-parameter, so it cannot be mutated"))
+            .with_hint("tune numeric keys such as lr0, box, mosaic"));
     }
     let items = match v {
         Value::Sequence(s) if (2..=3).contains(&s.len()) => s,
         other => {
-            return Err(Error::config(format!("'{key}: {}' is not [min, max] or [min, max, gain]", show_value(other))).with_hint("e.g. `lr0: [1.0e-5, 1.0e-2]` or `momentum: [0.6, 0.98, 0.3]`"))
+            return Err(Error::config(format!("'{key}: {}' is not [min, max] or [min, max, gain]", show_value(other)))
+                .with_hint("e.g. `lr0: [1.0e-5, 1.0e-2]` or `momentum: [0.6, 0.98, 0.3]`"))
         }
     };
     let mut nums = Vec::with_capacity(3);
@@ -154,23 +170,33 @@ fn parse_dim(key: &str, v: &Value) -> Result<Dim> {
             _ => None,
         }
         .filter(|x| x.is_finite())
-        .ok_or_else(|| Error::config(format!("'{key}': {what} {} is not a number", show_value(item))).with_hint("bounds and gain are numbers, e.g. [0.0, 0.9]"))?;
+        .ok_or_else(|| {
+            Error::config(format!("'{key}': {what} {} is not a number", show_value(item)))
+                .with_hint("bounds and gain are numbers, e.g. [0.0, 0.9]")
+        })?;
         nums.push(x);
     }
     let (min, max, gain) = (nums[0], nums[1], nums.get(2).copied().unwrap_or(1.0));
     if min > max {
-        return Err(Error::config(format!("'{key}': min {min} is greater than max {max}")).with_hint("write [min, max] with min <= max"));
+        return Err(Error::config(format!("'{key}': min {min} is greater than max {max}"))
+            .with_hint("write [min, max] with min <= max"));
     }
     if !(0.0..=1.0).contains(&gain) {
-        return Err(Error::config(format!("'{key}': gain {gain} is outside [0, 1]")).with_hint("the gain scales the mutation sigma; ultralytics uses 0.3 for momentum, 1 otherwise"));
+        return Err(Error::config(format!("'{key}': gain {gain} is outside [0, 1]"))
+            .with_hint("the gain scales the mutation sigma; ultralytics uses 0.3 for momentum, 1 otherwise"));
     }
     let int = matches!(spec.ty, Ty::Int(_));
     if int && min.ceil() > max.floor() {
-        return Err(Error::config(format!("'{key}' is an integer key and [{min}, {max}] holds no integer")).with_hint("widen the bounds to include an integer"));
+        return Err(Error::config(format!("'{key}' is an integer key and [{min}, {max}] holds no integer"))
+            .with_hint("widen the bounds to include an integer"));
     }
     // Both bounds must be values the key accepts (a fraction in [0, 1], an int >= its minimum).
     for bound in [min, max] {
-        let text = if int { format!("{}", if bound == min { min.ceil() } else { max.floor() } as i64) } else { format!("{bound:?}") };
+        let text = if int {
+            format!("{}", if bound == min { min.ceil() } else { max.floor() } as i64)
+        } else {
+            format!("{bound:?}")
+        };
         Hyp::default().set(key, &text)?;
     }
     Ok(Dim { key: key.to_string(), min, max, gain, int })

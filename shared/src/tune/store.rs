@@ -115,9 +115,15 @@ impl Store {
     /// Runs `f` holding the tuning run's exclusive lock.
     fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let path = self.dir.join(LOCK_FILE);
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io_at(&path, "open the tune lock", e))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io_at(&path, "open the tune lock", e))?;
         file.lock().map_err(|e| {
-            Error::io_at(&path, "lock", e).with_hint("the tune folder's filesystem must support file locks (flock) for several workers")
+            Error::io_at(&path, "lock", e)
+                .with_hint("the tune folder's filesystem must support file locks (flock) for several workers")
         })?;
         let out = f();
         let _ = file.unlock();
@@ -162,7 +168,9 @@ impl Store {
             let pending: Vec<Claim> = claims.iter().filter(|c| !done(c.iteration)).cloned().collect();
             let (next, taken_from) = if let Some(own) = pending.iter().find(|c| c.worker == worker) {
                 (own.iteration, None)
-            } else if let Some(iteration) = (1..=iterations).find(|&i| !done(i) && !claims.iter().any(|c| c.iteration == i)) {
+            } else if let Some(iteration) =
+                (1..=iterations).find(|&i| !done(i) && !claims.iter().any(|c| c.iteration == i))
+            {
                 let hyperparameters = choose(iteration, &Snapshot { results: &results, pending: &pending })?;
                 claims.push(Claim { iteration, worker, hyperparameters, heartbeat: now });
                 (iteration, None)
@@ -193,7 +201,9 @@ impl Store {
     pub fn heartbeat(&self, worker: u32, iteration: u64) -> Result<bool> {
         self.locked(|| {
             let mut claims = self.claims()?;
-            let Some(c) = claims.iter_mut().find(|c| c.iteration == iteration && c.worker == worker) else { return Ok(false) };
+            let Some(c) = claims.iter_mut().find(|c| c.iteration == iteration && c.worker == worker) else {
+                return Ok(false);
+            };
             c.heartbeat = now_secs();
             self.write_claims(&claims)?;
             Ok(true)
@@ -209,7 +219,12 @@ impl Store {
     /// lock with every result, so the outputs always describe one consistent set of results.
     /// None (nothing written): the iteration's claim belongs to another worker now, which took
     /// it over from this one and records it itself.
-    pub fn record<T>(&self, worker: u32, record: Record, after: impl FnOnce(&[Record]) -> Result<T>) -> Result<Option<T>> {
+    pub fn record<T>(
+        &self,
+        worker: u32,
+        record: Record,
+        after: impl FnOnce(&[Record]) -> Result<T>,
+    ) -> Result<Option<T>> {
         self.locked(|| {
             let owner = self.claims()?.iter().find(|c| c.iteration == record.iteration).map(|c| c.worker);
             if owner.is_some_and(|w| w != worker) {
@@ -217,7 +232,11 @@ impl Store {
             }
             let mut results = self.results()?;
             if results.iter().any(|r| r.iteration == record.iteration) {
-                return Err(Error::internal(format!("iteration {} is already recorded in {}", record.iteration, self.results_path().display())));
+                return Err(Error::internal(format!(
+                    "iteration {} is already recorded in {}",
+                    record.iteration,
+                    self.results_path().display()
+                )));
             }
             results.push(record);
             let text: String = results.iter().map(|r| self.record_line(r) + "\n").collect();
@@ -240,17 +259,25 @@ impl Store {
     }
 
     fn pairs(&self, pairs: &[(String, f64)]) -> String {
-        let items: Vec<String> = pairs.iter().map(|(k, v)| format!("{}: {}", json_str(k), self.number(k, *v))).collect();
+        let items: Vec<String> =
+            pairs.iter().map(|(k, v)| format!("{}: {}", json_str(k), self.number(k, *v))).collect();
         format!("{{{}}}", items.join(", "))
     }
 
     /// One results line as Python's `json.dumps` writes it (`", "` and `": "` separators).
     fn record_line(&self, r: &Record) -> String {
-        let mut s = format!("{{\"iteration\": {}, \"fitness\": {}, \"hyperparameters\": {}", r.iteration, py_float(r.fitness), self.pairs(&r.hyperparameters));
-        let datasets: Vec<String> = r.datasets.iter().map(|(name, m)| format!("{}: {}", json_str(name), self.pairs(m))).collect();
+        let mut s = format!(
+            "{{\"iteration\": {}, \"fitness\": {}, \"hyperparameters\": {}",
+            r.iteration,
+            py_float(r.fitness),
+            self.pairs(&r.hyperparameters)
+        );
+        let datasets: Vec<String> =
+            r.datasets.iter().map(|(name, m)| format!("{}: {}", json_str(name), self.pairs(m))).collect();
         let _ = write!(s, ", \"datasets\": {{{}}}", datasets.join(", "));
         if !r.save_dirs.is_empty() {
-            let dirs: Vec<String> = r.save_dirs.iter().map(|(k, v)| format!("{}: {}", json_str(k), json_str(v))).collect();
+            let dirs: Vec<String> =
+                r.save_dirs.iter().map(|(k, v)| format!("{}: {}", json_str(k), json_str(v))).collect();
             let _ = write!(s, ", \"save_dirs\": {{{}}}", dirs.join(", "));
         }
         if !r.failed_datasets.is_empty() {
@@ -404,7 +431,10 @@ mod tests {
             iteration,
             fitness,
             hyperparameters: vec![("lr0".into(), 0.01), ("close_mosaic".into(), 10.0)],
-            datasets: vec![("data-custom".into(), vec![("metrics/mAP50-95(B)".into(), fitness), ("fitness".into(), fitness)])],
+            datasets: vec![(
+                "data-custom".into(),
+                vec![("metrics/mAP50-95(B)".into(), fitness), ("fitness".into(), fitness)],
+            )],
             save_dirs: vec![("data-custom".into(), format!("runs/detect/tune/iter{iteration}"))],
             failed_datasets: vec![],
         }
@@ -416,7 +446,16 @@ mod tests {
 
     #[test]
     fn python_float_repr() {
-        for (v, s) in [(0.01, "0.01"), (1e-5, "1e-05"), (10.0, "10.0"), (0.0, "0.0"), (0.12345, "0.12345"), (2.5e-7, "2.5e-07"), (1e16, "1e+16"), (0.0001, "0.0001")] {
+        for (v, s) in [
+            (0.01, "0.01"),
+            (1e-5, "1e-05"),
+            (10.0, "10.0"),
+            (0.0, "0.0"),
+            (0.12345, "0.12345"),
+            (2.5e-7, "2.5e-07"),
+            (1e16, "1e+16"),
+            (0.0001, "0.0001"),
+        ] {
             assert_eq!(py_float(v), s);
         }
     }
@@ -438,7 +477,11 @@ mod tests {
     fn a_bad_line_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        std::fs::write(s.results_path(), "{\"iteration\": 1, \"fitness\": 0.1, \"hyperparameters\": {}}\n{\"iteration\": \"x\"}\n").unwrap();
+        std::fs::write(
+            s.results_path(),
+            "{\"iteration\": 1, \"fitness\": 0.1, \"hyperparameters\": {}}\n{\"iteration\": \"x\"}\n",
+        )
+        .unwrap();
         let e = s.results().unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(format!("{e}").contains(RESULTS_FILE));
@@ -506,7 +549,10 @@ mod tests {
         assert!(s.record(0, rec(1, 0.9), |_| Ok(())).unwrap().is_none());
         assert!(s.heartbeat(1, 1).unwrap());
         s.record(1, rec(1, 0.2), |_| Ok(())).unwrap().unwrap();
-        assert_eq!(s.results().unwrap().iter().map(|r| (r.iteration, r.fitness)).collect::<Vec<_>>(), vec![(2, 0.1), (1, 0.2)]);
+        assert_eq!(
+            s.results().unwrap().iter().map(|r| (r.iteration, r.fitness)).collect::<Vec<_>>(),
+            vec![(2, 0.1), (1, 0.2)]
+        );
         // a heartbeat refresh keeps a claim from going stale
         let d2 = tempfile::tempdir().unwrap();
         let s2 = store(d2.path());
@@ -525,7 +571,9 @@ mod tests {
                 std::thread::spawn(move || {
                     let s = store(&path);
                     let mut mine = Vec::new();
-                    while let Next::Run { claim: c, .. } = s.claim(w, 40, LEASE, |i, _| Ok(vec![("lr0".to_string(), i as f64)])).unwrap() {
+                    while let Next::Run { claim: c, .. } =
+                        s.claim(w, 40, LEASE, |i, _| Ok(vec![("lr0".to_string(), i as f64)])).unwrap()
+                    {
                         s.record(w, rec(c.iteration, 0.1), |_| Ok(())).unwrap().unwrap();
                         mine.push(c.iteration);
                     }

@@ -34,9 +34,9 @@ use crate::config::hyp::Hyp;
 use crate::error::{Error, ErrorKind, Result};
 use crate::files::{copy_atomic, write_atomic};
 use crate::plot::tune::{plot_tune_results, TuneRow};
+use crate::root::under;
 use crate::root::ModelSource;
 use crate::track::records::Status;
-use crate::root::under;
 use crate::track::Tracker;
 use crate::train::trainer::{increment_dir, train, TrainOutcome, TrainRequest};
 
@@ -146,9 +146,13 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
         }
         let seed = req.hyp.seed as u64;
         let next = store.claim(req.worker, req.iterations, req.lease, |iteration, snap| {
-            let finished: Vec<Trial> =
-                snap.results.iter().map(|r| Trial { fitness: r.fitness, values: values_of(&r.hyperparameters, &req.space, &defaults) }).collect();
-            let pending: Vec<Vec<f64>> = snap.pending.iter().map(|c| values_of(&c.hyperparameters, &req.space, &defaults)).collect();
+            let finished: Vec<Trial> = snap
+                .results
+                .iter()
+                .map(|r| Trial { fitness: r.fitness, values: values_of(&r.hyperparameters, &req.space, &defaults) })
+                .collect();
+            let pending: Vec<Vec<f64>> =
+                snap.pending.iter().map(|c| values_of(&c.hyperparameters, &req.space, &defaults)).collect();
             let h = History { finished: &finished, pending: &pending, defaults: &defaults };
             let values = mutate(&req.space, &h, &mut iteration_rng(seed, iteration))?;
             Ok(req.space.keys().into_iter().zip(values).collect())
@@ -165,7 +169,11 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
             }
             Next::Run { claim, taken_from } => {
                 if let Some(w) = taken_from {
-                    println!("Tuner: taking over iteration {} from worker {w}, silent for over {} s", claim.iteration, req.lease.as_secs());
+                    println!(
+                        "Tuner: taking over iteration {} from worker {w}, silent for over {} s",
+                        claim.iteration,
+                        req.lease.as_secs()
+                    );
                 }
                 waiting = false;
                 claim
@@ -176,7 +184,10 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
         let lost = beat.finish();
         let rec = match rec {
             Err(e) if e.kind == ErrorKind::Interrupted && lost && !req.stop.load(Ordering::SeqCst) => {
-                println!("Tuner: iteration {} was taken over by another worker; leaving it to that worker", claim.iteration);
+                println!(
+                    "Tuner: iteration {} was taken over by another worker; leaving it to that worker",
+                    claim.iteration
+                );
                 continue;
             }
             other => other?,
@@ -195,10 +206,19 @@ pub fn tune(req: &TuneRequest, tracker: &Tracker) -> Result<TuneOutcome> {
         best = store.inspect(|all| refresh_outputs(req, &dir, all, t0))?;
     }
     if let Some(b) = &best {
-        tracker.log_metrics(&[("tune/best_fitness", b.fitness), ("tune/best_iteration", b.iteration as f64)], results.len() as i64);
+        tracker.log_metrics(
+            &[("tune/best_fitness", b.fitness), ("tune/best_iteration", b.iteration as f64)],
+            results.len() as i64,
+        );
         tracker.log_artifact(&b.hyperparameters_yaml, "tune");
     }
-    println!("Tuner: worker {} done: trained {trained} iteration(s); {} of {} finished in {}", req.worker, results.len(), req.iterations, dir.display());
+    println!(
+        "Tuner: worker {} done: trained {trained} iteration(s); {} of {} finished in {}",
+        req.worker,
+        results.len(),
+        req.iterations,
+        dir.display()
+    );
     Ok(TuneOutcome { tune_dir: dir, trained, finished: results.len() as u64, best })
 }
 
@@ -224,7 +244,8 @@ struct Heartbeat {
 
 impl Heartbeat {
     fn start(store: &Store, req: &TuneRequest, iteration: u64) -> Heartbeat {
-        let (stop, lost, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (stop, lost, done) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let every = (req.lease / 5).max(Duration::from_millis(200));
         let (store, worker, signal) = (store.clone(), req.worker, req.stop.clone());
         let (s, l, d) = (stop.clone(), lost.clone(), done.clone());
@@ -266,13 +287,25 @@ impl Heartbeat {
 
 /// Train one claimed iteration and turn its outcome into a record (fitness 0 when it failed).
 /// `stop` stops its trainer (a signal, or the claim taken over).
-fn run_iteration(req: &TuneRequest, base: &Hyp, dir: &Path, dataset: &str, claim: &Claim, stop: &Arc<AtomicBool>, tracker: &Tracker) -> Result<Record> {
+fn run_iteration(
+    req: &TuneRequest,
+    base: &Hyp,
+    dir: &Path,
+    dataset: &str,
+    claim: &Claim,
+    stop: &Arc<AtomicBool>,
+    tracker: &Tracker,
+) -> Result<Record> {
     let i = claim.iteration;
     let shown: Vec<String> = claim.hyperparameters.iter().map(|(k, v)| format!("'{k}': {}", py_float(*v))).collect();
     println!("Tuner: Starting iteration {i}/{} with hyperparameters: {{{}}}", req.iterations, shown.join(", "));
     let mut hyp = base.clone();
     for (k, v) in &claim.hyperparameters {
-        let text = if req.space.dims.iter().any(|d| d.key == *k && d.int) { format!("{}", *v as i64) } else { format!("{v:?}") };
+        let text = if req.space.dims.iter().any(|d| d.key == *k && d.int) {
+            format!("{}", *v as i64)
+        } else {
+            format!("{v:?}")
+        };
         hyp.set(k, &text)?;
     }
     let run_dir = dir.join(format!("iter{i}"));
@@ -298,7 +331,10 @@ fn run_iteration(req: &TuneRequest, base: &Hyp, dir: &Path, dataset: &str, claim
     match outcome {
         Ok(out) => {
             let metrics = iteration_metrics(&out);
-            record.fitness = super::mutate::round_to(metrics.iter().find(|(k, _)| k == "fitness").map(|(_, v)| *v).unwrap_or(0.0), 5);
+            record.fitness = super::mutate::round_to(
+                metrics.iter().find(|(k, _)| k == "fitness").map(|(_, v)| *v).unwrap_or(0.0),
+                5,
+            );
             child.log_metrics(&metrics.iter().map(|(k, v)| (k.replace(['(', ')'], ""), *v)).collect::<Vec<_>>(), 0);
             child.finish(Status::Finished);
             record.datasets[0].1 = metrics;
@@ -345,7 +381,8 @@ fn discard_finished_unrecorded(run_dir: &Path) -> Result<()> {
     }
     let finished = crate::train::checkpoint::load(&last).map(|l| l.state.is_none_or(|s| s.finished)).unwrap_or(true);
     if finished {
-        std::fs::remove_dir_all(run_dir).map_err(|e| Error::io_at(run_dir, "remove an unrecorded iteration's folder", e))?;
+        std::fs::remove_dir_all(run_dir)
+            .map_err(|e| Error::io_at(run_dir, "remove an unrecorded iteration's folder", e))?;
     }
     Ok(())
 }
@@ -392,7 +429,13 @@ fn refresh_outputs(req: &TuneRequest, dir: &Path, all: &[Record], t0: Instant) -
         }
         write_atomic(&yaml_path, text.as_bytes())?;
         println!("\n{}", header.iter().map(|l| format!("Tuner: {l}")).collect::<Vec<_>>().join("\n"));
-        best = Some(Best { iteration: b.iteration, fitness: b.fitness, record: b.clone(), hyperparameters_yaml: yaml_path, weights });
+        best = Some(Best {
+            iteration: b.iteration,
+            fitness: b.fitness,
+            record: b.clone(),
+            hyperparameters_yaml: yaml_path,
+            weights,
+        });
     } else {
         eprintln!("Tuner: no iteration produced training metrics yet; best_hyperparameters.yaml not written");
     }
@@ -403,7 +446,11 @@ fn refresh_outputs(req: &TuneRequest, dir: &Path, all: &[Record], t0: Instant) -
             iteration: r.iteration,
             fitness: r.fitness,
             values: values_of(&r.hyperparameters, &req.space, &defaults),
-            datasets: r.datasets.iter().map(|(n, m)| (n.clone(), m.iter().find(|(k, _)| k == "fitness").map(|(_, v)| *v).unwrap_or(0.0))).collect(),
+            datasets: r
+                .datasets
+                .iter()
+                .map(|(n, m)| (n.clone(), m.iter().find(|(k, _)| k == "fitness").map(|(_, v)| *v).unwrap_or(0.0)))
+                .collect(),
         })
         .collect();
     plot_tune_results(dir, &keys, &rows)?;
@@ -428,8 +475,16 @@ pub fn best_index(all: &[Record]) -> Option<usize> {
 
 fn header_lines(req: &TuneRequest, dir: &Path, all: &[Record], b: &Record, t0: Instant) -> Vec<String> {
     let failed = all.iter().filter(|r| !r.trained()).count();
-    let status = if failed == 0 { "complete".to_string() } else { format!("complete ({}/{} succeeded)", all.len() - failed, all.len()) };
-    let metrics: Vec<String> = b.datasets.first().map(|(_, m)| m.iter().map(|(k, v)| format!("'{k}': {}", py_float(*v))).collect()).unwrap_or_default();
+    let status = if failed == 0 {
+        "complete".to_string()
+    } else {
+        format!("complete ({}/{} succeeded)", all.len() - failed, all.len())
+    };
+    let metrics: Vec<String> = b
+        .datasets
+        .first()
+        .map(|(_, m)| m.iter().map(|(k, v)| format!("'{k}': {}", py_float(*v))).collect())
+        .unwrap_or_default();
     vec![
         format!("{}/{} iterations {status} ({:.2}s)", all.len(), req.iterations, t0.elapsed().as_secs_f64()),
         format!("Results saved to {}", dir.display()),
@@ -443,11 +498,27 @@ fn header_lines(req: &TuneRequest, dir: &Path, all: &[Record], b: &Record, t0: I
 fn print_table(all: &[Record], best: Option<usize>) {
     let mut sorted: Vec<(usize, &Record)> = all.iter().enumerate().collect();
     sorted.sort_by_key(|(_, r)| r.iteration);
-    let mut out = format!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "iteration", "fitness", "P", "R", "mAP50", "mAP50-95");
+    let mut out =
+        format!("{:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "iteration", "fitness", "P", "R", "mAP50", "mAP50-95");
     let f = |r: &Record, k: &str| r.metric(k).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
     for (i, r) in sorted {
-        let mark = if Some(i) == best { " *" } else if r.trained() { "" } else { " failed" };
-        let _ = writeln!(out, "{:>9} {:>9.5} {:>9} {:>9} {:>9} {:>9}{mark}", r.iteration, r.fitness, f(r, PRECISION), f(r, RECALL), f(r, MAP50), f(r, MAP));
+        let mark = if Some(i) == best {
+            " *"
+        } else if r.trained() {
+            ""
+        } else {
+            " failed"
+        };
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9.5} {:>9} {:>9} {:>9} {:>9}{mark}",
+            r.iteration,
+            r.fitness,
+            f(r, PRECISION),
+            f(r, RECALL),
+            f(r, MAP50),
+            f(r, MAP)
+        );
     }
     print!("{out}");
 }
@@ -463,7 +534,16 @@ fn results_csv(all: &[Record], space: &Space, defaults: &[f64]) -> String {
     sorted.sort_by_key(|r| r.iteration);
     for r in sorted {
         let m = |k: &str| r.metric(k).map(py_float).unwrap_or_default();
-        let _ = write!(out, "{},{},{},{},{},{}", r.iteration, py_float(r.fitness), m(PRECISION), m(RECALL), m(MAP50), m(MAP));
+        let _ = write!(
+            out,
+            "{},{},{},{},{},{}",
+            r.iteration,
+            py_float(r.fitness),
+            m(PRECISION),
+            m(RECALL),
+            m(MAP50),
+            m(MAP)
+        );
         for (d, v) in space.dims.iter().zip(values_of(&r.hyperparameters, space, defaults)) {
             let _ = write!(out, ",{}", if d.int { format!("{}", v as i64) } else { py_float(v) });
         }
@@ -484,7 +564,12 @@ fn yaml_float(v: f64) -> String {
 /// A record's values in the space's order; keys it lacks take the base cfg's value (a space
 /// widened on resume), as ultralytics does.
 fn values_of(pairs: &[(String, f64)], space: &Space, defaults: &[f64]) -> Vec<f64> {
-    space.dims.iter().zip(defaults).map(|(d, &dv)| pairs.iter().find(|(k, _)| *k == d.key).map(|(_, v)| *v).unwrap_or(dv)).collect()
+    space
+        .dims
+        .iter()
+        .zip(defaults)
+        .map(|(d, &dv)| pairs.iter().find(|(k, _)| *k == d.key).map(|(_, v)| *v).unwrap_or(dv))
+        .collect()
 }
 
 /// The base cfg's values of the space's keys.
@@ -493,7 +578,10 @@ fn base_values(hyp: &Hyp, space: &Space) -> Result<Vec<f64>> {
         .dims
         .iter()
         .map(|d| {
-            hyp.value(&d.key).and_then(|v| v.as_f64()).ok_or_else(|| Error::config(format!("the cfg's '{}' is not a number, so it cannot be tuned", d.key)).with_key(d.key.clone()))
+            hyp.value(&d.key).and_then(|v| v.as_f64()).ok_or_else(|| {
+                Error::config(format!("the cfg's '{}' is not a number, so it cannot be tuned", d.key))
+                    .with_key(d.key.clone())
+            })
         })
         .collect()
 }
@@ -534,7 +622,10 @@ fn adaptive_lr_warning(h: &Hyp) -> Option<String> {
 pub fn dataset_name(data_yaml: &Path) -> String {
     let stem = data_yaml.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
     if stem == "data" {
-        if let Some(parent) = std::path::absolute(data_yaml).ok().and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned())) {
+        if let Some(parent) = std::path::absolute(data_yaml)
+            .ok()
+            .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+        {
             return parent;
         }
     }
@@ -552,8 +643,10 @@ fn resolve_tune_dir(req: &TuneRequest) -> Result<PathBuf> {
         return Ok(under(&req.data_root, d));
     }
     if req.worker > 0 {
-        return Err(Error::usage("several tune workers need one shared folder: pass the same --tune-dir to every worker")
-            .with_hint("e.g. --tune-dir runs/detect/tune-1234 --worker 1"));
+        return Err(Error::usage(
+            "several tune workers need one shared folder: pass the same --tune-dir to every worker",
+        )
+        .with_hint("e.g. --tune-dir runs/detect/tune-1234 --worker 1"));
     }
     let project = under(&req.data_root, req.hyp.project.as_deref().unwrap_or("runs/detect"));
     let name = req.hyp.name.clone().unwrap_or_else(|| "tune".into());
@@ -608,7 +701,10 @@ mod tests {
     #[test]
     fn sgd_sized_lr_under_adamw_is_warned_about() {
         let auto = tuning_cfg(&Hyp::default()).unwrap();
-        assert!(adaptive_lr_warning(&auto).is_some_and(|w| w.contains("lr0 0.01")), "8.4's default lr0 with the tuner's AdamW");
+        assert!(
+            adaptive_lr_warning(&auto).is_some_and(|w| w.contains("lr0 0.01")),
+            "8.4's default lr0 with the tuner's AdamW"
+        );
         let mut small = auto.clone();
         small.set("lr0", "0.001").unwrap();
         assert_eq!(adaptive_lr_warning(&small), None);

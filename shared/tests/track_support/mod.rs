@@ -142,7 +142,10 @@ impl Rest {
 
     /// Full history of a metric as (step, value) sorted by step (NaN as f64::NAN).
     pub fn history(&self, run_id: &str, key: &str) -> Vec<(i64, f64)> {
-        let j = self.get("api/2.0/mlflow/metrics/get-history", &[("run_id", run_id), ("metric_key", key), ("max_results", "25000")]);
+        let j = self.get(
+            "api/2.0/mlflow/metrics/get-history",
+            &[("run_id", run_id), ("metric_key", key), ("max_results", "25000")],
+        );
         let mut v: Vec<(i64, f64)> = j["metrics"]
             .as_array()
             .cloned()
@@ -178,7 +181,8 @@ impl Rest {
     }
 
     pub fn download(&self, artifact_uri: &str, dest: &str) -> Vec<u8> {
-        self.retry(|| self.block(self.client.download_artifact(artifact_uri, dest))).unwrap_or_else(|e| panic!("download {dest}: {e}"))
+        self.retry(|| self.block(self.client.download_artifact(artifact_uri, dest)))
+            .unwrap_or_else(|e| panic!("download {dest}: {e}"))
     }
 }
 
@@ -228,12 +232,20 @@ impl PrivateServer {
         let rest = Rest::new(&self.uri());
         let t0 = Instant::now();
         loop {
-            let ok = rest.block(rest.client.get_json("api/2.0/mlflow/experiments/get-by-name", &[("experiment_name", "Default")])).is_ok();
+            let ok = rest
+                .block(
+                    rest.client.get_json("api/2.0/mlflow/experiments/get-by-name", &[("experiment_name", "Default")]),
+                )
+                .is_ok();
             if ok {
                 eprintln!("private mlflow server on port {} up after {:.1} s", self.port, t0.elapsed().as_secs_f64());
                 return;
             }
-            assert!(t0.elapsed() < Duration::from_secs(180), "private mlflow server did not start in 180 s (logs in {})", self.dir.display());
+            assert!(
+                t0.elapsed() < Duration::from_secs(180),
+                "private mlflow server did not start in 180 s (logs in {})",
+                self.dir.display()
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -251,7 +263,9 @@ impl PrivateServer {
             let _ = c.wait();
             // Until the port is free again, a restart would fail.
             let t0 = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && t0.elapsed() < Duration::from_secs(10) {
+            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && t0.elapsed() < Duration::from_secs(10)
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

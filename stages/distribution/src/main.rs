@@ -93,7 +93,9 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let root = DataRoot::from_flag(args.data_root.as_deref());
-    kubeyolo::error::run_main(|| run_tracked(&args.tracking, "distribution", &root.path, |tracker| run(&args, &root, tracker)))
+    kubeyolo::error::run_main(|| {
+        run_tracked(&args.tracking, "distribution", &root.path, |tracker| run(&args, &root, tracker))
+    })
 }
 
 fn run(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<()> {
@@ -112,7 +114,11 @@ fn run(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<()> {
     })?;
     let elapsed = started.elapsed();
     if total_issues > printed {
-        eprintln!("warning: {} more label issues not printed (--print-issues {})", total_issues - printed, args.print_issues);
+        eprintln!(
+            "warning: {} more label issues not printed (--print-issues {})",
+            total_issues - printed,
+            args.print_issues
+        );
     }
 
     let bad: usize = dist.splits.iter().map(|s| s.invalid_lines + s.unreadable_labels).sum();
@@ -198,7 +204,11 @@ fn summary(d: &Distribution, elapsed: std::time::Duration) -> String {
 
 /// The Markdown shown in the UI: the same tables plus the first issues of each split.
 fn markdown(d: &Distribution) -> String {
-    let mut s = format!("# Dataset distribution\n\nDataset yaml: `{}` — {} classes\n\n## Splits\n\n", d.data_yaml.display(), d.nc());
+    let mut s = format!(
+        "# Dataset distribution\n\nDataset yaml: `{}` — {} classes\n\n## Splits\n\n",
+        d.data_yaml.display(),
+        d.nc()
+    );
     s.push_str(&to_table(d.split_table()).to_markdown());
     s.push_str("\n## Images and instances per class\n\n");
     s.push_str(&to_table(d.class_table()).to_markdown());

@@ -109,10 +109,16 @@ fn main() {
 }
 
 fn run(args: &Args, root: &DataRoot, tracker: &Tracker) -> Result<()> {
-    let mut dist = Distribution::from_arg(&args.result_json)
-        .map_err(|e| if e.file.is_none() { e.with_key("--result-json") } else { e })?;
+    let mut dist = Distribution::from_arg(&args.result_json).map_err(|e| {
+        if e.file.is_none() {
+            e.with_key("--result-json")
+        } else {
+            e
+        }
+    })?;
     if let Some(arg) = &args.cls_names_json {
-        let names = parse_cls_names(arg).map_err(|e| if e.file.is_none() { e.with_key("--cls-names-json") } else { e })?;
+        let names =
+            parse_cls_names(arg).map_err(|e| if e.file.is_none() { e.with_key("--cls-names-json") } else { e })?;
         if names.len() != dist.names.len() {
             return Err(Error::data(format!(
                 "--cls-names-json has {} classes but the distribution result has {}",

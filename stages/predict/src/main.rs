@@ -145,7 +145,11 @@ fn run(args: Args) -> Result<()> {
         return Err(Error::usage("--source is required (an image or a folder), unless --summary is given"));
     };
     if args.imgsz == 0 || args.imgsz % lm.model.max_stride() != 0 {
-        return Err(Error::usage(format!("--imgsz {} must be a positive multiple of {}", args.imgsz, lm.model.max_stride())));
+        return Err(Error::usage(format!(
+            "--imgsz {} must be a positive multiple of {}",
+            args.imgsz,
+            lm.model.max_stride()
+        )));
     }
     if !(0.0..=1.0).contains(&args.conf) || !(0.0..=1.0).contains(&args.iou) {
         return Err(Error::usage("--conf and --iou must be between 0 and 1"));

@@ -188,7 +188,13 @@ fn real_main(args: Args) -> Result<()> {
         ..ValConfig::default()
     };
     let names = if args.single_cls { vec!["item".to_string()] } else { loaded.names.clone() };
-    println!("yolo-test: {} on split '{split}' of {} ({} on {})", weights.display(), data_yaml.display(), loaded.summary, device.name);
+    println!(
+        "yolo-test: {} on split '{split}' of {} ({} on {})",
+        weights.display(),
+        data_yaml.display(),
+        loaded.summary,
+        device.name
+    );
 
     run_tracked(&args.tracking, "test", &root.path, |tracker| -> Result<()> {
         let set = ValSet::load(&dataset, &split, &names, &cfg)?;
@@ -224,7 +230,8 @@ fn pick_weights(args: &Args, under_root: &dyn Fn(&str) -> PathBuf) -> Result<Pat
             }
         }
         (None, Some(l)) => existing(under_root(l), "--last-pt"),
-        (None, None) => Err(Error::usage("no weights given").with_hint("pass --weights PATH, or --best-pt / --last-pt as the pipeline does")),
+        (None, None) => Err(Error::usage("no weights given")
+            .with_hint("pass --weights PATH, or --best-pt / --last-pt as the pipeline does")),
     }
 }
 
@@ -303,7 +310,8 @@ fn write_outputs(res: &ValResult, args: &Args, out_dir: &Path, weights: &Path) -
     files::write_json_atomic(&p, &json)?;
     written.push(p);
 
-    let mut table = kfp::Table::new(["class", "images", "instances", "precision", "recall", "f1", "mAP50", "mAP75", "mAP50-95"]);
+    let mut table =
+        kfp::Table::new(["class", "images", "instances", "precision", "recall", "f1", "mAP50", "mAP75", "mAP50-95"]);
     let m = &res.metrics;
     table.push([
         "all".to_string(),
@@ -350,7 +358,10 @@ fn write_outputs(res: &ValResult, args: &Args, out_dir: &Path, weights: &Path) -
         let plots = [
             ("PR_curve.png", curves::pr_curve(&out_dir.join("PR_curve.png"), m)),
             ("F1_curve.png", curves::f1_curve(&out_dir.join("F1_curve.png"), m)),
-            ("confusion_matrix.png", curves::confusion_matrix(&out_dir.join("confusion_matrix.png"), &res.confusion, names, false)),
+            (
+                "confusion_matrix.png",
+                curves::confusion_matrix(&out_dir.join("confusion_matrix.png"), &res.confusion, names, false),
+            ),
             (
                 "confusion_matrix_normalized.png",
                 curves::confusion_matrix(&out_dir.join("confusion_matrix_normalized.png"), &res.confusion, names, true),
@@ -380,7 +391,8 @@ fn log_to(tracker: &Tracker, res: &ValResult, weights: &Path, split: &str, files
         ("test/conf", s.conf.to_string()),
         ("test/iou", s.iou.to_string()),
     ]);
-    let mut metrics: Vec<(String, f64)> = res.metrics.results_dict().into_iter().map(|(k, v)| (format!("test/{k}"), v)).collect();
+    let mut metrics: Vec<(String, f64)> =
+        res.metrics.results_dict().into_iter().map(|(k, v)| (format!("test/{k}"), v)).collect();
     metrics.extend(headline(res).into_iter().map(|(k, v)| (format!("test/{k}"), v)));
     for c in &res.metrics.classes {
         metrics.push((format!("test/mAP50-95/{}", c.name), c.map50_95));

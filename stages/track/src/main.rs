@@ -7,12 +7,12 @@
 //! - `check`: is the tracking server reachable, does the API accept us (host check,
 //!   credentials), and where would artifacts go?
 
-use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use kubeyolo::track::client::{ApiError, Client};
 use kubeyolo::track::engine::replay_dir;
 use kubeyolo::track::{default_spool_dir, TrackingArgs, TrackingConfig};
 use kubeyolo::{Error, Result};
+use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,8 +56,10 @@ enum Command {
         tracking: TrackingArgs,
     },
     /// Check that the tracking server answers and accepts our requests.
-    #[command(after_help = "Example:\n  MLFLOW_TRACKING_URI=http://mlflow:5000 MLFLOW_EXPERIMENT_NAME=yolo yolo-track check\n\n\
-        Exit status: 0 when reachable and accepted, 7 otherwise.")]
+    #[command(
+        after_help = "Example:\n  MLFLOW_TRACKING_URI=http://mlflow:5000 MLFLOW_EXPERIMENT_NAME=yolo yolo-track check\n\n\
+        Exit status: 0 when reachable and accepted, 7 otherwise."
+    )]
     Check {
         #[command(flatten)]
         tracking: TrackingArgs,
@@ -108,8 +110,11 @@ fn main() {
                 for f in &s.files_left {
                     println!("left for a later replay: {}", f.display());
                 }
-                Err(Error::network(format!("{} spool file(s) not delivered", s.files_left.len() + s.files_skipped.len()))
-                    .with_hint("is the tracking server reachable? `yolo-track check` tells"))
+                Err(Error::network(format!(
+                    "{} spool file(s) not delivered",
+                    s.files_left.len() + s.files_skipped.len()
+                ))
+                .with_hint("is the tracking server reachable? `yolo-track check` tells"))
             }
         }
         Command::Check { tracking } => {
@@ -119,9 +124,7 @@ fn main() {
                 client.health().await.map_err(|e| network("health check", e))?;
                 println!("reachable: {}", client.base());
                 let name = cfg.experiment_name.as_str();
-                let j = client
-                    .get_json("api/2.0/mlflow/experiments/get-by-name", &[("experiment_name", name)])
-                    .await;
+                let j = client.get_json("api/2.0/mlflow/experiments/get-by-name", &[("experiment_name", name)]).await;
                 match j {
                     Ok(j) => println!(
                         "experiment '{name}': id {}, artifacts at {}",

@@ -16,7 +16,9 @@ fn shared_uri(test: &str) -> Option<String> {
             panic!("{test}: KUBEYOLO_TEST_MLFLOW_URI is not set but KUBEYOLO_REQUIRE_SERVICES=1")
         }
         None => {
-            println!("skipped: {test}: KUBEYOLO_TEST_MLFLOW_URI is not set (run `eval \"$(scripts/services.sh start)\"`)");
+            println!(
+                "skipped: {test}: KUBEYOLO_TEST_MLFLOW_URI is not set (run `eval \"$(scripts/services.sh start)\"`)"
+            );
             None
         }
     }
@@ -29,7 +31,11 @@ fn dead_uri() -> String {
 
 #[test]
 fn check_tells_reachable_from_unreachable() {
-    let out = Command::new(BIN).args(["check", "--mlflow-uri", &dead_uri()]).env_remove("MLFLOW_TRACKING_URI").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--mlflow-uri", &dead_uri()])
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(7), "unreachable → network exit code");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
     let out = Command::new(BIN).arg("check").env_remove("MLFLOW_TRACKING_URI").output().unwrap();
@@ -59,10 +65,20 @@ fn replay_delivers_a_spool_left_by_a_step() {
     assert!(s.spooled > 0 && s.spool_file.is_some(), "{s:?}");
 
     // Written for another URI: left alone without --any-server.
-    let out = Command::new(BIN).args(["replay", "--root"]).arg(dir.path()).env("MLFLOW_TRACKING_URI", &uri).output().unwrap();
+    let out =
+        Command::new(BIN).args(["replay", "--root"]).arg(dir.path()).env("MLFLOW_TRACKING_URI", &uri).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("another server"), "{}", String::from_utf8_lossy(&out.stdout));
-    let out = Command::new(BIN).args(["replay", "--any-server", "--root"]).arg(dir.path()).env("MLFLOW_TRACKING_URI", &uri).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("another server"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new(BIN)
+        .args(["replay", "--any-server", "--root"])
+        .arg(dir.path())
+        .env("MLFLOW_TRACKING_URI", &uri)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("replayed 1 file(s)"));
     assert!(kubeyolo::track::spool::list(&spool, true).is_empty());

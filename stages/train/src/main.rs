@@ -145,7 +145,8 @@ fn real_main(args: Args) -> Result<()> {
     req.save_dir = args.run_dir.as_deref().map(under_root);
     req.resume_from = args.resume.as_deref().map(under_root);
     req.auto_resume = !args.no_auto_resume;
-    req.checkpoint_every = (args.checkpoint_minutes > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_minutes * 60.0));
+    req.checkpoint_every =
+        (args.checkpoint_minutes > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_minutes * 60.0));
     req.log_interval = Duration::from_secs_f64(args.log_seconds.max(0.0));
     req.stop = kubeyolo::signals::handle_stop_requests();
 
@@ -170,10 +171,17 @@ fn real_main(args: Args) -> Result<()> {
         if let Some(p) = &args.out_data_yaml {
             kfp::write_output_param(p, &data_yaml.display().to_string())?;
         }
-        let mut pairs: Vec<(&str, f64)> = vec![("epochs", out.epochs_completed as f64), ("train_images_per_second", out.images_per_second)];
+        let mut pairs: Vec<(&str, f64)> =
+            vec![("epochs", out.epochs_completed as f64), ("train_images_per_second", out.images_per_second)];
         if let Some(v) = &out.final_val {
             let m = &v.metrics;
-            pairs.extend([("precision", m.precision), ("recall", m.recall), ("mAP50", m.map50), ("mAP50-95", m.map50_95), ("fitness", m.fitness)]);
+            pairs.extend([
+                ("precision", m.precision),
+                ("recall", m.recall),
+                ("mAP50", m.map50),
+                ("mAP50-95", m.map50_95),
+                ("fitness", m.fitness),
+            ]);
             println!(
                 "final (best): P {:.4}  R {:.4}  mAP50 {:.4}  mAP50-95 {:.4}  ({:.1} train images/s, {:.1} s waiting for data)",
                 m.precision, m.recall, m.map50, m.map50_95, out.images_per_second, out.data_wait_seconds
@@ -206,7 +214,13 @@ fn write_metrics_text(path: &Path, metrics: Option<&kubeyolo::eval::metrics::Det
         eprintln!("warning: no final validation, so {} is not written", path.display());
         return Ok(());
     };
-    let lines = [("fitness", m.fitness), ("mAP50-95", m.map50_95), ("mAP50", m.map50), ("precision", m.precision), ("recall", m.recall)];
+    let lines = [
+        ("fitness", m.fitness),
+        ("mAP50-95", m.map50_95),
+        ("mAP50", m.map50),
+        ("precision", m.precision),
+        ("recall", m.recall),
+    ];
     let text: String = lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     kubeyolo::files::write_atomic(path, text.as_bytes())
 }

@@ -150,7 +150,8 @@ fn real_main(args: Args) -> Result<()> {
     req.worker = args.worker;
     req.cleanup = !args.keep_iterations;
     req.lease = Duration::from_secs_f64(args.claim_lease_minutes.max(0.0) * 60.0);
-    req.checkpoint_every = (args.checkpoint_minutes > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_minutes * 60.0));
+    req.checkpoint_every =
+        (args.checkpoint_minutes > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_minutes * 60.0));
     req.log_interval = Duration::from_secs_f64(args.log_seconds.max(0.0));
     req.stop = kubeyolo::signals::handle_stop_requests();
 

@@ -171,7 +171,9 @@ fn check_cfg(root: &DataRoot, name: &str, r: &mut Report) {
             (p, l)
         }
         // `default`: ultralytics' built-in cfg, unless the volume has its own default.yaml
-        Err(_) if builtin => (PathBuf::from("default"), Ok(LoadedHyp { hyp: Hyp::default(), ignored: Vec::new(), warnings: Vec::new() })),
+        Err(_) if builtin => {
+            (PathBuf::from("default"), Ok(LoadedHyp { hyp: Hyp::default(), ignored: Vec::new(), warnings: Vec::new() }))
+        }
         Err(e) => return r.problems.push(e),
     };
     match loaded {
@@ -217,7 +219,10 @@ fn check_data(root: &DataRoot, name: &str, model_nc: Option<usize>, check_images
     for split in ["train", "val", "test"] {
         if !ds.has_split(split) {
             if split == "test" {
-                r.warnings.push(format!("{}: the dataset has no 'test' split, which the test step evaluates", path.display()));
+                r.warnings.push(format!(
+                    "{}: the dataset has no 'test' split, which the test step evaluates",
+                    path.display()
+                ));
             }
             continue;
         }

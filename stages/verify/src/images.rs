@@ -50,10 +50,7 @@ impl Scan {
 
 /// Check `images` in parallel (order of the findings = order of `images`).
 pub fn scan(images: &[PathBuf]) -> Scan {
-    let findings = images
-        .par_iter()
-        .filter_map(|p| check_image(p).map(|f| (p.clone(), f)))
-        .collect();
+    let findings = images.par_iter().filter_map(|p| check_image(p).map(|f| (p.clone(), f))).collect();
     Scan { checked: images.len(), findings }
 }
 
@@ -71,7 +68,9 @@ pub fn check_image(path: &Path) -> Option<Finding> {
         Err(e) => return corrupt(format!("cannot read: {e}")),
     };
     let format = match reader.format() {
-        Some(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Bmp | ImageFormat::WebP | ImageFormat::Tiff)) => f,
+        Some(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Bmp | ImageFormat::WebP | ImageFormat::Tiff)) => {
+            f
+        }
         Some(f) => {
             return corrupt(format!(
                 "image format {} is not one kubeyolo reads (jpg, png, bmp, webp, tiff)",
@@ -112,10 +111,9 @@ fn ends_with_eoi(path: &Path) -> bool {
 /// The warning text for one finding: the file, the reason, and what to do.
 pub fn describe(path: &Path, finding: &Finding) -> String {
     match finding {
-        Finding::Corrupt(why) => format!(
-            "{}: corrupt image ({why}): remove or re-export the file; training skips it",
-            path.display()
-        ),
+        Finding::Corrupt(why) => {
+            format!("{}: corrupt image ({why}): remove or re-export the file; training skips it", path.display())
+        }
         Finding::TruncatedJpeg => format!(
             "{}: JPEG has no end-of-image marker (truncated?); ultralytics restores and re-saves such a file, \
              kubeyolo reads it as is (missing rows may be grey): re-export it to be sure",
@@ -155,7 +153,9 @@ mod tests {
         assert_eq!(check_image(&png_as_jpg), None);
         assert!(matches!(check_image(&small), Some(Finding::Corrupt(w)) if w.contains("32x9")));
         assert!(matches!(check_image(&garbage), Some(Finding::Corrupt(_))));
-        assert!(matches!(check_image(&d.path().join("missing.png")), Some(Finding::Corrupt(w)) if w.contains("cannot open")));
+        assert!(
+            matches!(check_image(&d.path().join("missing.png")), Some(Finding::Corrupt(w)) if w.contains("cannot open"))
+        );
         assert_eq!(check_image(&jpg), Some(Finding::TruncatedJpeg));
 
         let s = scan(&[good, small, garbage, jpg]);

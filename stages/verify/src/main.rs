@@ -186,7 +186,10 @@ fn log_to(tracker: &Tracker, args: &Args, root: &DataRoot, report: &check::Repor
         ("verify/cfg_yaml", path(&report.cfg_yaml)),
         ("verify/data_yaml", path(&report.data_yaml)),
         ("verify/tune_space", args.tune_space.clone()),
-        ("verify/tune_space_yaml", report.summary.get("tune_space").and_then(|t| t["path"].as_str()).unwrap_or_default().to_string()),
+        (
+            "verify/tune_space_yaml",
+            report.summary.get("tune_space").and_then(|t| t["path"].as_str()).unwrap_or_default().to_string(),
+        ),
     ]);
     tracker.set_tags(&[
         ("kubeyolo.verify.ok", report.problems.is_empty().to_string()),

@@ -46,9 +46,17 @@ mod tests {
         flip_horizontal(&mut s);
         assert_eq!(s.img.get_pixel(0, 1).0, [4, 1, 9]);
         for w in [5u32, 6] {
-            let mut t = Sample { img: image::RgbImage::from_fn(w, 2, |x, y| image::Rgb([x as u8, y as u8, 9])), boxes: vec![], cls: vec![] };
+            let mut t = Sample {
+                img: image::RgbImage::from_fn(w, 2, |x, y| image::Rgb([x as u8, y as u8, 9])),
+                boxes: vec![],
+                cls: vec![],
+            };
             flip_horizontal(&mut t);
-            assert_eq!(t.img, image::RgbImage::from_fn(w, 2, |x, y| image::Rgb([(w - 1 - x) as u8, y as u8, 9])), "width {w}");
+            assert_eq!(
+                t.img,
+                image::RgbImage::from_fn(w, 2, |x, y| image::Rgb([(w - 1 - x) as u8, y as u8, 9])),
+                "width {w}"
+            );
         }
         assert_eq!(s.boxes[0], [3.0, 0.5, 4.0, 2.5]);
         flip_horizontal(&mut s);

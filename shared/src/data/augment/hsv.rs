@@ -195,7 +195,8 @@ fn hsv_rows_gen(raw: &mut [u8], w: usize, lut: &[[u8; 256]; 3]) {
         out: [[0; CHUNK]; 3],
     };
     // the gains' LUTs as floats (the hue's clamped to 179 as OpenCV's sector arithmetic needs)
-    let lut: [[f32; 256]; 3] = std::array::from_fn(|k| std::array::from_fn(|i| if k == 0 { lut[0][i].min(179) } else { lut[k][i] } as f32));
+    let lut: [[f32; 256]; 3] =
+        std::array::from_fn(|k| std::array::from_fn(|i| if k == 0 { lut[0][i].min(179) } else { lut[k][i] } as f32));
     for row in raw.chunks_exact_mut(w * 3) {
         // OpenCV converts row by row: whole blocks of 32 pixels in its SIMD loop, the rest scalar.
         let simd_px = if w >= SIMD_PIXELS { (w - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
@@ -234,9 +235,35 @@ fn hsv_chunk(p: &mut Planes, px: &mut [u8], x0: usize, simd_px: usize, lut: &[[f
     for i in 0..CHUNK {
         let ([tab0, tab1, tab2, tab3], sector) = hsv_tabs(p.hf[i], p.sf[i], p.vf[i]);
         // OpenCV's sector_data {{1,3,0}, {1,0,2}, {3,0,1}, {0,2,1}, {0,1,3}, {2,1,0}} as (b, g, r)
-        let r = if sector < 1.0 { tab0 } else if sector < 2.0 { tab2 } else if sector < 4.0 { tab1 } else if sector < 5.0 { tab3 } else { tab0 };
-        let g = if sector < 1.0 { tab3 } else if sector < 3.0 { tab0 } else if sector < 4.0 { tab2 } else { tab1 };
-        let b = if sector < 2.0 { tab1 } else if sector < 3.0 { tab3 } else if sector < 5.0 { tab0 } else { tab2 };
+        let r = if sector < 1.0 {
+            tab0
+        } else if sector < 2.0 {
+            tab2
+        } else if sector < 4.0 {
+            tab1
+        } else if sector < 5.0 {
+            tab3
+        } else {
+            tab0
+        };
+        let g = if sector < 1.0 {
+            tab3
+        } else if sector < 3.0 {
+            tab0
+        } else if sector < 4.0 {
+            tab2
+        } else {
+            tab1
+        };
+        let b = if sector < 2.0 {
+            tab1
+        } else if sector < 3.0 {
+            tab3
+        } else if sector < 5.0 {
+            tab0
+        } else {
+            tab2
+        };
         let simd = x0 + i < simd_px;
         p.out[0][i] = quantize(r, simd);
         p.out[1][i] = quantize(g, simd);
@@ -301,10 +328,19 @@ mod tests {
                 let lut = luts(r);
                 let mut img = img0.clone();
                 random_hsv(&mut img, r);
-                let simd_px = if w as usize >= SIMD_PIXELS { (w as usize - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS } else { 0 };
+                let simd_px = if w as usize >= SIMD_PIXELS {
+                    (w as usize - SIMD_PIXELS) / SIMD_PIXELS * SIMD_PIXELS + SIMD_PIXELS
+                } else {
+                    0
+                };
                 for (x, y, p) in img0.enumerate_pixels() {
                     let [hh, ss, vv] = rgb_to_hsv(p.0[0], p.0[1], p.0[2]);
-                    let want = hsv_to_rgb(lut[0][hh as usize], lut[1][ss as usize], lut[2][vv as usize], (x as usize) < simd_px);
+                    let want = hsv_to_rgb(
+                        lut[0][hh as usize],
+                        lut[1][ss as usize],
+                        lut[2][vv as usize],
+                        (x as usize) < simd_px,
+                    );
                     assert_eq!(img.get_pixel(x, y).0, want, "width {w} pixel ({x}, {y}) gains {r:?}");
                 }
             }

@@ -75,7 +75,12 @@ impl CutMixDraws {
                 let cx = rng.gen_range(0..w.max(1)) as i64;
                 let cy = rng.gen_range(0..h.max(1)) as i64;
                 let (w, h) = (w as i64, h as i64);
-                [(cx - cw / 2).clamp(0, w), (cy - ch / 2).clamp(0, h), (cx + cw / 2).clamp(0, w), (cy + ch / 2).clamp(0, h)]
+                [
+                    (cx - cw / 2).clamp(0, w),
+                    (cy - ch / 2).clamp(0, h),
+                    (cx + cw / 2).clamp(0, w),
+                    (cy + ch / 2).clamp(0, h),
+                ]
             })
             .collect();
         CutMixDraws { areas, choice: rng.gen() }

@@ -237,8 +237,11 @@ pub fn letterbox_sample(sample: &Sample, new_shape: (usize, usize)) -> Sample {
     debug_assert_eq!(letterbox_params((sample.height(), sample.width()), &lb), info);
     let (r, _) = info.ratio;
     let (px, py) = (info.pad.0 as f32, info.pad.1 as f32);
-    let boxes =
-        sample.boxes.iter().map(|b| [b[0] * r as f32 + px, b[1] * r as f32 + py, b[2] * r as f32 + px, b[3] * r as f32 + py]).collect();
+    let boxes = sample
+        .boxes
+        .iter()
+        .map(|b| [b[0] * r as f32 + px, b[1] * r as f32 + py, b[2] * r as f32 + px, b[3] * r as f32 + py])
+        .collect();
     Sample { img, boxes, cls: sample.cls.clone() }
 }
 
@@ -248,4 +251,3 @@ pub fn swap_rb(img: &mut RgbImage) {
         p.0.swap(0, 2);
     }
 }
-

@@ -90,7 +90,12 @@ struct Placement<'a> {
 }
 
 impl<'a> Placement<'a> {
-    fn new(src: &'a image::RgbImage, (x1a, y1a, x2a, y2a): (i64, i64, i64, i64), (x1b, y1b): (i64, i64), size: usize) -> Option<Self> {
+    fn new(
+        src: &'a image::RgbImage,
+        (x1a, y1a, x2a, y2a): (i64, i64, i64, i64),
+        (x1b, y1b): (i64, i64),
+        size: usize,
+    ) -> Option<Self> {
         let (w, h) = ((x2a - x1a).max(0) as usize, (y2a - y1a).max(0) as usize);
         if w == 0 || h == 0 || x1b < 0 || y1b < 0 || x1a < 0 || y1a < 0 {
             return None;
@@ -106,12 +111,18 @@ impl<'a> Placement<'a> {
 /// elsewhere, each byte written once. Why: filling the whole canvas first (as numpy's
 /// `np.full` does) wrote 4·imgsz² pixels per sample, most of them overwritten at once.
 fn canvas(size: usize, r: Region, places: &[Placement]) -> image::RgbImage {
-    assert!(r.x0 < r.x1 && r.x1 <= size && r.y0 < r.y1 && r.y1 <= size, "mosaic: region {r:?} outside the {size}² canvas");
+    assert!(
+        r.x0 < r.x1 && r.x1 <= size && r.y0 < r.y1 && r.y1 <= size,
+        "mosaic: region {r:?} outside the {size}² canvas"
+    );
     let (rw, rh) = (r.x1 - r.x0, r.y1 - r.y0);
     let row = rw * 3;
     for p in places {
         assert!(p.x + p.w <= size && p.y + p.h <= size, "mosaic: placement outside the canvas");
-        assert!(p.sx + p.w <= p.src.width() as usize && p.sy + p.h <= p.src.height() as usize, "mosaic: placement outside its image");
+        assert!(
+            p.sx + p.w <= p.src.width() as usize && p.sy + p.h <= p.src.height() as usize,
+            "mosaic: placement outside its image"
+        );
     }
     let mut buf: Vec<u8> = Vec::with_capacity(row * rh);
     let dst = buf.as_mut_ptr();
@@ -119,7 +130,13 @@ fn canvas(size: usize, r: Region, places: &[Placement]) -> image::RgbImage {
     for y in r.y0..r.y1 {
         // the placements on this row, cut to the region's columns
         segs.clear();
-        segs.extend(places.iter().filter(|p| (p.y..p.y + p.h).contains(&y)).map(|p| (p.x.max(r.x0), (p.x + p.w).min(r.x1), p)).filter(|(lo, hi, _)| lo < hi));
+        segs.extend(
+            places
+                .iter()
+                .filter(|p| (p.y..p.y + p.h).contains(&y))
+                .map(|p| (p.x.max(r.x0), (p.x + p.w).min(r.x1), p))
+                .filter(|(lo, hi, _)| lo < hi),
+        );
         segs.sort_by_key(|&(lo, _, _)| lo);
         let out = (y - r.y0) * row;
         let mut x = r.x0;
@@ -130,7 +147,8 @@ fn canvas(size: usize, r: Region, places: &[Placement]) -> image::RgbImage {
                 if lo > x {
                     std::ptr::write_bytes(dst.add(out + (x - r.x0) * 3), PAD_VALUE, (lo - x) * 3);
                 }
-                let src = p.src.as_raw().as_ptr().add(((p.sy + y - p.y) * p.src.width() as usize + p.sx + lo - p.x) * 3);
+                let src =
+                    p.src.as_raw().as_ptr().add(((p.sy + y - p.y) * p.src.width() as usize + p.sx + lo - p.x) * 3);
                 std::ptr::copy_nonoverlapping(src, dst.add(out + (lo - r.x0) * 3), (hi - lo) * 3);
             }
             x = x.max(hi);
@@ -168,7 +186,7 @@ mod tests {
         assert_eq!(m.img.get_pixel(49, 70).0, [30; 3]);
         assert_eq!(m.img.get_pixel(50, 70).0, [40; 3]);
         assert_eq!(m.img.get_pixel(0, 0).0, [114; 3]); // above the 48-px-high first image
-        // first image's box shifted by (50 - 64, 70 - 48) and clipped at 0.
+                                                       // first image's box shifted by (50 - 64, 70 - 48) and clipped at 0.
         assert_eq!(m.boxes[0], [0.0, 22.0, 50.0, 70.0]);
         assert_eq!(m.boxes[1], [60.0, 16.0, 70.0, 26.0]);
         // the bottom-right box lands at y 130..134, below the canvas: clipped to zero area, dropped.
@@ -215,7 +233,11 @@ mod tests {
             let imgs: Vec<Sample> = (0..4u8)
                 .map(|k| {
                     let (w, h) = (rng.gen_range(1..=40u32), rng.gen_range(1..=40u32));
-                    Sample { img: image::RgbImage::from_fn(w, h, |x, y| image::Rgb([k * 50 + 1, x as u8, y as u8])), boxes: vec![], cls: vec![] }
+                    Sample {
+                        img: image::RgbImage::from_fn(w, h, |x, y| image::Rgb([k * 50 + 1, x as u8, y as u8])),
+                        boxes: vec![],
+                        cls: vec![],
+                    }
                 })
                 .collect();
             let d = MosaicDraws::draw(&mut rng, s);
@@ -238,7 +260,9 @@ mod tests {
             let imgs: Vec<Sample> = (0..4u8)
                 .map(|i| {
                     let (w, h) = (rng.gen_range(20..=64u32), rng.gen_range(20..=64u32));
-                    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([i * 60 + (x % 7) as u8, (x * y % 251) as u8, y as u8]));
+                    let img = image::RgbImage::from_fn(w, h, |x, y| {
+                        image::Rgb([i * 60 + (x % 7) as u8, (x * y % 251) as u8, y as u8])
+                    });
                     Sample { img, boxes: vec![[2.0, 3.0, w as f32 - 4.0, h as f32 - 2.0]], cls: vec![i as usize] }
                 })
                 .collect();

@@ -96,8 +96,19 @@ pub fn random_perspective(sample: &Sample, m: &Mat3, scale: f64, size: (usize, u
 
 /// [`random_perspective`] of a source of which `sample.img` holds only the part from pixel
 /// `origin` on (see [`source_region`]); boxes and `m` are in whole-source coordinates.
-pub fn random_perspective_at(sample: &Sample, origin: (usize, usize), m: &Mat3, scale: f64, size: (usize, usize), perspective: bool) -> Sample {
-    let img = if perspective { warp_perspective_at(&sample.img, origin, m, size) } else { warp_affine_at(&sample.img, origin, m, size) };
+pub fn random_perspective_at(
+    sample: &Sample,
+    origin: (usize, usize),
+    m: &Mat3,
+    scale: f64,
+    size: (usize, usize),
+    perspective: bool,
+) -> Sample {
+    let img = if perspective {
+        warp_perspective_at(&sample.img, origin, m, size)
+    } else {
+        warp_affine_at(&sample.img, origin, m, size)
+    };
     let mut boxes = Vec::with_capacity(sample.boxes.len());
     for b in &sample.boxes {
         let corners = [(b[0], b[1]), (b[2], b[3]), (b[0], b[3]), (b[2], b[1])];
@@ -420,7 +431,8 @@ pub fn source_region(m: &Mat3, size: (usize, usize), src: (usize, usize)) -> Opt
     // neighbours floor(s) and floor(s) + 1, plus the margin; clamped to the source
     let lo = |v: f64| (v.floor() - 2.0).max(0.0) as usize;
     let (rx0, ry0) = (lo(x0), lo(y0));
-    let (rx1, ry1) = (((x1.floor() + 4.0).max(0.0) as usize).min(src.0), ((y1.floor() + 4.0).max(0.0) as usize).min(src.1));
+    let (rx1, ry1) =
+        (((x1.floor() + 4.0).max(0.0) as usize).min(src.0), ((y1.floor() + 4.0).max(0.0) as usize).min(src.1));
     (rx0 < rx1 && ry0 < ry1).then_some(Region { x0: rx0, y0: ry0, x1: rx1, y1: ry1 })
 }
 
@@ -447,7 +459,8 @@ fn warp_perspective_at(img: &RgbImage, origin: (usize, usize), m: &Mat3, size: (
 /// Inverse of a 3×3 matrix in double (adjugate / determinant); a singular matrix gives zeros.
 fn invert3(m: &Mat3) -> [f64; 9] {
     let a: Vec<f64> = m.iter().flatten().map(|&v| v as f64).collect();
-    let det = a[0] * (a[4] * a[8] - a[5] * a[7]) - a[1] * (a[3] * a[8] - a[5] * a[6]) + a[2] * (a[3] * a[7] - a[4] * a[6]);
+    let det =
+        a[0] * (a[4] * a[8] - a[5] * a[7]) - a[1] * (a[3] * a[8] - a[5] * a[6]) + a[2] * (a[3] * a[7] - a[4] * a[6]);
     if det == 0.0 {
         return [0.0; 9];
     }
@@ -492,7 +505,10 @@ mod tests {
         for perspective in [false, true] {
             let out = if perspective { warp_perspective(&img, &m, (100, 3)) } else { warp_affine(&img, &m, (100, 3)) };
             assert_eq!(out.get_pixel(0, 0).0, img.get_pixel(0, 0).0);
-            assert!(out.enumerate_pixels().filter(|(x, y, _)| (*x, *y) != (0, 0)).all(|(_, _, p)| p.0 == [PAD_VALUE; 3]));
+            assert!(out
+                .enumerate_pixels()
+                .filter(|(x, y, _)| (*x, *y) != (0, 0))
+                .all(|(_, _, p)| p.0 == [PAD_VALUE; 3]));
         }
     }
 
@@ -501,14 +517,20 @@ mod tests {
         // Half-pixel shifts put every destination pixel between four source pixels, the last
         // one's lower-right neighbour being the buffer's final pixel (the 4-byte loads' limit).
         for (w, h) in [(2u32, 2u32), (3, 3), (5, 4), (70, 3)] {
-            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 37 + y * 11) as u8, (x * 5 + y * 90) as u8, (x * y * 13 + 1) as u8]));
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x * 37 + y * 11) as u8, (x * 5 + y * 90) as u8, (x * y * 13 + 1) as u8])
+            });
             let mut m = eye();
             m[0][2] = -0.5;
             m[1][2] = -0.5;
             let out = warp_affine(&img, &m, (w as usize, h as usize));
             for (x, y, p) in out.enumerate_pixels() {
                 let px = |xx: i64, yy: i64, c: usize| -> f32 {
-                    if xx < w as i64 && yy < h as i64 { img.get_pixel(xx as u32, yy as u32).0[c] as f32 } else { PAD_VALUE as f32 }
+                    if xx < w as i64 && yy < h as i64 {
+                        img.get_pixel(xx as u32, yy as u32).0[c] as f32
+                    } else {
+                        PAD_VALUE as f32
+                    }
                 };
                 let (ix, iy) = (x as i64, y as i64);
                 for c in 0..3 {
@@ -525,7 +547,11 @@ mod tests {
     fn centred_unit_matrix_keeps_boxes() {
         let d = AffineDraws { perspective: [0.0; 2], angle: 0.0, scale: 1.0, shear: [0.0; 2], translate: [0.5, 0.5] };
         let (m, _) = affine_matrix(&d, 64, 64, (64, 64));
-        let s = Sample { img: RgbImage::new(64, 64), boxes: vec![[10.0, 10.0, 30.0, 40.0], [0.0, 0.0, 1.0, 1.0]], cls: vec![1, 2] };
+        let s = Sample {
+            img: RgbImage::new(64, 64),
+            boxes: vec![[10.0, 10.0, 30.0, 40.0], [0.0, 0.0, 1.0, 1.0]],
+            cls: vec![1, 2],
+        };
         let out = random_perspective(&s, &m, 1.0, (64, 64), false);
         // the 1-px box fails box_candidates' 2-px minimum.
         assert_eq!(out.boxes, vec![[10.0, 10.0, 30.0, 40.0]]);

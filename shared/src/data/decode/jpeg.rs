@@ -53,7 +53,11 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
         cinfo.common.err = ffi::jpeg_std_error(&mut err);
         err.error_exit = Some(error_exit);
         err.emit_message = Some(emit_message);
-        ffi::jpeg_CreateDecompress(&mut *cinfo, ffi::JPEG_LIB_VERSION, std::mem::size_of::<ffi::jpeg_decompress_struct>());
+        ffi::jpeg_CreateDecompress(
+            &mut *cinfo,
+            ffi::JPEG_LIB_VERSION,
+            std::mem::size_of::<ffi::jpeg_decompress_struct>(),
+        );
         let guard = Destroy(&mut *cinfo as *mut _);
         let out = read(&mut *cinfo, bytes);
         drop(guard);
@@ -62,10 +66,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     match result {
         Ok(d) => Ok(d),
         Err(payload) => {
-            let why = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_else(|| "libjpeg error".to_string());
+            let why = payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "libjpeg error".to_string());
             Err(Error::data(format!("cannot decode JPEG: {why}"))
                 .with_hint("the file is corrupt or truncated: re-export it, or remove it from the dataset"))
         }
@@ -148,7 +149,7 @@ unsafe fn message(cinfo: &mut ffi::jpeg_common_struct) -> String {
     let Some(err) = cinfo.err.as_ref() else { return "libjpeg error".into() };
     let Some(fmt) = err.format_message else { return format!("libjpeg error {}", err.msg_code) };
     let mut buf = [0u8; 200]; // JMSG_LENGTH_MAX
-    // mozjpeg-sys declares the buffer as &[u8; 80]; libjpeg writes at most JMSG_LENGTH_MAX bytes.
+                              // mozjpeg-sys declares the buffer as &[u8; 80]; libjpeg writes at most JMSG_LENGTH_MAX bytes.
     let f: unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, *mut u8) = std::mem::transmute(fmt);
     f(cinfo, buf.as_mut_ptr());
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());

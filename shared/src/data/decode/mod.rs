@@ -96,7 +96,9 @@ pub fn image_size(path: &Path) -> Result<(u32, u32)> {
             .with_guessed_format()
             .map_err(|e| Error::io_at(path, "read image", e))?
             .into_decoder()
-            .map_err(|e| Error::data(format!("cannot read image header: {e}")).with_hint(FORMATS_HINT).with_file(path))?;
+            .map_err(|e| {
+                Error::data(format!("cannot read image header: {e}")).with_hint(FORMATS_HINT).with_file(path)
+            })?;
         let (w, h) = decoder.dimensions();
         (w, h, decoder.orientation().ok().map(|o| o.to_exif() as u16))
     };

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::slice;
 use super::buffers::{Buf, View};
+use super::conv::slice;
 use super::fastmath::{multiversioned, sigmoid, uninit_f32};
 
 /// Per-channel batch statistics of the last forward, shared between the op (for its backward)
@@ -291,7 +291,8 @@ pub(crate) fn bn_train_cpu(x: &Tensor, bn: &candle_nn::BatchNorm, silu: bool) ->
     };
     let stats = Arc::new(Mutex::new(Stats::default()));
     let x = x.contiguous()?;
-    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BnFwd { eps: bn.eps(), silu, stats: stats.clone() })?;
+    let y =
+        x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, BnFwd { eps: bn.eps(), silu, stats: stats.clone() })?;
     let (mean, var) = {
         let st = stats.lock().map_err(|_| candle_core::Error::Msg("batch-norm stats lock".into()))?;
         (st.mean.clone(), st.var.clone())

@@ -52,7 +52,11 @@ impl Buf {
     }
     fn range(&self, v: View, i: usize, len: usize) -> usize {
         let start = v.off + i * v.stride;
-        assert!(start + len <= self.len, "kubeyolo conv block: image {i} [{start}, +{len}) outside a buffer of {}", self.len);
+        assert!(
+            start + len <= self.len,
+            "kubeyolo conv block: image {i} [{start}, +{len}) outside a buffer of {}",
+            self.len
+        );
         start
     }
     /// Image `i`'s `len` elements.

@@ -15,8 +15,8 @@
 
 use candle_core::{bail, Result, Shape};
 
-use super::conv::Geom;
 use super::buffers::{add_views, Buf, View};
+use super::conv::Geom;
 use super::conv_bn::{ConvSpec, DxTarget, Unit, UnitGrads};
 use super::fastmath::uninit_f32;
 use super::fused_op::{write_in_order, FusedBlock, Saved};
@@ -47,7 +47,12 @@ impl C2fSpec {
             && (0..self.n).all(|i| self.convs[1 + 2 * i].cin == self.c && self.convs[2 + 2 * i].cout == self.c)
             && self.convs[1 + 2 * self.n].cin == self.cat_channels();
         if !chained {
-            bail!("kubeyolo C2f: Convs {:?} do not chain as a C2f of width {} with {} Bottlenecks", self.convs, self.c, self.n);
+            bail!(
+                "kubeyolo C2f: Convs {:?} do not chain as a C2f of width {} with {} Bottlenecks",
+                self.convs,
+                self.c,
+                self.n
+            );
         }
         if params.len() != self.param_len() {
             bail!("kubeyolo C2f: {} parameter values, expected {}", params.len(), self.param_len());
@@ -83,7 +88,12 @@ pub(crate) struct C2fState {
 }
 
 /// Forward over contiguous `x` (nb, c1, h, w); returns y (nb, c2, h, w) and the state.
-fn forward(spec: &C2fSpec, x: &[f32], params: &[f32], (nb, h, w): (usize, usize, usize)) -> Result<(Vec<f32>, C2fState)> {
+fn forward(
+    spec: &C2fSpec,
+    x: &[f32],
+    params: &[f32],
+    (nb, h, w): (usize, usize, usize),
+) -> Result<(Vec<f32>, C2fState)> {
     let u = spec.units(params, nb, h, w)?;
     let (c, hw, ct) = (spec.c, h * w, spec.cat_channels());
     let c1 = spec.convs[0].cin;
@@ -111,7 +121,15 @@ fn forward(spec: &C2fSpec, x: &[f32], params: &[f32], (nb, h, w): (usize, usize,
 
 /// Backward from `dy` (nb, c2, h, w): the parameter gradients in parameter order and, when
 /// `dx` is given, the input gradient written there.
-fn backward(spec: &C2fSpec, st: &C2fState, x: &[f32], dy: &[f32], params: &[f32], (nb, h, w): (usize, usize, usize), dx: Option<&mut [f32]>) -> Result<Vec<UnitGrads>> {
+fn backward(
+    spec: &C2fSpec,
+    st: &C2fState,
+    x: &[f32],
+    dy: &[f32],
+    params: &[f32],
+    (nb, h, w): (usize, usize, usize),
+    dx: Option<&mut [f32]>,
+) -> Result<Vec<UnitGrads>> {
     let u = spec.units(params, nb, h, w)?;
     let (c, hw, ct) = (spec.c, h * w, spec.cat_channels());
     let last = u.len() - 1;
@@ -122,22 +140,38 @@ fn backward(spec: &C2fSpec, st: &C2fState, x: &[f32], dy: &[f32], params: &[f32]
     let db = Buf::of(&mut dcat);
     let mut grads: Vec<Option<UnitGrads>> = (0..u.len()).map(|_| None).collect();
     let to_cat = DxTarget { buf: db, view: View::whole(ct * hw), accumulate: false };
-    grads[last] = Some(u[last].backward(&st.saved[last], ycat, View::whole(ct * hw), Buf::of_const(dy), View::whole(c2 * hw), Some(to_cat)));
+    grads[last] = Some(u[last].backward(
+        &st.saved[last],
+        ycat,
+        View::whole(ct * hw),
+        Buf::of_const(dy),
+        View::whole(c2 * hw),
+        Some(to_cat),
+    ));
     for i in (0..spec.n).rev() {
         let (inp, out) = (View::channels((1 + i) * c, ct, hw), View::channels((2 + i) * c, ct, hw));
         let (a, b) = (1 + 2 * i, 2 + 2 * i);
         let mut dh = uninit_f32(nb * c * hw);
         let to_hidden = DxTarget { buf: Buf::of(&mut dh), view: View::whole(c * hw), accumulate: false };
-        grads[b] = Some(u[b].backward(&st.saved[b], Buf::of_const(&st.hidden[i]), View::whole(c * hw), db, out, Some(to_hidden)));
+        grads[b] = Some(u[b].backward(
+            &st.saved[b],
+            Buf::of_const(&st.hidden[i]),
+            View::whole(c * hw),
+            db,
+            out,
+            Some(to_hidden),
+        ));
         if spec.add {
             // The residual: the Bottleneck's input also receives its output's gradient.
             add_views(db, inp, db, out, nb, c * hw);
         }
         let to_input = DxTarget { buf: db, view: inp, accumulate: true };
-        grads[a] = Some(u[a].backward(&st.saved[a], ycat, inp, Buf::of_const(&dh), View::whole(c * hw), Some(to_input)));
+        grads[a] =
+            Some(u[a].backward(&st.saved[a], ycat, inp, Buf::of_const(&dh), View::whole(c * hw), Some(to_input)));
     }
     let to_x = dx.map(|d| DxTarget { buf: Buf::of(d), view: View::whole(c1 * hw), accumulate: false });
-    grads[0] = Some(u[0].backward(&st.saved[0], Buf::of_const(x), View::whole(c1 * hw), db, View::channels(0, ct, hw), to_x));
+    grads[0] =
+        Some(u[0].backward(&st.saved[0], Buf::of_const(x), View::whole(c1 * hw), db, View::channels(0, ct, hw), to_x));
     Ok(grads.into_iter().flatten().collect())
 }
 
@@ -146,7 +180,12 @@ impl FusedBlock for C2fSpec {
     const NAME: &'static str = "kubeyolo-c2f";
     const GRAD_NAME: &'static str = "kubeyolo-c2f-grad";
 
-    fn forward(&self, x: &[f32], params: &[f32], (nb, c1, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, C2fState)> {
+    fn forward(
+        &self,
+        x: &[f32],
+        params: &[f32],
+        (nb, c1, h, w): (usize, usize, usize, usize),
+    ) -> Result<(Vec<f32>, Shape, C2fState)> {
         if c1 != self.convs[0].cin {
             bail!("kubeyolo C2f: input has {c1} channels, the block expects {}", self.convs[0].cin);
         }
@@ -155,7 +194,16 @@ impl FusedBlock for C2fSpec {
         Ok((y, Shape::from((nb, c2, h, w)), st))
     }
 
-    fn backward(&self, st: &C2fState, x: &[f32], dy: &[f32], params: &[f32], (nb, _, h, w): (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()> {
+    fn backward(
+        &self,
+        st: &C2fState,
+        x: &[f32],
+        dy: &[f32],
+        params: &[f32],
+        (nb, _, h, w): (usize, usize, usize, usize),
+        dx: Option<&mut [f32]>,
+        dparams: &mut [f32],
+    ) -> Result<()> {
         let grads = backward(self, st, x, dy, params, (nb, h, w), dx)?;
         write_in_order(dparams, grads.iter().flat_map(|g| [&g.dw[..], &g.dgamma[..], &g.dbeta[..]]));
         Ok(())

@@ -11,15 +11,19 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::conv::slice;
 use super::buffers::lock;
+use super::conv::slice;
 use super::fastmath::uninit_f32;
 
 /// Σ over images and pixels of `g` (N, C, H, W) per channel.
 pub(crate) fn channel_sums(g: &[f32], (n, c, hw): (usize, usize, usize)) -> Vec<f32> {
     (0..c)
         .into_par_iter()
-        .map(|ci| (0..n).map(|i| g[(i * c + ci) * hw..(i * c + ci + 1) * hw].iter().map(|&v| v as f64).sum::<f64>()).sum::<f64>() as f32)
+        .map(|ci| {
+            (0..n)
+                .map(|i| g[(i * c + ci) * hw..(i * c + ci + 1) * hw].iter().map(|&v| v as f64).sum::<f64>())
+                .sum::<f64>() as f32
+        })
         .collect()
 }
 
@@ -236,11 +240,13 @@ impl CustomOp1 for MaxPoolScatter {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = slice(s, l, "gradient")?;
         let mut dx = vec![0f32; g.len()];
-        dx.par_chunks_mut(self.hw).zip(g.par_chunks(self.hw)).zip(self.arg.par_chunks(self.hw)).for_each(|((dp, gp), ap)| {
-            for (v, &a) in gp.iter().zip(ap) {
-                dp[a as usize] += *v;
-            }
-        });
+        dx.par_chunks_mut(self.hw).zip(g.par_chunks(self.hw)).zip(self.arg.par_chunks(self.hw)).for_each(
+            |((dp, gp), ap)| {
+                for (v, &a) in gp.iter().zip(ap) {
+                    dp[a as usize] += *v;
+                }
+            },
+        );
         Ok((CpuStorage::F32(dx), l.shape().clone()))
     }
 }
@@ -259,4 +265,3 @@ mod tests {
         }
     }
 }
-

@@ -36,7 +36,12 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    pub fn new(x: (usize, usize, usize, usize), w: (usize, usize, usize, usize), stride: usize, pad: usize) -> Result<Self> {
+    pub fn new(
+        x: (usize, usize, usize, usize),
+        w: (usize, usize, usize, usize),
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
         let (n, c, h, wd) = x;
         let (o, c2, kh, kw) = w;
         if c != c2 {
@@ -236,7 +241,9 @@ pub(crate) fn sgemm_ld(
     let (rr, rc) = if rhs_t { (n, k) } else { (k, n) };
     assert!(lhs.len() >= last(lr, lc, lhs_ld) && rhs.len() >= last(rr, rc, rhs_ld), "sgemm: operand too short");
     // SAFETY: the asserts above keep every element these strides address inside its slice.
-    unsafe { sgemm_raw(m, n, k, (dst.as_mut_ptr(), dst_ld), accumulate, (lhs, lhs_ld, lhs_t), (rhs, rhs_ld, rhs_t), par) }
+    unsafe {
+        sgemm_raw(m, n, k, (dst.as_mut_ptr(), dst_ld), accumulate, (lhs, lhs_ld, lhs_t), (rhs, rhs_ld, rhs_t), par)
+    }
 }
 
 /// [`sgemm_ld`] writing through a raw destination pointer, for parallel tasks that each write
@@ -306,9 +313,7 @@ where
     F: Fn(usize, &mut [f32], &mut Vec<f32>) + Send + Sync,
 {
     if over_images {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each_init(|| uninit_f32(scratch_len), |s, (i, o)| f(i, o, s));
+        out.par_chunks_mut(chunk).enumerate().for_each_init(|| uninit_f32(scratch_len), |s, (i, o)| f(i, o, s));
     } else {
         let mut s = uninit_f32(scratch_len);
         for (i, o) in out.chunks_mut(chunk).enumerate() {
@@ -385,10 +390,7 @@ pub(crate) fn conv_bwd_weight(x: &[f32], dy: &[f32], g: &Geom) -> Vec<f32> {
         }
     };
     if over_images {
-        partial
-            .par_chunks_mut(wlen)
-            .enumerate()
-            .for_each_init(|| uninit_f32(scratch), |s, (gi, dw)| body(gi, dw, s));
+        partial.par_chunks_mut(wlen).enumerate().for_each_init(|| uninit_f32(scratch), |s, (gi, dw)| body(gi, dw, s));
     } else {
         let mut s = uninit_f32(scratch);
         body(0, &mut partial[..wlen], &mut s);

@@ -21,9 +21,9 @@ use candle_core::{bail, Result, Shape};
 use rayon::prelude::*;
 
 use super::batchnorm::{row_bwd_dx, row_bwd_sums, row_fwd, row_stats, Chan};
+use super::buffers::{Buf, View};
 use super::conv::{col2im_add_rows, im2col_rows, plan, sgemm_ld, sum_partials, threads, transposed, Geom};
 use super::fastmath::uninit_f32;
-use super::buffers::{Buf, View};
 use super::fused_op::{write_in_order, FusedBlock, Saved};
 use super::shifted::Shifted;
 
@@ -31,7 +31,11 @@ use super::shifted::Shifted;
 /// images as threads, up to 4 groups per thread (each GEMM single-threaded; rayon hands groups to
 /// whichever thread is free, so a core slowed by other load does not hold up the step), else one
 /// group whose GEMMs are parallel inside. Returns the groups' results in order.
-pub(crate) fn per_group<T: Send>(n: usize, scratch_len: usize, f: impl Fn(std::ops::Range<usize>, &mut Vec<f32>, gemm::Parallelism) -> T + Sync) -> Vec<T> {
+pub(crate) fn per_group<T: Send>(
+    n: usize,
+    scratch_len: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut Vec<f32>, gemm::Parallelism) -> T + Sync,
+) -> Vec<T> {
     let (over_images, par) = plan(n);
     if over_images {
         let per = n.div_ceil((4 * threads()).min(n));
@@ -120,7 +124,8 @@ impl Unit<'_> {
             let mut out = Vec::with_capacity(imgs.len() * o);
             for i in imgs {
                 // SAFETY: image i of z is this task's only; x is read-only here.
-                let (xi, zi) = unsafe { (x.img(xv, i, g.in_len()), zb.img_mut(View::whole(g.out_len()), i, g.out_len())) };
+                let (xi, zi) =
+                    unsafe { (x.img(xv, i, g.in_len()), zb.img_mut(View::whole(g.out_len()), i, g.out_len())) };
                 if let Some(sh) = &shifted {
                     sh.forward(xi, zi, cols, par);
                 }
@@ -193,7 +198,9 @@ impl Unit<'_> {
             .into_par_iter()
             .map(|i| {
                 // SAFETY: image i of dz is this task's only; z and dy are read-only here.
-                let (zi, dyi, dzi) = unsafe { (zb.img(whole, i, g.out_len()), dy.img(dyv, i, g.out_len()), dzb.img_mut(whole, i, g.out_len())) };
+                let (zi, dyi, dzi) = unsafe {
+                    (zb.img(whole, i, g.out_len()), dy.img(dyv, i, g.out_len()), dzb.img_mut(whole, i, g.out_len()))
+                };
                 zi.chunks_exact(p)
                     .zip(dyi.chunks_exact(p))
                     .zip(dzi.chunks_exact_mut(p))
@@ -218,8 +225,12 @@ impl Unit<'_> {
             let first = imgs.start;
             for i in imgs {
                 // SAFETY: image i of dz (and of dx) is this task's only; z and x are read-only.
-                let (zi, dzi, xi) = unsafe { (zb.img(whole, i, g.out_len()), dzb.img_mut(whole, i, g.out_len()), x.img(xv, i, g.in_len())) };
-                for ((zr, dzr), (c, ch)) in zi.chunks_exact(p).zip(dzi.chunks_exact_mut(p)).zip(chans.iter().enumerate()) {
+                let (zi, dzi, xi) = unsafe {
+                    (zb.img(whole, i, g.out_len()), dzb.img_mut(whole, i, g.out_len()), x.img(xv, i, g.in_len()))
+                };
+                for ((zr, dzr), (c, ch)) in
+                    zi.chunks_exact(p).zip(dzi.chunks_exact_mut(p)).zip(chans.iter().enumerate())
+                {
                     row_bwd_dx(zr, dzr, *ch, dbeta[c] / m, dgamma[c] / m);
                 }
                 let dzi: &[f32] = dzi;
@@ -249,9 +260,27 @@ impl Unit<'_> {
                     sgemm_ld(ckk, o, pc, (&mut dwt, o), acc, (colsx.0, colsx.1, false), (&dzi[off..], p, true), par);
                     if let Some((dxi, accumulate)) = dxi.as_mut() {
                         if g.is_pointwise() {
-                            sgemm_ld(ckk, pc, o, (&mut dxi[off..], p), *accumulate, (self.w, ckk, true), (&dzi[off..], p, false), par);
+                            sgemm_ld(
+                                ckk,
+                                pc,
+                                o,
+                                (&mut dxi[off..], p),
+                                *accumulate,
+                                (self.w, ckk, true),
+                                (&dzi[off..], p, false),
+                                par,
+                            );
                         } else {
-                            sgemm_ld(ckk, pc, o, (&mut cols[..], pc), false, (self.w, ckk, true), (&dzi[off..], p, false), par);
+                            sgemm_ld(
+                                ckk,
+                                pc,
+                                o,
+                                (&mut cols[..], pc),
+                                false,
+                                (self.w, ckk, true),
+                                (&dzi[off..], p, false),
+                                par,
+                            );
                             col2im_add_rows(cols, g, band.clone(), dxi);
                         }
                     }
@@ -300,7 +329,14 @@ impl ConvBnBlock {
         }
         let g = Geom::new((n, c, h, w), (s.cout, c, s.k, s.k), self.stride, self.pad)?;
         let wl = s.cout * g.ckk();
-        Ok(Unit { g, w: &params[..wl], gamma: &params[wl..wl + s.cout], beta: &params[wl + s.cout..], act: s.act, eps: self.eps })
+        Ok(Unit {
+            g,
+            w: &params[..wl],
+            gamma: &params[wl..wl + s.cout],
+            beta: &params[wl + s.cout..],
+            act: s.act,
+            eps: self.eps,
+        })
     }
 }
 
@@ -309,7 +345,12 @@ impl FusedBlock for ConvBnBlock {
     const NAME: &'static str = "kubeyolo-conv-bn-act";
     const GRAD_NAME: &'static str = "kubeyolo-conv-bn-act-grad";
 
-    fn forward(&self, x: &[f32], params: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, Saved)> {
+    fn forward(
+        &self,
+        x: &[f32],
+        params: &[f32],
+        dims: (usize, usize, usize, usize),
+    ) -> Result<(Vec<f32>, Shape, Saved)> {
         let unit = self.unit(params, dims)?;
         let g = unit.g;
         let mut y = uninit_f32(g.n * g.out_len());
@@ -317,11 +358,27 @@ impl FusedBlock for ConvBnBlock {
         Ok((y, Shape::from((g.n, g.o, g.oh, g.ow)), saved))
     }
 
-    fn backward(&self, st: &Saved, x: &[f32], dy: &[f32], params: &[f32], dims: (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()> {
+    fn backward(
+        &self,
+        st: &Saved,
+        x: &[f32],
+        dy: &[f32],
+        params: &[f32],
+        dims: (usize, usize, usize, usize),
+        dx: Option<&mut [f32]>,
+        dparams: &mut [f32],
+    ) -> Result<()> {
         let unit = self.unit(params, dims)?;
         let g = unit.g;
         let target = dx.map(|d| DxTarget { buf: Buf::of(d), view: View::whole(g.in_len()), accumulate: false });
-        let gr = unit.backward(st, Buf::of_const(x), View::whole(g.in_len()), Buf::of_const(dy), View::whole(g.out_len()), target);
+        let gr = unit.backward(
+            st,
+            Buf::of_const(x),
+            View::whole(g.in_len()),
+            Buf::of_const(dy),
+            View::whole(g.out_len()),
+            target,
+        );
         write_in_order(dparams, [&gr.dw[..], &gr.dgamma[..], &gr.dbeta[..]]);
         Ok(())
     }

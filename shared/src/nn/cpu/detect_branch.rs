@@ -12,9 +12,9 @@
 use candle_core::{bail, Result, Shape};
 use rayon::prelude::*;
 
-use super::conv::{plan, sgemm, sum_partials, transposed, Geom};
-use super::channel_ops::channel_sums;
 use super::buffers::{Buf, View};
+use super::channel_ops::channel_sums;
+use super::conv::{plan, sgemm, sum_partials, transposed, Geom};
 use super::conv_bn::{per_group, ConvSpec, DxTarget, Unit};
 use super::fastmath::uninit_f32;
 use super::fused_op::{write_in_order, FusedBlock, Saved};
@@ -35,7 +35,13 @@ impl BranchSpec {
     }
 
     /// The two Convs, the final weight (O, C1) and bias over `params`.
-    fn parts<'a>(&self, params: &'a [f32], nb: usize, h: usize, w: usize) -> Result<(Unit<'a>, Unit<'a>, &'a [f32], &'a [f32])> {
+    fn parts<'a>(
+        &self,
+        params: &'a [f32],
+        nb: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<(Unit<'a>, Unit<'a>, &'a [f32], &'a [f32])> {
         if params.len() != self.param_len() || self.c1.cin != self.c0.cout {
             bail!("kubeyolo Detect branch: {} parameter values for {:?}", params.len(), self);
         }
@@ -73,7 +79,12 @@ impl FusedBlock for BranchSpec {
     const NAME: &'static str = "kubeyolo-detect-branch";
     const GRAD_NAME: &'static str = "kubeyolo-detect-branch-grad";
 
-    fn forward(&self, x: &[f32], params: &[f32], (nb, c, h, w): (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, BranchState)> {
+    fn forward(
+        &self,
+        x: &[f32],
+        params: &[f32],
+        (nb, c, h, w): (usize, usize, usize, usize),
+    ) -> Result<(Vec<f32>, Shape, BranchState)> {
         if c != self.c0.cin {
             bail!("kubeyolo Detect branch: input has {c} channels, the branch expects {}", self.c0.cin);
         }
@@ -97,7 +108,16 @@ impl FusedBlock for BranchSpec {
         Ok((y, Shape::from((nb, out, h, w)), BranchState { h0, h1, saved: [s0, s1] }))
     }
 
-    fn backward(&self, st: &BranchState, x: &[f32], dy: &[f32], params: &[f32], (nb, c, h, w): (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()> {
+    fn backward(
+        &self,
+        st: &BranchState,
+        x: &[f32],
+        dy: &[f32],
+        params: &[f32],
+        (nb, c, h, w): (usize, usize, usize, usize),
+        dx: Option<&mut [f32]>,
+        dparams: &mut [f32],
+    ) -> Result<()> {
         let (u0, u1, w2, _) = self.parts(params, nb, h, w)?;
         let (hw, m0, m1, out) = (h * w, self.c0.cout, self.c1.cout, self.out);
         // Last conv: dW2ᵀ (M1, O) = Σ_i h1_i · dy_iᵀ (per group, then summed), db2 = Σ dy,
@@ -121,9 +141,23 @@ impl FusedBlock for BranchSpec {
         // The two Convs, back to front.
         let mut dh0 = uninit_f32(nb * m0 * hw);
         let to_h0 = DxTarget { buf: Buf::of(&mut dh0), view: View::whole(m0 * hw), accumulate: false };
-        let g1 = u1.backward(&st.saved[1], Buf::of_const(&st.h0), View::whole(m0 * hw), Buf::of_const(&dh1), View::whole(m1 * hw), Some(to_h0));
+        let g1 = u1.backward(
+            &st.saved[1],
+            Buf::of_const(&st.h0),
+            View::whole(m0 * hw),
+            Buf::of_const(&dh1),
+            View::whole(m1 * hw),
+            Some(to_h0),
+        );
         let to_x = dx.map(|d| DxTarget { buf: Buf::of(d), view: View::whole(c * hw), accumulate: false });
-        let g0 = u0.backward(&st.saved[0], Buf::of_const(x), View::whole(c * hw), Buf::of_const(&dh0), View::whole(m0 * hw), to_x);
+        let g0 = u0.backward(
+            &st.saved[0],
+            Buf::of_const(x),
+            View::whole(c * hw),
+            Buf::of_const(&dh0),
+            View::whole(m0 * hw),
+            to_x,
+        );
         let dw2 = transposed(&dwt, m1, out);
         let convs = [&g0, &g1].into_iter().flat_map(|g| [&g.dw[..], &g.dgamma[..], &g.dbeta[..]]);
         write_in_order(dparams, convs.chain([&dw2[..], &db2[..]]));

@@ -45,7 +45,16 @@ pub(crate) fn available() -> bool {
 /// itself for a 1×1 conv with `offs = [0]`); `w`: taps × O × C (O = `w.len() / (taps·C)`).
 /// With `par` = Rayon, column ranges of whole micro-tiles run on the threads.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f32], os: Range<usize>, cols: usize, (dst, ld): (&mut [f32], usize), par: gemm::Parallelism) {
+pub(crate) fn conv(
+    x: &[f32],
+    (plane, c): (usize, usize),
+    offs: &[usize],
+    w: &[f32],
+    os: Range<usize>,
+    cols: usize,
+    (dst, ld): (&mut [f32], usize),
+    par: gemm::Parallelism,
+) {
     if os.is_empty() || cols == 0 {
         return;
     }
@@ -78,7 +87,15 @@ pub(crate) fn conv(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f
 /// `dst + i·ld + q` must be valid for writes, and used by no one else, for every
 /// `i < os.len()`, `q < cols`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn conv_raw(x: &[f32], (plane, c): (usize, usize), offs: &[usize], w: &[f32], os: Range<usize>, cols: usize, (dst, ld): (*mut f32, usize)) {
+pub(crate) unsafe fn conv_raw(
+    x: &[f32],
+    (plane, c): (usize, usize),
+    offs: &[usize],
+    w: &[f32],
+    os: Range<usize>,
+    cols: usize,
+    (dst, ld): (*mut f32, usize),
+) {
     assert!(available(), "direct conv: AVX-512F not available");
     let o_all = w.len() / (offs.len() * c).max(1);
     assert_eq!(w.len(), offs.len() * o_all * c, "direct conv: weights are not taps × O × C");
@@ -116,7 +133,16 @@ mod avx512 {
     /// in groups whose weights fit in L2, so they are not re-read from L3 for every column block.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile(x: *const f32, (plane, c): (usize, usize), offs: &[usize], w: *const f32, o_all: usize, os: Range<usize>, cols: usize, (dst, ld): (*mut f32, usize)) {
+    pub(super) unsafe fn tile(
+        x: *const f32,
+        (plane, c): (usize, usize),
+        offs: &[usize],
+        w: *const f32,
+        o_all: usize,
+        os: Range<usize>,
+        cols: usize,
+        (dst, ld): (*mut f32, usize),
+    ) {
         let group = (L2_WEIGHTS / (offs.len() * c)).max(ROWS) / ROWS * ROWS;
         for g0 in os.clone().step_by(group) {
             let g = g0..(g0 + group).min(os.end);
@@ -171,7 +197,11 @@ mod avx512 {
                 let xv = if full {
                     [_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16)), _mm512_loadu_ps(xp.add(32))]
                 } else {
-                    [_mm512_maskz_loadu_ps(m[0], xp), _mm512_maskz_loadu_ps(m[1], xp.add(16)), _mm512_maskz_loadu_ps(m[2], xp.add(32))]
+                    [
+                        _mm512_maskz_loadu_ps(m[0], xp),
+                        _mm512_maskz_loadu_ps(m[1], xp.add(16)),
+                        _mm512_maskz_loadu_ps(m[2], xp.add(32)),
+                    ]
                 };
                 let wc = wt.add(cc);
                 for (j, a) in acc.iter_mut().enumerate() {
@@ -209,7 +239,9 @@ mod tests {
             eprintln!("skipped: no AVX-512F");
             return;
         }
-        for &(c, o_all, cols, plane) in &[(3, 16, 96, 200), (16, 15, 50, 120), (5, 9, 7, 40), (1, 1, 1, 10), (8, 8, 45, 80), (200, 170, 50, 60)] {
+        for &(c, o_all, cols, plane) in
+            &[(3, 16, 96, 200), (16, 15, 50, 120), (5, 9, 7, 40), (1, 1, 1, 10), (8, 8, 45, 80), (200, 170, 50, 60)]
+        {
             let offs = [0usize, 1, 5, 9];
             let x: Vec<f32> = (0..c * plane).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
             let w: Vec<f32> = (0..offs.len() * o_all * c).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
@@ -220,7 +252,10 @@ mod tests {
                 conv(&x, (plane, c), &offs, &w, os.clone(), cols, (&mut dst, ld), par);
                 for (i, o) in os.clone().enumerate() {
                     for q in 0..cols {
-                        let want: f32 = (0..offs.len()).flat_map(|t| (0..c).map(move |cc| (t, cc))).map(|(t, cc)| w[(t * o_all + o) * c + cc] * x[cc * plane + offs[t] + q]).sum();
+                        let want: f32 = (0..offs.len())
+                            .flat_map(|t| (0..c).map(move |cc| (t, cc)))
+                            .map(|(t, cc)| w[(t * o_all + o) * c + cc] * x[cc * plane + offs[t] + q])
+                            .sum();
                         let got = dst[i * ld + q];
                         assert!((got - want).abs() < 1e-5, "c {c} o {o} q {q}: {got} vs {want}");
                     }

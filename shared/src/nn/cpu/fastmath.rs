@@ -31,7 +31,13 @@ pub(crate) fn exp(x: f32) -> f32 {
     let n = t - ROUND;
     let f = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     // Taylor polynomial of e^f on |f| ≤ ln2/2 (error ≤ f⁷/7! ≈ 1.2e-7).
-    let p = f.mul_add(f.mul_add(f.mul_add(f.mul_add(f.mul_add(f.mul_add(1.0 / 720.0, 1.0 / 120.0), 1.0 / 24.0), 1.0 / 6.0), 0.5), 1.0), 1.0);
+    let p = f.mul_add(
+        f.mul_add(
+            f.mul_add(f.mul_add(f.mul_add(f.mul_add(1.0 / 720.0, 1.0 / 120.0), 1.0 / 24.0), 1.0 / 6.0), 0.5),
+            1.0,
+        ),
+        1.0,
+    );
     // t's low mantissa bits hold the integer n (|n| ≤ 127 ≪ 2^22): 2^n built from them.
     let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
     p * scale

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::conv::slice;
 use super::buffers::lock;
+use super::conv::slice;
 use super::fastmath::uninit_f32;
 
 /// A training block computed on CPU f32 slices, NCHW, with flat parameters.
@@ -22,12 +22,26 @@ pub(crate) trait FusedBlock: Clone + Send + Sync + 'static {
     const GRAD_NAME: &'static str;
 
     /// The output and its shape from contiguous `x` of shape `dims`.
-    fn forward(&self, x: &[f32], params: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Shape, Self::State)>;
+    fn forward(
+        &self,
+        x: &[f32],
+        params: &[f32],
+        dims: (usize, usize, usize, usize),
+    ) -> Result<(Vec<f32>, Shape, Self::State)>;
 
     /// Writes the parameter gradients (parameter order) into `dparams` and, when `dx` is given,
     /// the input gradient into it.
     #[allow(clippy::too_many_arguments)]
-    fn backward(&self, st: &Self::State, x: &[f32], dy: &[f32], params: &[f32], dims: (usize, usize, usize, usize), dx: Option<&mut [f32]>, dparams: &mut [f32]) -> Result<()>;
+    fn backward(
+        &self,
+        st: &Self::State,
+        x: &[f32],
+        dy: &[f32],
+        params: &[f32],
+        dims: (usize, usize, usize, usize),
+        dx: Option<&mut [f32]>,
+        dparams: &mut [f32],
+    ) -> Result<()>;
 
     /// The batch statistics of the block's BatchNorms, in parameter order.
     fn saved(st: &Self::State) -> &[Saved];
@@ -46,12 +60,19 @@ impl<B: FusedBlock> CustomOp2 for FusedOp<B> {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (y, shape, st) = self.block.forward(slice(s1, l1, "input")?, slice(s2, l2, "parameters")?, l1.shape().dims4()?)?;
+        let (y, shape, st) =
+            self.block.forward(slice(s1, l1, "input")?, slice(s2, l2, "parameters")?, l1.shape().dims4()?)?;
         *lock(&self.state)? = Some(st);
         Ok((CpuStorage::F32(y), shape))
     }
 
-    fn bwd(&self, x: &Tensor, params: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let Some(st) = lock(&self.state)?.take() else {
             bail!("{}: backward ran twice or without a forward", B::NAME);
         };
@@ -77,8 +98,17 @@ impl<B: FusedBlock> CustomOp3 for FusedGrad<B> {
         B::GRAD_NAME
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dy, params) = (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy, params) =
+            (slice(s1, l1, "input")?, slice(s2, l2, "output gradient")?, slice(s3, l3, "parameters")?);
         let Some(st) = lock(&self.state)?.take() else {
             bail!("{}: no forward state", B::GRAD_NAME);
         };
@@ -94,7 +124,12 @@ impl<B: FusedBlock> CustomOp3 for FusedGrad<B> {
 /// Runs `block` on `x` with the parameters `parts` (concatenated, flattened, in the block's
 /// parameter order) as one autograd node, then updates `bns` (the block's BatchNorms, in the
 /// same order) from the batch statistics like `BatchNorm::forward_train`.
-pub(crate) fn run<B: FusedBlock>(block: B, x: &Tensor, parts: &[Tensor], bns: &[&candle_nn::BatchNorm]) -> Result<Tensor> {
+pub(crate) fn run<B: FusedBlock>(
+    block: B,
+    x: &Tensor,
+    parts: &[Tensor],
+    bns: &[&candle_nn::BatchNorm],
+) -> Result<Tensor> {
     let params = Tensor::cat(parts, 0)?;
     let state = Arc::new(Mutex::new(None));
     let y = x.contiguous()?.apply_op2(&params, FusedOp { block, state: state.clone() })?;

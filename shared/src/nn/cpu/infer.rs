@@ -85,7 +85,11 @@ impl Rows {
     }
     fn check(&self, o: usize, cols: Range<usize>) -> usize {
         let at = o * self.ld + cols.start;
-        assert!(cols.start <= cols.end && at + cols.len() <= self.len, "folded conv: row {o} columns {cols:?} outside a buffer of {}", self.len);
+        assert!(
+            cols.start <= cols.end && at + cols.len() <= self.len,
+            "folded conv: row {o} columns {cols:?} outside a buffer of {}",
+            self.len
+        );
         at
     }
     /// Row `o`, columns `cols`.
@@ -100,7 +104,14 @@ impl Rows {
 /// `y = act(z + b) [+ r]` element-wise, `z` read from `src` (or `y` itself when `src` is None).
 #[inline(always)]
 fn epilogue_gen(y: &mut [f32], src: Option<&[f32]>, b: f32, act: bool, res: Option<&[f32]>) {
-    let z = |v: f32| if act { let t = v + b; t * sigmoid(t) } else { v + b };
+    let z = |v: f32| {
+        if act {
+            let t = v + b;
+            t * sigmoid(t)
+        } else {
+            v + b
+        }
+    };
     match (src, res) {
         (Some(s), Some(r)) => y.iter_mut().zip(s).zip(r).for_each(|((y, &s), &r)| *y = z(s) + r),
         (Some(s), None) => y.iter_mut().zip(s).for_each(|(y, &s)| *y = z(s)),
@@ -198,8 +209,12 @@ impl FoldedConv {
             assert_eq!(r.len(), g.out_len(), "folded conv: residual is not (O, OH, OW)");
         }
         match &self.taps {
-            Some(wk) if Shifted::applies(&g) => self.run_wide(x, &g, &Shifted::with_taps(&g, wk.clone()), dst, res, par),
-            Some(wk) if direct::available() && g.p() <= PHASED_MAX_PIXELS && g.ckk() * g.o <= PHASED_MAX_WEIGHTS => self.run_wide(x, &g, &Phased::with_taps(&g, wk.clone()), dst, res, par),
+            Some(wk) if Shifted::applies(&g) => {
+                self.run_wide(x, &g, &Shifted::with_taps(&g, wk.clone()), dst, res, par)
+            }
+            Some(wk) if direct::available() && g.p() <= PHASED_MAX_PIXELS && g.ckk() * g.o <= PHASED_MAX_WEIGHTS => {
+                self.run_wide(x, &g, &Phased::with_taps(&g, wk.clone()), dst, res, par)
+            }
             _ => self.run_gemm(x, &g, dst, res, par),
         }
     }
@@ -234,10 +249,18 @@ impl FoldedConv {
 
     /// Runs `f(tile)` for every tile: in parallel for `Par::Tiles` (one single-threaded GEMM
     /// each), and when there is a single tile with its GEMM parallel inside.
-    fn for_tiles(tiles: Vec<(Range<usize>, Range<usize>)>, par: Par, f: impl Fn(Range<usize>, Range<usize>, gemm::Parallelism) + Sync) {
+    fn for_tiles(
+        tiles: Vec<(Range<usize>, Range<usize>)>,
+        par: Par,
+        f: impl Fn(Range<usize>, Range<usize>, gemm::Parallelism) + Sync,
+    ) {
         match par {
-            Par::Tiles if tiles.len() > 1 => tiles.into_par_iter().for_each(|(os, oys)| f(os, oys, gemm::Parallelism::None)),
-            Par::Tiles if threads() > 1 => tiles.into_iter().for_each(|(os, oys)| f(os, oys, gemm::Parallelism::Rayon(threads()))),
+            Par::Tiles if tiles.len() > 1 => {
+                tiles.into_par_iter().for_each(|(os, oys)| f(os, oys, gemm::Parallelism::None))
+            }
+            Par::Tiles if threads() > 1 => {
+                tiles.into_iter().for_each(|(os, oys)| f(os, oys, gemm::Parallelism::Rayon(threads())))
+            }
             _ => tiles.into_iter().for_each(|(os, oys)| f(os, oys, gemm::Parallelism::None)),
         }
     }
@@ -298,7 +321,16 @@ impl FoldedConv {
                     if pointwise && matches!(gpar, gemm::Parallelism::None) && direct::available() {
                         direct::conv_raw(rhs, (p, g.c), &[0], &self.w, os.clone(), cols, (dst.ptr.add(at), dst.ld));
                     } else {
-                        sgemm_raw(os.len(), cols, ckk, (dst.ptr.add(at), dst.ld), false, (&self.w[os.start * ckk..], ckk, false), (rhs, rhs_ld, false), gpar);
+                        sgemm_raw(
+                            os.len(),
+                            cols,
+                            ckk,
+                            (dst.ptr.add(at), dst.ld),
+                            false,
+                            (&self.w[os.start * ckk..], ckk, false),
+                            (rhs, rhs_ld, false),
+                            gpar,
+                        );
                     }
                 }
                 for o in os.clone() {
@@ -322,7 +354,13 @@ mod tests {
     #[test]
     fn folded_conv_matches_candle() {
         let dev = Device::Cpu;
-        let cases = [(3, 16, 3, 2, 1, 17, 23), (16, 32, 3, 1, 1, 20, 9), (32, 24, 1, 1, 0, 13, 40), (8, 8, 3, 1, 1, 64, 48), (40, 64, 3, 2, 1, 11, 7)];
+        let cases = [
+            (3, 16, 3, 2, 1, 17, 23),
+            (16, 32, 3, 1, 1, 20, 9),
+            (32, 24, 1, 1, 0, 13, 40),
+            (8, 8, 3, 1, 1, 64, 48),
+            (40, 64, 3, 2, 1, 11, 7),
+        ];
         for (i, &(c, o, k, s, p, h, w)) in cases.iter().enumerate() {
             let x = Tensor::randn(0f32, 1.0, (1, c, h, w), &dev).unwrap();
             let wt = (Tensor::randn(0f32, 1.0, (o, c, k, k), &dev).unwrap() * 0.2).unwrap();
@@ -330,7 +368,13 @@ mod tests {
             let z = x.conv2d(&wt, p, s, 1, 1).unwrap().broadcast_add(&b.reshape((1, o, 1, 1)).unwrap()).unwrap();
             let (oh, ow) = (z.dim(2).unwrap(), z.dim(3).unwrap());
             let res = Tensor::randn(0f32, 1.0, (1, o, oh, ow), &dev).unwrap();
-            let fc = FoldedConv::new((c, o, k), (s, p), true, wt.flatten_all().unwrap().to_vec1().unwrap(), b.to_vec1().unwrap());
+            let fc = FoldedConv::new(
+                (c, o, k),
+                (s, p),
+                true,
+                wt.flatten_all().unwrap().to_vec1().unwrap(),
+                b.to_vec1().unwrap(),
+            );
             let xv: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
             let rv: Vec<f32> = res.flatten_all().unwrap().to_vec1().unwrap();
             for par in [Par::Tiles, Par::Serial] {

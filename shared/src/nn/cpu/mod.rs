@@ -31,19 +31,19 @@
 //!   parallelism brings. `CANDLE_NUM_THREADS=1` makes candle's element-wise ops run inline; the
 //!   heavy ops (conv, BatchNorm) stay parallel on rayon.
 
-pub mod fastmath;
-pub(crate) mod buffers;
-pub mod conv;
-pub(crate) mod shifted;
-pub mod direct;
-pub(crate) mod phased;
 pub mod batchnorm;
-pub(crate) mod fused_op;
-pub(crate) mod conv_bn;
+pub(crate) mod buffers;
 pub(crate) mod c2f;
-pub(crate) mod detect_branch;
 pub(crate) mod channel_ops;
+pub mod conv;
+pub(crate) mod conv_bn;
+pub(crate) mod detect_branch;
+pub mod direct;
+pub mod fastmath;
+pub(crate) mod fused_op;
 pub(crate) mod infer;
+pub(crate) mod phased;
+pub(crate) mod shifted;
 
 /// Applies the settings above; `threads` sizes rayon's global pool (default: all CPUs, or
 /// `RAYON_NUM_THREADS`). A user's explicit `CANDLE_NUM_THREADS` is respected. Idempotent; a

@@ -89,9 +89,25 @@ impl Phased {
 
     /// Output channels `os`, output rows `oys` of the wide grid into `zw` (`os.len()` rows of
     /// `oys.len()·Wh`), from the split input `xs`.
-    pub fn forward_tile(&self, xs: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+    pub fn forward_tile(
+        &self,
+        xs: &[f32],
+        os: std::ops::Range<usize>,
+        oys: std::ops::Range<usize>,
+        zw: &mut [f32],
+        par: gemm::Parallelism,
+    ) {
         let cols = oys.len() * self.wh;
-        direct::conv(&xs[oys.start * self.wh..], (self.plane_len(), self.g.c), &self.offs, &self.wk, os, cols, (zw, cols), par);
+        direct::conv(
+            &xs[oys.start * self.wh..],
+            (self.plane_len(), self.g.c),
+            &self.offs,
+            &self.wk,
+            os,
+            cols,
+            (zw, cols),
+            par,
+        );
     }
 }
 
@@ -139,7 +155,8 @@ mod tests {
                                 for kj in 0..3 {
                                     let (y, xx) = ((2 * oy + ki) as isize - 1, (2 * ox + kj) as isize - 1);
                                     if (0..h as isize).contains(&y) && (0..w as isize).contains(&xx) {
-                                        want += wt[((oo * c + cc) * 3 + ki) * 3 + kj] * x[(cc * h + y as usize) * w + xx as usize];
+                                        want += wt[((oo * c + cc) * 3 + ki) * 3 + kj]
+                                            * x[(cc * h + y as usize) * w + xx as usize];
                                     }
                                 }
                             }

@@ -68,7 +68,14 @@ impl Shifted {
     /// Output channels `os`, output rows `oys` of the wide grid into `zw` (`os.len()` rows of
     /// `oys.len()·Wp` floats; the last 2p columns of each output row are garbage), from the
     /// padded input `xp` ([`Self::pad`]).
-    pub fn forward_tile(&self, xp: &[f32], os: std::ops::Range<usize>, oys: std::ops::Range<usize>, zw: &mut [f32], par: gemm::Parallelism) {
+    pub fn forward_tile(
+        &self,
+        xp: &[f32],
+        os: std::ops::Range<usize>,
+        oys: std::ops::Range<usize>,
+        zw: &mut [f32],
+        par: gemm::Parallelism,
+    ) {
         let (c, cols) = (self.g.c, oys.len() * self.wp);
         if direct::available() {
             // All taps at once in registers, reading the padded image in place (no packing).
@@ -78,7 +85,16 @@ impl Shifted {
         for t in 0..self.g.kh * self.g.kw {
             let off = self.tap_offset(t) + oys.start * self.wp;
             let w = &self.w_tap(t)[os.start * c..];
-            sgemm_ld(os.len(), cols, c, (&mut zw[..], cols), t > 0, (w, c, false), (&xp[off..], self.plane, false), par);
+            sgemm_ld(
+                os.len(),
+                cols,
+                c,
+                (&mut zw[..], cols),
+                t > 0,
+                (w, c, false),
+                (&xp[off..], self.plane, false),
+                par,
+            );
         }
     }
 
@@ -134,7 +150,16 @@ impl Shifted {
     /// Backward of one image from its conv-output gradient `dzi` (O, OH·OW): adds the weight
     /// gradient to `dwt` (taps × C × O; written when `!acc`) and, when `dx` is given, writes or
     /// adds (`dx.1`) the input gradient.
-    pub fn backward(&self, xi: &[f32], dzi: &[f32], dwt: &mut [f32], acc: bool, dx: Option<(&mut [f32], bool)>, scratch: &mut [f32], par: gemm::Parallelism) {
+    pub fn backward(
+        &self,
+        xi: &[f32],
+        dzi: &[f32],
+        dwt: &mut [f32],
+        acc: bool,
+        dx: Option<(&mut [f32], bool)>,
+        scratch: &mut [f32],
+        par: gemm::Parallelism,
+    ) {
         let g = &self.g;
         let (xp, rest) = scratch.split_at_mut(g.c * self.plane);
         let (dxp, dzw) = rest.split_at_mut(g.c * self.plane);
@@ -148,13 +173,31 @@ impl Shifted {
         let (c, o) = (g.c, g.o);
         for t in 0..g.kh * g.kw {
             let off = self.tap_offset(t);
-            sgemm_ld(c, o, self.pw, (&mut dwt[t * c * o..(t + 1) * c * o], o), acc, (&xp[off..], self.plane, false), (&dzw[..], self.pw, true), par);
+            sgemm_ld(
+                c,
+                o,
+                self.pw,
+                (&mut dwt[t * c * o..(t + 1) * c * o], o),
+                acc,
+                (&xp[off..], self.plane, false),
+                (&dzw[..], self.pw, true),
+                par,
+            );
         }
         if let Some((dxi, accumulate)) = dx {
             dxp.fill(0.0);
             for t in 0..g.kh * g.kw {
                 let off = self.tap_offset(t);
-                sgemm_ld(c, self.pw, o, (&mut dxp[off..], self.plane), true, (self.w_tap(t), c, true), (&dzw[..], self.pw, false), par);
+                sgemm_ld(
+                    c,
+                    self.pw,
+                    o,
+                    (&mut dxp[off..], self.plane),
+                    true,
+                    (self.w_tap(t), c, true),
+                    (&dzw[..], self.pw, false),
+                    par,
+                );
             }
             let p = g.pad;
             for cc in 0..c {
