@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""ultralytics side of benchmarks/src/bin/inference.rs: time YOLO.predict() per image on the CPU
-and print `RESULT {"<imgsz>": {"preprocess": ms, "inference": ms, "postprocess": ms, "total": ms}}`.
+"""ultralytics side of benchmarks/src/bin/inference.rs: time YOLO.predict() per image on the CPU.
+
+Prints `READY {versions}`, then answers each stdin line `IMGSZ RUNS` with
+`RESULT {"preprocess": [ms...], "inference": [...], "postprocess": [...]}`, one entry per run.
 
 With --make-weights PATH it first writes a yolov8n (nc=80, ultralytics' own init, fp16 as in a
 released .pt) checkpoint there, so both sides time the same weights without any download.
-Per-stage times are ultralytics' own `Results.speed`; medians over --runs after --warmup runs.
+Per-stage times are ultralytics' own `Results.speed`.
 """
 import argparse
 import json
-import statistics
+import sys
 from datetime import datetime
 
 import numpy as np
@@ -18,8 +20,6 @@ p = argparse.ArgumentParser()
 p.add_argument("--weights", required=True)
 p.add_argument("--make-weights", action="store_true")
 p.add_argument("--image", required=True)
-p.add_argument("--imgsz", default="320,640")
-p.add_argument("--runs", type=int, default=20)
 p.add_argument("--warmup", type=int, default=3)
 p.add_argument("--threads", type=int, default=2)
 a = p.parse_args()
@@ -44,17 +44,23 @@ if a.make_weights:
                 "train_args": {}, "train_metrics": None, "train_results": None}, a.weights)
 
 model = YOLO(a.weights)
-out = {}
-for s in [int(x) for x in a.imgsz.split(",")]:
-    for _ in range(a.warmup):
-        model.predict(a.image, imgsz=s, conf=0.25, iou=0.7, device="cpu", verbose=False)
+print("READY " + json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                              "ultralytics": ultralytics.__version__}), flush=True)
+# One block per request line "IMGSZ RUNS" (after `--warmup` untimed predictions at that size the
+# first time it is asked for): the Rust side alternates blocks of its own passes with these, so a
+# drift of the shared machine's speed lands on both sides of each ratio.
+warm = set()
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    s, runs = (int(x) for x in line.split())
+    if s not in warm:
+        for _ in range(a.warmup):
+            model.predict(a.image, imgsz=s, conf=0.25, iou=0.7, device="cpu", verbose=False)
+        warm.add(s)
     parts = {"preprocess": [], "inference": [], "postprocess": []}
-    for _ in range(a.runs):
+    for _ in range(runs):
         r = model.predict(a.image, imgsz=s, conf=0.25, iou=0.7, device="cpu", verbose=False)[0]
         for k in parts:
             parts[k].append(r.speed[k])
-    med = {k: statistics.median(v) for k, v in parts.items()}
-    med["total"] = sum(med.values())
-    out[str(s)] = med
-print("RESULT " + json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
-                               "ultralytics": ultralytics.__version__, "sizes": out}))
+    print("RESULT " + json.dumps(parts), flush=True)

@@ -5,10 +5,16 @@
 //! Why: the test step and users' prediction run on CPU pods; kubeyolo must not be slower than the
 //! ultralytics pod it replaces. Both sides report preprocess (letterbox, tensor), inference
 //! (forward + box decoding) and postprocess (NMS, mapping boxes back), as ultralytics'
-//! `Results.speed` splits them; medians over `--runs` after `--warmup`.
+//! `Results.speed` splits them.
+//!
+//! The two sides alternate in blocks of `--runs` predictions, `--repeats` times, the Python side
+//! kept alive between its blocks (it answers requests on stdin): the shared VM's speed drifts by
+//! up to 1.5× over seconds, so the headline is the median of the per-block paired ratios, and their
+//! range shows the noise. The block order flips every repeat so a trend favours neither side.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use candle_core::Device;
 use clap::Parser;
@@ -31,8 +37,12 @@ struct Args {
     /// Inference sizes.
     #[arg(long, value_delimiter = ',', default_values_t = [320, 640])]
     imgsz: Vec<usize>,
-    #[arg(long, default_value_t = 20)]
+    /// Predictions per block (each side), and the profile's pass count.
+    #[arg(long, default_value_t = 7)]
     runs: usize,
+    /// Blocks per side, alternating kubeyolo and ultralytics.
+    #[arg(long, default_value_t = 6)]
+    repeats: usize,
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// torch threads on the ultralytics side (candle uses every core).
@@ -69,29 +79,16 @@ fn main() {
         None => (dir.path().join("yolov8n.pt"), true),
     };
 
-    // ultralytics first (it also writes the weights).
+    // ultralytics first (it also writes the weights), kept running to answer block requests.
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("inference_torch.py");
-    let sizes = a.imgsz.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
     let mut cmd = Command::new(&a.python);
-    cmd.arg(&script).arg("--weights").arg(&weights).arg("--image").arg(&img_path).arg("--imgsz").arg(&sizes);
-    cmd.arg("--runs")
-        .arg(a.runs.to_string())
-        .arg("--warmup")
-        .arg(a.warmup.to_string())
-        .arg("--threads")
-        .arg(a.threads.to_string());
+    cmd.arg(&script).arg("--weights").arg(&weights).arg("--image").arg(&img_path);
+    cmd.arg("--warmup").arg(a.warmup.to_string()).arg("--threads").arg(a.threads.to_string());
     if make {
         cmd.arg("--make-weights");
     }
-    let out = cmd.output().expect("run the ultralytics side");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let torch: serde_json::Value = match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-        Some(j) => serde_json::from_str(j).expect("RESULT json"),
-        None => {
-            eprintln!("ultralytics side failed:\n{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
-            std::process::exit(1);
-        }
-    };
+    let mut py = Ultralytics::start(cmd);
+    let torch = py.read("READY");
 
     kubeyolo::nn::cpu::tune_cpu_runtime(Some(a.threads));
     let lm = kubeyolo::nn::weights::load_model(&weights, &Device::Cpu).expect("load weights");
@@ -116,7 +113,10 @@ fn main() {
         torch["ultralytics"].as_str().unwrap_or("?"),
         torch["torch"].as_str().unwrap_or("?")
     );
-    println!("| imgsz | kubeyolo pre / infer / post = total ms | ultralytics pre / infer / post = total ms | kubeyolo / ultralytics |");
+    println!(
+        "| imgsz | kubeyolo pre / infer / post = total ms | ultralytics pre / infer / post = total ms | kubeyolo / ultralytics: median of {} paired blocks (range) |",
+        a.repeats
+    );
     println!("|---|---|---|---|");
     for &s in &a.imgsz {
         let cfg = PredictConfig { imgsz: s, ..Default::default() };
@@ -124,13 +124,47 @@ fn main() {
             predict_image(&net, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
         }
         let mut parts = [Vec::new(), Vec::new(), Vec::new()];
-        for _ in 0..a.runs {
-            let r = predict_image(&net, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
-            for (p, v) in parts.iter_mut().zip(r.speed_ms) {
-                p.push(v);
-            }
+        let mut tparts = [Vec::new(), Vec::new(), Vec::new()];
+        let mut ratios = Vec::new();
+        for rep in 0..a.repeats {
+            let mut ours = || {
+                let mut totals = Vec::new();
+                for _ in 0..a.runs {
+                    let r = predict_image(&net, &lm.names, &img, &cfg, &Device::Cpu).expect("predict");
+                    for (p, v) in parts.iter_mut().zip(r.speed_ms) {
+                        p.push(v);
+                    }
+                    totals.push(r.speed_ms.iter().sum::<f64>());
+                }
+                median(totals)
+            };
+            let mut theirs = || {
+                let r = py.block(s, a.runs);
+                let mut totals = vec![0.0; a.runs];
+                for (tp, k) in tparts.iter_mut().zip(["preprocess", "inference", "postprocess"]) {
+                    let v: Vec<f64> =
+                        r[k].as_array().expect("list").iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect();
+                    totals.iter_mut().zip(&v).for_each(|(t, x)| *t += x);
+                    tp.extend(v);
+                }
+                median(totals)
+            };
+            // Idle between blocks so neither side's spinning worker threads eat into the other's.
+            let settle = || std::thread::sleep(std::time::Duration::from_millis(50));
+            let (k, t) = if rep % 2 == 0 {
+                let k = ours();
+                settle();
+                (k, theirs())
+            } else {
+                let t = theirs();
+                settle();
+                (ours(), t)
+            };
+            settle();
+            ratios.push(k / t);
         }
         let k: Vec<f64> = parts.into_iter().map(median).collect();
+        let t: Vec<f64> = tparts.into_iter().map(median).collect();
         if a.profile {
             let x = candle_core::Tensor::zeros((1, 3, s, s), candle_core::DType::F32, &Device::Cpu).expect("input");
             // Medians over --runs passes, per layer.
@@ -166,20 +200,57 @@ fn main() {
                 gflop / total * 1e3
             );
         }
-        let kt: f64 = k.iter().sum();
-        let t = &torch["sizes"][s.to_string()];
-        let f = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+        let (kt, tt): (f64, f64) = (k.iter().sum(), t.iter().sum());
+        let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
         println!(
-            "| {s} | {:.1} / {:.1} / {:.1} = {:.1} | {:.1} / {:.1} / {:.1} = {:.1} | {:.2}x |",
+            "| {s} | {:.1} / {:.1} / {:.1} = {:.1} | {:.1} / {:.1} / {:.1} = {:.1} | {:.2}x ({lo:.2}–{hi:.2}) |",
             k[0],
             k[1],
             k[2],
             kt,
-            f("preprocess"),
-            f("inference"),
-            f("postprocess"),
-            f("total"),
-            kt / f("total")
+            t[0],
+            t[1],
+            t[2],
+            tt,
+            median(&ratios)
         );
+    }
+}
+
+/// The ultralytics side: `inference_torch.py`, alive for the whole run, answering one block of
+/// predictions per request line.
+struct Ultralytics {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Ultralytics {
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run the ultralytics side");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Ultralytics { child, stdin, stdout }
+    }
+
+    /// The json after the next line starting with `tag` (other lines are ultralytics' chatter).
+    fn read(&mut self, tag: &str) -> serde_json::Value {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line).expect("read the ultralytics side") == 0 {
+                eprintln!("ultralytics side exited ({:?}); its stderr is above", self.child.wait());
+                std::process::exit(1);
+            }
+            if let Some(j) = line.trim_end().strip_prefix(tag) {
+                return serde_json::from_str(j.trim_start()).expect("json from the ultralytics side");
+            }
+        }
+    }
+
+    /// Times `runs` predictions at `imgsz`: per-stage lists of ms.
+    fn block(&mut self, imgsz: usize, runs: usize) -> serde_json::Value {
+        writeln!(self.stdin, "{imgsz} {runs}").and_then(|_| self.stdin.flush()).expect("ask the ultralytics side");
+        self.read("RESULT")
     }
 }
