@@ -183,16 +183,25 @@ fn main() -> kubeyolo::Result<()> {
                 }
             }
             println!("kubeyolo:    mAP50 {:.5} mAP50-95 {:.5}  ({n} images)", map.0, map.1);
-            let c = median(cached);
-            let u = median(uncached);
+            let c = median(&cached);
+            let u = median(&uncached);
             println!("kubeyolo validator, images decoded once (train, per epoch): {c:.1} images/s");
             println!("kubeyolo validator, from files (test step):                {u:.1} images/s");
             if !torch.is_empty() {
-                let t = median(torch);
-                let tp = median(torch_pass);
+                let t = median(&torch);
+                let tp = median(&torch_pass);
                 println!("ultralytics model.val(), whole call:                       {t:.1} images/s");
                 println!("ultralytics model.val(), the pass (its per-image speed):   {tp:.1} images/s");
                 println!("ratio kubeyolo/ultralytics: {:.2} (pass: decoded once vs per-image speed), {:.2} (whole: from files vs whole call); > 1 = kubeyolo faster", c / tp, u / t);
+                // The repeats alternate the two sides: each repeat's own ratio shows the VM's drift.
+                let paired = |k: &[f64], p: &[f64]| {
+                    k.iter().zip(p).map(|(k, p)| format!("{:.2}", k / p)).collect::<Vec<_>>().join(", ")
+                };
+                println!(
+                    "per-repeat ratios: pass {}; whole {}",
+                    paired(&cached, &torch_pass),
+                    paired(&uncached, &torch)
+                );
             }
         }
     }
