@@ -10,7 +10,7 @@
 #      by ultralytics) with --device cpu and --device 0: same detections, boxes and confidences
 #      within 1e-3 (boxes: 1e-3 of the image size);
 #   4. one train epoch on tiny synthetic data on CUDA (device=0), weights written, losses finite,
-#      then yolo-test and yolo-predict on CUDA with those weights;
+#      then yolo-test and yolo-predict on CUDA with those weights, then one with batch=-1 (AutoBatch);
 #   5. train-step benchmark: yolov8n, imgsz 320, batch 16 (the CPU benchmark's shape), 128
 #      synthetic images, 3 epochs on CUDA and 1 on the CPU; train images/s of each from yolo-train.
 # Figures and logs go to $OUT (the device tool's folder) or target/gpu-check; summary: gpu_check.md.
@@ -151,6 +151,13 @@ EOF
 "$bin/yolo-predict" --model "$w" --source "$tiny/images" --out "$work/pred-tiny" --device "$gdev" --data-root "$tiny" \
   > "$out/predict-tiny.log" 2>&1 || fail "yolo-predict on CUDA with the trained weights (log: predict-tiny.log)"
 note "train 1 epoch on CUDA (16 images, 64 px): ok, losses finite; yolo-test and yolo-predict on CUDA: ok"
+note ""
+
+# 4b. AutoBatch on CUDA (batch=-1): the probes run and a batch is chosen; its choice is printed
+"$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
+  --set batch=-1 --run-dir runs/detect/gpu-autobatch --data-root "$tiny" --no-mlflow > "$out/train-autobatch.log" 2>&1 \
+  || fail "train with batch=-1 on CUDA (log: train-autobatch.log)"
+note "AutoBatch on CUDA: $(grep -E 'AutoBatch: (batch|Using|[0-9.]+G total)' "$out/train-autobatch.log" | tr '\n' ';' | cut -c1-600)"
 note ""
 
 # 5. train-step benchmark: imgsz 320, batch 16, 128 images

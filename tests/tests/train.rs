@@ -311,6 +311,14 @@ fn bad_inputs_get_clear_errors_before_any_output() {
     assert!(out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("imgsz") && err.contains("96"), "{err}");
+
+    // batch -1 (AutoBatch) on the CPU: ultralytics' default 16 with a warning, recorded in args.yaml
+    let out = train(root, &["--set", "name=auto", "--set", "batch=-1", "--set", "epochs=1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AutoBatch: intended for GPU devices, using default batch-size 16"), "{err}");
+    let args = std::fs::read_to_string(root.join("runs/detect/auto/args.yaml")).unwrap();
+    assert!(args.lines().any(|l| l == "batch: 16"), "{args}");
 }
 
 /// A training step killed (SIGKILL, a lost pod) after its first epoch and run again continues

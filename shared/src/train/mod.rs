@@ -1,7 +1,8 @@
 //! Training: the loop ([`trainer`]), its schedule ([`schedule`]), EMA ([`ema`]), optimizers
-//! ([`optim`]), checkpoints ([`checkpoint`]), results.csv ([`results`]) and console progress
-//! ([`progress`]).
+//! ([`optim`]), checkpoints ([`checkpoint`]), results.csv ([`results`]), console progress
+//! ([`progress`]) and the GPU batch size ([`autobatch`]).
 pub mod assigner;
+pub mod autobatch;
 pub mod checkpoint;
 pub mod ema;
 pub mod loss;

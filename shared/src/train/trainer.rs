@@ -38,6 +38,7 @@ use crate::nn::model::YoloModel;
 use crate::nn::weights::{self, CheckpointMeta, Transfer};
 use crate::root::ModelSource;
 use crate::track::Tracker;
+use crate::train::autobatch;
 use crate::train::checkpoint::{self, ResumeState, Snapshot};
 use crate::train::ema::{all_finite, ModelEma};
 use crate::train::loss::{class_weights, DetectionLoss, LossGains};
@@ -289,9 +290,12 @@ impl Trainer {
         let imgsz = model.check_imgsz(hyp.imgsz, "imgsz");
         let batch = match hyp.batch {
             BatchCfg::Fixed(b) => b.max(1),
-            _ => {
-                eprintln!("warning: batch<1 for AutoBatch is CUDA-only; using default batch-size 16");
-                16
+            ref auto => {
+                let b = auto_batch(&model, &varmap, &device, &dataset, &hyp, imgsz, single_cls, stride, auto)?;
+                // as 8.4 (`self.args.batch = self.batch_size = self.auto_batch()`): args.yaml and
+                // the checkpoints hold the chosen batch, so a resumed run keeps it
+                hyp.set("batch", &b.to_string())?;
+                b
             }
         };
 
@@ -1124,4 +1128,70 @@ fn log_epoch(tracker: &Tracker, row: &EpochRow, epoch: usize) {
         results::COLUMNS.iter().zip(vals).map(|(k, v)| (k.replace(['(', ')'], ""), v)).collect();
     m.push(("system/rss_gb".into(), progress::rss_gb()));
     tracker.log_metrics(&m, epoch as i64 + 1);
+}
+
+/// `batch: -1` or a memory fraction: ultralytics' AutoBatch on CUDA ([`autobatch`]), probing at
+/// the largest multi-scale size with the most object slots of any training image (labels × 4
+/// for mosaic, from a scan of the train split, as ultralytics' `DetectionTrainer.auto_batch`);
+/// the default 16 with a warning on the CPU.
+#[allow(clippy::too_many_arguments)]
+fn auto_batch(
+    model: &YoloModel,
+    varmap: &VarMap,
+    device: &Device,
+    dataset: &Dataset,
+    hyp: &Hyp,
+    imgsz: usize,
+    single_cls: bool,
+    stride: usize,
+    cfg: &BatchCfg,
+) -> Result<usize> {
+    let fraction = autobatch::fraction_of(cfg);
+    println!(
+        "AutoBatch: Computing optimal batch size for imgsz={imgsz} at {:.1}% GPU memory utilization.",
+        fraction * 100.0
+    );
+    if !device.is_cuda() {
+        eprintln!("warning: AutoBatch: intended for GPU devices, using default batch-size {}", autobatch::CPU_BATCH);
+        return Ok(autobatch::CPU_BATCH);
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (model, varmap, dataset, hyp, single_cls, stride);
+        Err(Error::internal("a CUDA device without the `cuda` feature"))
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let opts = DatasetOptions {
+            imgsz,
+            augment: false,
+            rect: false,
+            cache: crate::config::hyp::Cache::Off,
+            fraction: hyp.fraction,
+            single_cls,
+            stride,
+            batch: autobatch::CPU_BATCH,
+        };
+        let scan = TrainDataset::load(dataset, "train", &opts)?;
+        let max_num_obj = (0..scan.len()).map(|i| scan.labels(i).len()).max().unwrap_or(0) * 4;
+        let max_imgsz = ((imgsz as f64 * (1.0 + hyp.multi_scale)) / stride as f64).ceil() as usize * stride;
+        let spec = autobatch::ProbeSpec {
+            imgsz: max_imgsz,
+            strides: model.strides.clone(),
+            nc: model.nc,
+            max_num_obj,
+            dataset_size: scan.len(),
+        };
+        let (mem, probes) = autobatch::probe_cuda(model, varmap, device, &spec)?;
+        println!("AutoBatch: {:.2}G total, {:.2}G available to this process", mem.total_gib, mem.available_gib);
+        let c = autobatch::choose(&probes, mem, fraction, scan.len())?;
+        println!(
+            "AutoBatch: Using batch-size {} for CUDA {:.2}G/{:.2}G ({:.0}%)",
+            c.batch,
+            c.predicted_fraction * mem.total_gib,
+            mem.total_gib,
+            c.predicted_fraction * 100.0
+        );
+        Ok(c.batch)
+    }
 }
