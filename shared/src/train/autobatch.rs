@@ -150,10 +150,10 @@ pub fn probe_cuda(
         let (f, t) = ctx.mem_get_info().map_err(|e| Error::internal(format!("AutoBatch: cuMemGetInfo: {e}")))?;
         Ok((f as f64 / GIB, t as f64 / GIB))
     };
-    let vars: Vec<(String, candle_nn::Var)> =
+    let vars: Vec<(String, candle_core::Var)> =
         varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let weights_gib = vars.iter().map(|(_, v)| v.elem_count() * v.dtype().size_in_bytes()).sum::<usize>() as f64 / GIB;
-    let stats: Vec<(candle_nn::Var, Tensor)> = vars
+    let stats: Vec<(candle_core::Var, Tensor)> = vars
         .iter()
         .filter(|(k, _)| k.ends_with("running_mean") || k.ends_with("running_var"))
         .map(|(_, v)| Ok((v.clone(), v.as_tensor().copy()?)))
