@@ -4,8 +4,8 @@
 Prints `READY {versions}`, then answers each stdin line `IMGSZ RUNS` with
 `RESULT {"preprocess": [ms...], "inference": [...], "postprocess": [...]}`, one entry per run.
 
-With --make-weights PATH it first writes a yolov8n (nc=80, ultralytics' own init, fp16 as in a
-released .pt) checkpoint there, so both sides time the same weights without any download.
+With --make-weights it first writes a yolov8n (nc=80, ultralytics' own init, fp16 as in a
+released .pt) checkpoint to --weights, so both sides time the same weights without any download.
 Per-stage times are ultralytics' own `Results.speed`.
 """
 import argparse
