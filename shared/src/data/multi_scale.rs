@@ -30,6 +30,12 @@ impl MultiScale {
         self.low() / self.stride * self.stride
     }
 
+    /// The largest size AutoBatch plans for (8.4's `BaseTrainer.auto_batch` `max_imgsz`):
+    /// `imgsz · (1 + f)` rounded up to the stride.
+    pub fn max_size(&self) -> usize {
+        ((self.imgsz as f64 * (1.0 + self.fraction)) / self.stride as f64).ceil() as usize * self.stride
+    }
+
     /// `randrange`'s lower bound, `max(stride, int(imgsz · (1 − f)))`.
     fn low(&self) -> usize {
         self.stride.max((self.imgsz as f64 * (1.0 - self.fraction)) as usize)

@@ -78,12 +78,12 @@ pub fn choose(probes: &[(usize, Option<f64>)], mem: Memory, fraction: f64, datas
         .with_hint("free GPU memory, reduce imgsz, or set `batch` to a number in the cfg yaml"));
     };
     let (slope, intercept) = least_squares_line(&usable);
-    // float → int as Python's int(): toward zero
-    let mut b = ((mem.available_gib * fraction - intercept) / slope).trunc();
+    let mut b = (mem.available_gib * fraction - intercept) / slope;
     if !b.is_finite() {
         b = first;
     }
-    let mut b = b.clamp(i64::MIN as f64, i64::MAX as f64) as i64;
+    // float → int truncates toward zero as Python's int() (and saturates)
+    let mut b = b as i64;
     // the first failure above a usable probe is the memory ceiling: stay at the probe below it
     if let Some(oom) = probes.iter().position(|&(pb, m)| m.is_none() && pb as f64 > first) {
         if b >= probes[oom].0 as i64 {

@@ -288,10 +288,11 @@ impl Trainer {
 
         let stride = model.max_stride();
         let imgsz = model.check_imgsz(hyp.imgsz, "imgsz");
+        let multi_scale = MultiScale { imgsz, fraction: hyp.multi_scale, stride, seed: hyp.seed };
         let batch = match hyp.batch {
             BatchCfg::Fixed(b) => b.max(1),
             ref auto => {
-                let b = auto_batch(&model, &varmap, &device, &dataset, &hyp, imgsz, single_cls, stride, auto)?;
+                let b = auto_batch(&model, &varmap, &device, &dataset, &hyp, &multi_scale, single_cls, auto)?;
                 // as 8.4 (`self.args.batch = self.batch_size = self.auto_batch()`): args.yaml and
                 // the checkpoints hold the chosen batch, so a resumed run keeps it
                 hyp.set("batch", &b.to_string())?;
@@ -339,7 +340,6 @@ impl Trainer {
             },
         );
         let nb = loader.batches_per_epoch();
-        let multi_scale = MultiScale { imgsz, fraction: hyp.multi_scale, stride, seed: hyp.seed };
         // ultralytics `_build_train_pipeline`: a last batch of one image at under 2 strides
         // gives BatchNorm a single value per channel
         let final_batch = match train_set.len() % batch {
@@ -1141,12 +1141,12 @@ fn auto_batch(
     device: &Device,
     dataset: &Dataset,
     hyp: &Hyp,
-    imgsz: usize,
+    multi_scale: &MultiScale,
     single_cls: bool,
-    stride: usize,
     cfg: &BatchCfg,
 ) -> Result<usize> {
     let fraction = autobatch::fraction_of(cfg);
+    let (imgsz, stride) = (multi_scale.imgsz, multi_scale.stride);
     println!(
         "AutoBatch: Computing optimal batch size for imgsz={imgsz} at {:.1}% GPU memory utilization.",
         fraction * 100.0
@@ -1174,9 +1174,8 @@ fn auto_batch(
         };
         let scan = TrainDataset::load(dataset, "train", &opts)?;
         let max_num_obj = (0..scan.len()).map(|i| scan.labels(i).len()).max().unwrap_or(0) * 4;
-        let max_imgsz = ((imgsz as f64 * (1.0 + hyp.multi_scale)) / stride as f64).ceil() as usize * stride;
         let spec = autobatch::ProbeSpec {
-            imgsz: max_imgsz,
+            imgsz: multi_scale.max_size(),
             strides: model.strides.clone(),
             nc: model.nc,
             max_num_obj,
