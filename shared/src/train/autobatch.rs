@@ -79,6 +79,8 @@ pub fn choose(probes: &[(usize, Option<f64>)], mem: Memory, fraction: f64, datas
     };
     let (slope, intercept) = least_squares_line(&usable);
     let mut b = (mem.available_gib * fraction - intercept) / slope;
+    // equal readings (usable only with a failed probe between them): slope exactly 0 here, ±1e-17
+    // in numpy; either sign ends at the first probe, through the clamp or the ceiling below
     if !b.is_finite() {
         b = first;
     }
