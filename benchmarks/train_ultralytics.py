@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The ultralytics side of benchmarks/train_compare.sh: train with ultralytics 8.4 on the same
-dataset and cfg as kubeyolo's yolo-train, on the CPU with the same thread count.
+"""The ultralytics side of benchmarks/train_compare.sh (and of scripts/gpu_check.sh's step 6):
+train with ultralytics 8.4 on the same dataset and cfg as kubeyolo's yolo-train, on the CPU with
+the same thread count, or on the GPU that env DEVICE names (e.g. DEVICE=0).
 
     .venvs/ultralytics/bin/python benchmarks/train_ultralytics.py DATA_YAML CFG_YAML OUT_DIR THREADS [MODEL]
 
@@ -22,7 +23,25 @@ from ultralytics import YOLO  # noqa: E402
 
 args = yaml.safe_load(open(cfg))
 args = {k: v for k, v in args.items() if k not in ("task", "mode")}
-args.update(data=data, project=out, name="ultralytics", exist_ok=True, device="cpu", amp=False, verbose=False)
+device = os.environ.get("DEVICE", "cpu")
+args.setdefault("amp", False)
+args.update(data=data, project=out, name="ultralytics", exist_ok=True, device=device, verbose=False)
+if device == "cpu":
+    args["amp"] = False
+try:
+    import polars  # noqa: F401
+except ImportError:
+    # A GPU machine may lack polars (a 54 MB wheel); ultralytics reads results.csv with it only to
+    # store the rows in its checkpoints. The same dict of columns, read with the csv module:
+    import csv
+    from ultralytics.engine.trainer import BaseTrainer
+
+    def read_results_csv(self):
+        with open(self.csv) as f:
+            rows = list(csv.DictReader(f))
+        return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+
+    BaseTrainer.read_results_csv = read_results_csv
 model = YOLO(model_src)
 t0 = time.time()
 model.train(**args)
@@ -30,4 +49,4 @@ wall = time.time() - t0
 n_train = len(os.listdir(os.path.join(os.path.dirname(data), "images", "train")))
 print(f"wall_s={wall:.1f}")
 print(f"train_img_s={n_train * args['epochs'] / wall:.2f}")
-print(f"torch_threads={torch.get_num_threads()}")
+print(f"torch_threads={torch.get_num_threads()} device={device} amp={args['amp']}")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one prepared GPU check, for a machine with an NVIDIA GPU (driver R580+ / CUDA 13). It has
-# not been run yet: the session that wrote it had no GPU. Never record a GPU figure that this
+# The one prepared GPU check, for a machine with an NVIDIA GPU (driver R580+ / CUDA 13). A GPU
+# machine is lent rarely and briefly, so one call must learn as much as it can: every step has its
+# own time limit, a failed step is reported (with its log's tail) and the independent steps after
+# it still run; the script exits non-zero if any step failed. Never record a GPU figure that this
 # script did not print.
 #
 #   1. binaries: CUDA-built yolo-train, yolo-predict, yolo-test from BIN_DIR, else built here with
@@ -11,31 +13,63 @@
 #      within 1e-3 (boxes: 1e-3 of the image size);
 #   4. one train epoch on tiny synthetic data on CUDA (device=0), weights written, losses finite,
 #      then yolo-test and yolo-predict on CUDA with those weights, then one with batch=-1 (AutoBatch);
-#   5. train-step benchmark: yolov8n, imgsz 320, batch 16 (the CPU benchmark's shape), 128
-#      synthetic images, 3 epochs on CUDA and 1 on the CPU; train images/s of each from yolo-train.
-# Figures and logs go to $OUT (the device tool's folder) or target/gpu-check; summary: gpu_check.md.
+#   5. train-step benchmark: yolov8n, imgsz 320, batch 16 (the CPU benchmark's shape), 256
+#      synthetic images, 5 epochs on CUDA and 1 on the CPU (all its cores);
+#   6. the same training with ultralytics 8.4 + PyTorch on the same GPU, data and cfg (amp=False,
+#      kubeyolo's fp32 arithmetic; then amp=True, ultralytics' default), where python3 has torch
+#      with CUDA and ultralytics (or its wheels in .whl/, carried: see below).
+#   Figures of 5 and 6: images/s over the whole run (yolo-train's own figure; the same definition
+#   for ultralytics), and the steady rate from results.csv (epochs 2..N: images / seconds per epoch,
+#   validation included), which leaves out start-up (CUDA context, kernel loading, model build).
+# Output: $OUT (the device tool's folder) or target/gpu-check: gpu_check.md (the summary) and
+# logs.tar.gz (every step's log).
 #
 # Usage: scripts/gpu_check.sh [BIN_DIR]
 #   BIN_DIR  folder with the CUDA-built yolo-train, yolo-predict, yolo-test and a kubeyolo (any
 #            build: only `kubeyolo demo --prepare-only` is used). Build them on a CPU machine with
-#              eval "$(scripts/cuda_env.sh)"; CARGO_TARGET_DIR=/tmp/target-cuda cargo build --release \
+#              eval "$(scripts/cuda_env.sh)"; CARGO_TARGET_DIR=target/cuda cargo build --release \
 #                  -p yolo-train -p yolo-predict -p yolo-test -p kubeyolo-pipeline --features kubeyolo/cuda
 #            and strip them (`strip --strip-debug`); to carry them to a device machine (64 MiB),
-#            pack them: `xz -T2 -6 BIN_DIR/*` (the script unpacks *.xz itself; ~27 MB in all).
+#            pack them: `xz -T2 -6 BIN_DIR/*` (the script unpacks *.xz itself).
+#   .whl/    (optional) ultralytics' wheels for step 6 where the GPU machine lacks it:
+#              pip download --no-deps -d .whl ultralytics==8.4.190 ultralytics-thop
+#            (polars is not needed: train_ultralytics.py reads results.csv without it)
 # Env:   CUDA_LIBS   folder(s, ':'-separated) holding libcublas.so.13 & co. when not found by itself
 #        GPU_CHECK_DEVICE=cpu  dry run of the script's own logic on a CPU machine with CPU binaries
 #                    (every "CUDA" run then runs on the CPU: its figures are not GPU figures)
-set -euo pipefail
+#        GPU_CHECK_PYTHON  the python with torch for step 6 (default python3)
+set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 out=${OUT:-$root/target/gpu-check}
 mkdir -p "$out"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+logs="$work/logs"
+mkdir -p "$logs"
 report="$out/gpu_check.md"
 : > "$report"
+failed=()
+finish() {
+  tar -C "$work" -czf "$out/logs.tar.gz" logs 2>/dev/null
+  rm -rf "$work"
+}
+trap finish EXIT
 note() { echo "$*" | tee -a "$report"; }
-fail() { note "FAILED: $*"; exit 1; }
+stop() { note "FAILED: $*"; exit 1; }
+# step NAME SECONDS LOG CMD...: run CMD with a time limit, its output in LOG; on failure report
+# NAME, the exit status and the log's tail, and return non-zero (the caller decides what to skip).
+step() {
+  local name=$1 limit=$2 log=$3 rc
+  shift 3
+  timeout "$limit" "$@" > "$logs/$log" 2>&1
+  rc=$?
+  [ "$rc" = 0 ] && return 0
+  [ "$rc" = 124 ] && rc="$rc: over its ${limit} s"
+  note "FAILED ($rc): $name (log: $log)"
+  tail -15 "$logs/$log" | sed 's/^/    /' | tee -a "$report"
+  failed+=("$name")
+  return 1
+}
 
 gdev=${GPU_CHECK_DEVICE:-0}
 note "# scripts/gpu_check.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -44,10 +78,10 @@ if [ "$gdev" = cpu ]; then
   note "DRY RUN (GPU_CHECK_DEVICE=cpu): every 'CUDA' run below ran on the CPU; these are not GPU results"
   gpu="none, none, 9.0, none"
 else
-  command -v nvidia-smi >/dev/null || fail "no nvidia-smi: not a GPU machine"
+  command -v nvidia-smi >/dev/null || stop "no nvidia-smi: not a GPU machine"
   gpu=$(nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader | head -1)
 fi
-note "GPU: $gpu"
+note "GPU: $gpu; CPU: $(nproc) cores"
 cap=$(echo "$gpu" | awk -F', ' '{ gsub(/\./, "", $3); print $3 }')
 
 # 1. binaries
@@ -61,45 +95,55 @@ if [ -z "$bin" ]; then
   export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-$cap}
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
   start=$SECONDS
-  cargo build --release -p yolo-train -p yolo-predict -p yolo-test -p kubeyolo-pipeline --features kubeyolo/cuda \
-    > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; fail "cargo build --features cuda (log: build.log)"; }
+  step "cargo build --features cuda" 3600 build.log \
+    cargo build --release -p yolo-train -p yolo-predict -p yolo-test -p kubeyolo-pipeline --features kubeyolo/cuda \
+    || stop "no binaries"
   note "build: cargo build --release --features kubeyolo/cuda, CUDA $ver, sm_$CUDA_COMPUTE_CAP: $((SECONDS - start)) s"
   bin=$CARGO_TARGET_DIR/release
 fi
 bin=$(cd "$bin" && pwd)
-if ls "$bin"/*.xz >/dev/null 2>&1; then   # carried packed (xz: ~27 MB for the three CUDA binaries + kubeyolo)
+if ls "$bin"/*.xz >/dev/null 2>&1; then   # carried packed
   mkdir -p "$work/bin"
   for f in "$bin"/*.xz; do xz -dc "$f" > "$work/bin/$(basename "$f" .xz)"; chmod 0755 "$work/bin/$(basename "$f" .xz)"; done
   for f in "$bin"/*; do case "$f" in *.xz) ;; *) cp -n "$f" "$work/bin/" ;; esac; done
   bin=$work/bin
 fi
-for b in yolo-train yolo-predict yolo-test kubeyolo; do [ -x "$bin/$b" ] || fail "no $bin/$b"; done
+for b in yolo-train yolo-predict yolo-test kubeyolo; do [ -x "$bin/$b" ] || stop "no $bin/$b"; done
 
 # 2. CUDA libraries (the driver's libcuda.so.1 comes with the driver)
 dirs=${CUDA_LIBS:-}
 for d in "$root"/.venvs/cuda/lib/python3*/site-packages/nvidia/cu13/lib \
-         $(python3 -c 'import nvidia, os; [print(os.path.join(p, "cu13", "lib")) for p in nvidia.__path__]' 2>/dev/null || true) \
+         $(python3 -c 'import nvidia, os; [print(os.path.join(p, s, "lib")) for p in nvidia.__path__ for s in ("cu13", "cublas", "cuda_runtime", "cuda_nvrtc", "curand")]' 2>/dev/null || true) \
          /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-  [ -e "$d/libcublas.so.13" ] && dirs="$dirs:$d"
+  [ -e "$d/libcublas.so.13" ] || [ -e "$d/libcudart.so.13" ] || [ -e "$d/libnvrtc.so.13" ] || [ -e "$d/libcurand.so.10" ] && dirs="$dirs:$d"
 done
 export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 missing=$(ldd "$bin/yolo-train" | awk '/not found/ { print $1 }' | tr '\n' ' ')
+if [ -n "$missing" ] && [ "$gdev" != cpu ]; then   # last resort: look for them anywhere likely
+  for so in $missing; do
+    f=$(find /usr /opt /usr/local -name "$so" 2>/dev/null | head -1)
+    [ -n "$f" ] && export LD_LIBRARY_PATH="$(dirname "$f"):$LD_LIBRARY_PATH"
+  done
+  missing=$(ldd "$bin/yolo-train" | awk '/not found/ { print $1 }' | tr '\n' ' ')
+fi
 [ "$gdev" != cpu ] || missing=""
-[ -z "$missing" ] || fail "libraries not found: $missing (set CUDA_LIBS)"
+[ -z "$missing" ] || stop "libraries not found: $missing (set CUDA_LIBS)"
 note "libraries: $(ldd "$bin/yolo-train" | awk '/libcu|libnvrtc/ { print $3 }' | tr '\n' ' ')"
 note ""
 
 # 3. forward parity CPU vs CUDA on ultralytics' parity fixtures
 fx=tests/fixtures/parity
 mkdir -p "$work/images"; cp "$fx"/img_*.png "$fx"/img_*.jpg "$work/images/"
+parity_ok=1
 for model in parity_n4_fp16.pt custom_fp32.pt; do
   for dev in cpu "$gdev"; do
-    "$bin/yolo-predict" --model "$fx/$model" --source "$work/images" --out "$work/pred-$model-$dev" --imgsz 320 \
-      --conf 0.25 --device "$dev" --data-root "$work" > "$out/predict-$model-$dev.log" 2>&1 \
-      || fail "yolo-predict --device $dev on $model (log: predict-$model-$dev.log)"
+    step "yolo-predict --device $dev on $model" 120 "predict-$model-$dev.log" \
+      "$bin/yolo-predict" --model "$fx/$model" --source "$work/images" --out "$work/pred-$model-$dev" --imgsz 320 \
+      --conf 0.25 --device "$dev" --data-root "$work" || parity_ok=0
   done
 done
-python3 - "$work" "$report" "$gdev" <<'EOF' || fail "forward parity CPU vs CUDA"
+if [ "$parity_ok" = 1 ]; then
+python3 - "$work" "$report" "$gdev" <<'EOF' || { note "FAILED: forward parity CPU vs CUDA"; failed+=("forward parity"); }
 import json, sys
 work, report, gdev = sys.argv[1], sys.argv[2], sys.argv[3]
 ok = True
@@ -132,45 +176,100 @@ text = f"forward parity, yolo-predict --device cpu vs --device {gdev} (imgsz 320
 print(text); open(report, "a").write(text + "\n")
 sys.exit(0 if ok else 1)
 EOF
+fi
 
 # 4. one epoch on tiny data on CUDA, then test and predict on CUDA
 tiny="$work/tiny"
-"$bin/kubeyolo" demo --prepare-only --images 16 --imgsz 64 --epochs 1 --dir "$tiny" > /dev/null
-"$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
-  --run-dir runs/detect/gpu --data-root "$tiny" --no-mlflow > "$out/train-tiny.log" 2>&1 || fail "train 1 epoch on CUDA (log: train-tiny.log)"
+"$bin/kubeyolo" demo --prepare-only --images 16 --imgsz 64 --epochs 1 --dir "$tiny" > /dev/null 2>&1 || stop "kubeyolo demo --prepare-only"
 w="$tiny/runs/detect/gpu/weights/best.safetensors"
-[ -s "$w" ] || fail "no $w"
-python3 - "$tiny/runs/detect/gpu/results.csv" <<'EOF' || fail "results.csv has non-finite losses"
+if step "train 1 epoch on CUDA" 180 train-tiny.log \
+  "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
+  --run-dir runs/detect/gpu --data-root "$tiny" --no-mlflow; then
+  if [ ! -s "$w" ]; then note "FAILED: no $w"; failed+=("tiny weights"); fi
+  python3 - "$tiny/runs/detect/gpu/results.csv" <<'EOF' || { note "FAILED: results.csv has non-finite losses"; failed+=("finite losses"); }
 import csv, math, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 vals = [float(v) for r in rows for k, v in r.items() if "loss" in k]
 assert rows and vals and all(math.isfinite(v) for v in vals), vals
+print("losses:", vals)
 EOF
-"$bin/yolo-test" --weights "$w" --data-yaml data-custom --device "$gdev" --data-root "$tiny" --out-dir "$work/test-out" --no-mlflow \
-  > "$out/test-tiny.log" 2>&1 || fail "yolo-test on CUDA (log: test-tiny.log)"
-"$bin/yolo-predict" --model "$w" --source "$tiny/images" --out "$work/pred-tiny" --device "$gdev" --data-root "$tiny" \
-  > "$out/predict-tiny.log" 2>&1 || fail "yolo-predict on CUDA with the trained weights (log: predict-tiny.log)"
-note "train 1 epoch on CUDA (16 images, 64 px): ok, losses finite; yolo-test and yolo-predict on CUDA: ok"
+  note "train 1 epoch on CUDA (16 images, 64 px): $(grep -E '^final' "$logs/train-tiny.log" | head -1)"
+  step "yolo-test on CUDA" 120 test-tiny.log \
+    "$bin/yolo-test" --weights "$w" --data-yaml data-custom --device "$gdev" --data-root "$tiny" --out-dir "$work/test-out" \
+    --no-mlflow && note "yolo-test on CUDA: ok"
+  step "yolo-predict on CUDA with the trained weights" 120 predict-tiny.log \
+    "$bin/yolo-predict" --model "$w" --source "$tiny/images" --out "$work/pred-tiny" --device "$gdev" --data-root "$tiny" \
+    && note "yolo-predict on CUDA with the trained weights: ok"
+fi
 note ""
 
 # 4b. AutoBatch on CUDA (batch=-1): the probes run and a batch is chosen; its choice is printed
-"$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
-  --set batch=-1 --run-dir runs/detect/gpu-autobatch --data-root "$tiny" --no-mlflow > "$out/train-autobatch.log" 2>&1 \
-  || fail "train with batch=-1 on CUDA (log: train-autobatch.log)"
-note "AutoBatch on CUDA: $(grep -E 'AutoBatch: (batch|Using|[0-9.]+G total)' "$out/train-autobatch.log" | tr '\n' ';' | cut -c1-600)"
+step "train with batch=-1 (AutoBatch) on CUDA" 180 train-autobatch.log \
+  "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
+  --set batch=-1 --run-dir runs/detect/gpu-autobatch --data-root "$tiny" --no-mlflow
+note "AutoBatch on CUDA: $(grep -E 'AutoBatch' "$logs/train-autobatch.log" | tr '\n' ';' | cut -c1-900)"
 note ""
 
-# 5. train-step benchmark: imgsz 320, batch 16, 128 images
+# 5. train-step benchmark: imgsz 320, batch 16, 256 images
 bench="$work/bench"
-"$bin/kubeyolo" demo --prepare-only --images 128 --imgsz 320 --epochs 3 --dir "$bench" > /dev/null
+nimg=256
+"$bin/kubeyolo" demo --prepare-only --images $nimg --imgsz 320 --epochs 5 --dir "$bench" > /dev/null 2>&1 || stop "kubeyolo demo --prepare-only (bench)"
+# steady images/s from results.csv: images / mean seconds per epoch over epochs 2..N
+steady() {
+  python3 - "$1" "$nimg" <<'EOF' 2>/dev/null || echo "?"
+import csv, sys
+t = [float(r["time"]) for r in csv.DictReader(open(sys.argv[1]))]
+print(f"{int(sys.argv[2]) * (len(t) - 1) / (t[-1] - t[0]):.1f}" if len(t) > 1 else "?")
+EOF
+}
 rate() { sed -nE 's/.*\(([0-9.]+) train images\/s.*/\1/p' "$1" | tail -1; }
+declare -A whole steady_rate
 for dev in "$gdev" cpu; do
-  epochs=3; [ "$dev" = cpu ] && epochs=1
+  epochs=5; [ "$dev" = cpu ] && epochs=2
   start=$SECONDS
-  "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$dev \
+  if step "kubeyolo train benchmark on $dev" 240 "bench-$dev.log" \
+    "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$dev \
     --set epochs=$epochs --set imgsz=320 --set batch=16 --set workers=4 --set plots=false --run-dir "runs/detect/bench-$dev" \
-    --data-root "$bench" --no-mlflow > "$out/bench-$dev.log" 2>&1 || fail "benchmark on $dev (log: bench-$dev.log)"
-  note "train-step benchmark, device $dev: $(rate "$out/bench-$dev.log") train images/s (yolov8n, 320 px, batch 16, 128 images, $epochs epochs, $((SECONDS - start)) s wall incl. validation)"
+    --data-root "$bench" --no-mlflow --no-auto-resume; then
+    whole[$dev]=$(rate "$logs/bench-$dev.log")
+    steady_rate[$dev]=$(steady "$bench/runs/detect/bench-$dev/results.csv")
+    note "kubeyolo train benchmark, device $dev: ${whole[$dev]} images/s whole run, ${steady_rate[$dev]} images/s steady (yolov8n, 320 px, batch 16, $nimg images, $epochs epochs, $((SECONDS - start)) s wall)"
+    note "    $(grep -E '^final' "$logs/bench-$dev.log" | head -1)"
+  fi
 done
 note ""
-note "passed"
+
+# 6. ultralytics + PyTorch on the same GPU, data and cfg
+py=${GPU_CHECK_PYTHON:-python3}
+if [ "$gdev" != cpu ]; then
+  if ls "$root"/.whl/*.whl > /dev/null 2>&1; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" "$root"/.whl/*.whl \
+      > "$logs/pip.log" 2>&1 && export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  if "$py" -c 'import torch, ultralytics; assert torch.cuda.is_available()' > "$logs/ultralytics-import.log" 2>&1; then
+    note "reference: $("$py" -c 'import torch, ultralytics; print(f"ultralytics {ultralytics.__version__}, torch {torch.__version__}")' 2>/dev/null)"
+    for amp in False True; do
+      "$py" - "$bench/cfg-custom.yaml" "$work/ucfg-$amp.yaml" "$amp" <<'EOF'
+import sys, yaml
+a = yaml.safe_load(open(sys.argv[1]))
+a.update(epochs=5, imgsz=320, batch=16, workers=4, plots=False, amp=sys.argv[3] == "True")
+yaml.safe_dump(a, open(sys.argv[2], "w"))
+EOF
+      start=$SECONDS
+      # from the dataset folder: ultralytics resolves the yaml's `path: .` against the working folder
+      if (cd "$bench" && step "ultralytics train benchmark amp=$amp" 240 "ultralytics-amp$amp.log" env YOLO_OFFLINE=1 \
+        DEVICE="$gdev" "$py" "$root/benchmarks/train_ultralytics.py" "$bench/data-custom.yaml" "$work/ucfg-$amp.yaml" \
+        "$work/ultra-$amp" "$(nproc)"); then
+        u=$(sed -nE 's/^train_img_s=([0-9.]+)/\1/p' "$logs/ultralytics-amp$amp.log")
+        us=$(steady "$work/ultra-$amp/ultralytics/results.csv")
+        line="ultralytics train benchmark, device $gdev, amp=$amp: $u images/s whole run, $us images/s steady ($((SECONDS - start)) s wall)"
+        ratio=$(python3 -c "print(f'{float(\"${whole[$gdev]:-nan}\") / float(\"$u\"):.3f}, steady {float(\"${steady_rate[$gdev]:-nan}\") / float(\"$us\"):.3f}')" 2>/dev/null || echo "?")
+        note "$line; kubeyolo/ultralytics: whole $ratio"
+      fi
+    done
+  else
+    note "step 6 skipped: $py has no torch with CUDA or no ultralytics ($(tail -1 "$logs/ultralytics-import.log"))"
+  fi
+fi
+note ""
+if [ ${#failed[@]} = 0 ]; then note "passed"; else note "FAILED steps: ${failed[*]}"; exit 1; fi
