@@ -12,12 +12,15 @@
 #      by ultralytics) with --device cpu and --device 0: same detections, boxes and confidences
 #      within 1e-3 (boxes: 1e-3 of the image size);
 #   4. one train epoch on tiny synthetic data on CUDA (device=0), weights written, losses finite,
-#      then yolo-test and yolo-predict on CUDA with those weights, then one with batch=-1 (AutoBatch);
-#   5. train-step benchmark: yolov8n, imgsz 320, batch 16 (the CPU benchmark's shape), 256
-#      synthetic images, 5 epochs on CUDA and 1 on the CPU (all its cores);
+#      then yolo-test and yolo-predict on CUDA with those weights;
+#   5. training benchmark for each shape IMGSZ:BATCH of GPU_CHECK_SHAPES (default 320:16, the CPU
+#      benchmark's shape): yolov8n, 256 synthetic images of IMGSZ px, 5 epochs on CUDA (and 2 on
+#      the CPU, all its cores, at 320 px);
 #   6. the same training with ultralytics 8.4 + PyTorch on the same GPU, data and cfg (amp=False,
 #      kubeyolo's fp32 arithmetic; then amp=True, ultralytics' default), where python3 has torch
-#      with CUDA and ultralytics (or its wheels in .whl/, carried: see below).
+#      with CUDA and ultralytics (or its wheels in .whl/, carried: see below);
+#   7. AutoBatch (batch=-1) on the last shape's data: the batch kubeyolo's CUDA probes choose,
+#      beside the one ultralytics chooses on the same GPU and data.
 #   Figures of 5 and 6: images/s over the whole run (yolo-train's own figure; the same definition
 #   for ultralytics), and the steady rate from results.csv (epochs 2..N: images / seconds per epoch,
 #   validation included), which leaves out start-up (CUDA context, kernel loading, model build).
@@ -37,7 +40,9 @@
 # Env:   CUDA_LIBS   folder(s, ':'-separated) holding libcublas.so.13 & co. when not found by itself
 #        GPU_CHECK_DEVICE=cpu  dry run of the script's own logic on a CPU machine with CPU binaries
 #                    (every "CUDA" run then runs on the CPU: its figures are not GPU figures)
-#        GPU_CHECK_PYTHON  the python with torch for step 6 (default python3)
+#        GPU_CHECK_PYTHON  the python with torch for steps 6 and 7 (default python3)
+#        GPU_CHECK_STEPS   the steps to run, of: parity tiny bench ultralytics autobatch (default all)
+#        GPU_CHECK_SHAPES  the benchmark shapes, IMGSZ:BATCH separated by spaces (default 320:16)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -55,6 +60,8 @@ finish() {
 }
 trap finish EXIT
 note() { echo "$*" | tee -a "$report"; }
+# want STEP: whether GPU_CHECK_STEPS (default: all) names STEP
+want() { [[ " ${GPU_CHECK_STEPS:-parity tiny bench ultralytics autobatch} " == *" $1 "* ]]; }
 stop() { note "FAILED: $*"; exit 1; }
 # step NAME SECONDS LOG CMD...: run CMD with a time limit, its output in LOG; on failure report
 # NAME, the exit status and the log's tail, and return non-zero (the caller decides what to skip).
@@ -132,6 +139,7 @@ note "libraries: $(ldd "$bin/yolo-train" | awk '/libcu|libnvrtc/ { print $3 }' |
 note ""
 
 # 3. forward parity CPU vs CUDA on ultralytics' parity fixtures
+if want parity; then
 fx=tests/fixtures/parity
 mkdir -p "$work/images"; cp "$fx"/img_*.png "$fx"/img_*.jpg "$work/images/"
 parity_ok=1
@@ -177,8 +185,10 @@ print(text); open(report, "a").write(text + "\n")
 sys.exit(0 if ok else 1)
 EOF
 fi
+fi   # parity
 
 # 4. one epoch on tiny data on CUDA, then test and predict on CUDA
+if want tiny; then
 tiny="$work/tiny"
 "$bin/kubeyolo" demo --prepare-only --images 16 --imgsz 64 --epochs 1 --dir "$tiny" > /dev/null 2>&1 || stop "kubeyolo demo --prepare-only"
 w="$tiny/runs/detect/gpu/weights/best.safetensors"
@@ -202,18 +212,11 @@ EOF
     && note "yolo-predict on CUDA with the trained weights: ok"
 fi
 note ""
+fi   # tiny
 
-# 4b. AutoBatch on CUDA (batch=-1): the probes run and a batch is chosen; its choice is printed
-step "train with batch=-1 (AutoBatch) on CUDA" 180 train-autobatch.log \
-  "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
-  --set batch=-1 --run-dir runs/detect/gpu-autobatch --data-root "$tiny" --no-mlflow
-note "AutoBatch on CUDA: $(grep -E 'AutoBatch' "$logs/train-autobatch.log" | tr '\n' ';' | cut -c1-900)"
-note ""
-
-# 5. train-step benchmark: imgsz 320, batch 16, 256 images
-bench="$work/bench"
+# 5. training benchmark per shape (IMGSZ:BATCH), 256 synthetic images of IMGSZ px, 5 epochs on
+#    CUDA (2 on the CPU, 320 px only); 6. ultralytics on the same data and cfg.
 nimg=256
-"$bin/kubeyolo" demo --prepare-only --images $nimg --imgsz 320 --epochs 5 --dir "$bench" > /dev/null 2>&1 || stop "kubeyolo demo --prepare-only (bench)"
 # steady images/s from results.csv: images / mean seconds per epoch over epochs 2..N
 steady() {
   python3 - "$1" "$nimg" <<'EOF' 2>/dev/null || echo "?"
@@ -223,53 +226,84 @@ print(f"{int(sys.argv[2]) * (len(t) - 1) / (t[-1] - t[0]):.1f}" if len(t) > 1 el
 EOF
 }
 rate() { sed -nE 's/.*\(([0-9.]+) train images\/s.*/\1/p' "$1" | tail -1; }
-declare -A whole steady_rate
-for dev in "$gdev" cpu; do
-  epochs=5; [ "$dev" = cpu ] && epochs=2
-  start=$SECONDS
-  if step "kubeyolo train benchmark on $dev" 240 "bench-$dev.log" \
-    "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$dev \
-    --set epochs=$epochs --set imgsz=320 --set batch=16 --set workers=4 --set plots=false --run-dir "runs/detect/bench-$dev" \
-    --data-root "$bench" --no-mlflow --no-auto-resume; then
-    whole[$dev]=$(rate "$logs/bench-$dev.log")
-    steady_rate[$dev]=$(steady "$bench/runs/detect/bench-$dev/results.csv")
-    note "kubeyolo train benchmark, device $dev: ${whole[$dev]} images/s whole run, ${steady_rate[$dev]} images/s steady (yolov8n, 320 px, batch 16, $nimg images, $epochs epochs, $((SECONDS - start)) s wall)"
-    note "    $(grep -E '^final' "$logs/bench-$dev.log" | head -1)"
-  fi
-done
-note ""
-
-# 6. ultralytics + PyTorch on the same GPU, data and cfg
+# the reference python (step 6 and the AutoBatch reference): ultralytics from .whl/ where carried
 py=${GPU_CHECK_PYTHON:-python3}
+case "$py" in */*) py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")" ;; esac   # the runs below start in the dataset folder
+have_ultralytics=0
 if [ "$gdev" != cpu ]; then
   if ls "$root"/.whl/*.whl > /dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" "$root"/.whl/*.whl \
       > "$logs/pip.log" 2>&1 && export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
   fi
   if "$py" -c 'import torch, ultralytics; assert torch.cuda.is_available()' > "$logs/ultralytics-import.log" 2>&1; then
+    have_ultralytics=1
     note "reference: $("$py" -c 'import torch, ultralytics; print(f"ultralytics {ultralytics.__version__}, torch {torch.__version__}")' 2>/dev/null)"
-    for amp in False True; do
-      "$py" - "$bench/cfg-custom.yaml" "$work/ucfg-$amp.yaml" "$amp" <<'EOF'
-import sys, yaml
-a = yaml.safe_load(open(sys.argv[1]))
-a.update(epochs=5, imgsz=320, batch=16, workers=4, plots=False, amp=sys.argv[3] == "True")
-yaml.safe_dump(a, open(sys.argv[2], "w"))
-EOF
-      start=$SECONDS
-      # from the dataset folder: ultralytics resolves the yaml's `path: .` against the working folder
-      if (cd "$bench" && step "ultralytics train benchmark amp=$amp" 240 "ultralytics-amp$amp.log" env YOLO_OFFLINE=1 \
-        DEVICE="$gdev" "$py" "$root/benchmarks/train_ultralytics.py" "$bench/data-custom.yaml" "$work/ucfg-$amp.yaml" \
-        "$work/ultra-$amp" "$(nproc)"); then
-        u=$(sed -nE 's/^train_img_s=([0-9.]+)/\1/p' "$logs/ultralytics-amp$amp.log")
-        us=$(steady "$work/ultra-$amp/ultralytics/results.csv")
-        line="ultralytics train benchmark, device $gdev, amp=$amp: $u images/s whole run, $us images/s steady ($((SECONDS - start)) s wall)"
-        ratio=$(python3 -c "print(f'{float(\"${whole[$gdev]:-nan}\") / float(\"$u\"):.3f}, steady {float(\"${steady_rate[$gdev]:-nan}\") / float(\"$us\"):.3f}')" 2>/dev/null || echo "?")
-        note "$line; kubeyolo/ultralytics: whole $ratio"
-      fi
-    done
   else
-    note "step 6 skipped: $py has no torch with CUDA or no ultralytics ($(tail -1 "$logs/ultralytics-import.log"))"
+    note "no ultralytics reference: $py has no torch with CUDA or no ultralytics ($(tail -1 "$logs/ultralytics-import.log"))"
   fi
 fi
-note ""
+# ucfg SRC DST AMP EPOCHS IMGSZ BATCH: ultralytics' cfg from kubeyolo's, with the same overrides
+ucfg() {
+  "$py" - "$@" <<'EOF'
+import sys, yaml
+a = yaml.safe_load(open(sys.argv[1]))
+a.update(amp=sys.argv[3] == "True", epochs=int(sys.argv[4]), imgsz=int(sys.argv[5]), batch=int(sys.argv[6]), workers=4, plots=False)
+yaml.safe_dump(a, open(sys.argv[2], "w"))
+EOF
+}
+shapes=${GPU_CHECK_SHAPES:-320:16}
+declare -A whole steady_rate
+for shape in $shapes; do
+  sz=${shape%:*}; bs=${shape#*:}
+  bench="$work/bench$sz"
+  "$bin/kubeyolo" demo --prepare-only --images $nimg --imgsz "$sz" --epochs 5 --dir "$bench" > /dev/null 2>&1 \
+    || stop "kubeyolo demo --prepare-only (bench $sz)"
+  if want bench; then
+    devs="$gdev"; [ "$sz" = 320 ] && devs="$gdev cpu"
+    for dev in $devs; do
+      epochs=5; [ "$dev" = cpu ] && epochs=2
+      start=$SECONDS
+      if step "kubeyolo train benchmark on $dev, $sz px" 240 "bench-$dev-$sz.log" \
+        "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$dev \
+        --set epochs=$epochs --set imgsz=$sz --set batch=$bs --set workers=4 --set plots=false --run-dir "runs/detect/bench-$dev" \
+        --data-root "$bench" --no-mlflow --no-auto-resume; then
+        whole[$dev-$sz]=$(rate "$logs/bench-$dev-$sz.log")
+        steady_rate[$dev-$sz]=$(steady "$bench/runs/detect/bench-$dev/results.csv")
+        note "kubeyolo train benchmark, device $dev: ${whole[$dev-$sz]} images/s whole run, ${steady_rate[$dev-$sz]} images/s steady (yolov8n, $sz px, batch $bs, $nimg images, $epochs epochs, $((SECONDS - start)) s wall)"
+        note "    $(grep -E '^final' "$logs/bench-$dev-$sz.log" | head -1)"
+      fi
+    done
+  fi
+  if want ultralytics && [ "$have_ultralytics" = 1 ]; then
+    for amp in False True; do
+      ucfg "$bench/cfg-custom.yaml" "$work/ucfg-$amp-$sz.yaml" "$amp" 5 "$sz" "$bs"
+      start=$SECONDS
+      # in the dataset folder (env -C): ultralytics resolves the yaml's `path: .` against the working folder
+      if step "ultralytics train benchmark amp=$amp, $sz px" 240 "ultralytics-amp$amp-$sz.log" env -C "$bench" YOLO_OFFLINE=1 \
+        DEVICE="$gdev" "$py" "$root/benchmarks/train_ultralytics.py" "$bench/data-custom.yaml" "$work/ucfg-$amp-$sz.yaml" \
+        "$work/ultra-$amp-$sz" "$(nproc)"; then
+        u=$(sed -nE 's/^train_img_s=([0-9.]+)/\1/p' "$logs/ultralytics-amp$amp-$sz.log")
+        us=$(steady "$work/ultra-$amp-$sz/ultralytics/results.csv")
+        ratio=$(python3 -c "print(f'{float(\"${whole[$gdev-$sz]:-nan}\") / float(\"$u\"):.3f}, steady {float(\"${steady_rate[$gdev-$sz]:-nan}\") / float(\"$us\"):.3f}')" 2>/dev/null || echo "?")
+        note "ultralytics train benchmark, device $gdev, amp=$amp: $u images/s whole run, $us images/s steady ($sz px, batch $bs, $((SECONDS - start)) s wall); kubeyolo/ultralytics: whole $ratio"
+      fi
+    done
+  fi
+  note ""
+done
+
+# 7. AutoBatch on CUDA (batch=-1) on the last shape's data: the probes run and a batch is chosen
+if want autobatch; then
+  step "train with batch=-1 (AutoBatch) on CUDA, $sz px" 180 train-autobatch.log \
+    "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
+    --set imgsz=$sz --set batch=-1 --set plots=false --run-dir runs/detect/gpu-autobatch --data-root "$bench" --no-mlflow --no-auto-resume
+  note "AutoBatch on CUDA, kubeyolo ($sz px, $nimg images): $(grep -E 'AutoBatch' "$logs/train-autobatch.log" | tr '\n' ';' | cut -c1-900)"
+  if [ "$have_ultralytics" = 1 ]; then
+    ucfg "$bench/cfg-custom.yaml" "$work/ucfg-autobatch.yaml" False 1 "$sz" -1
+    step "ultralytics with batch=-1 on CUDA" 180 ultralytics-autobatch.log env -C "$bench" YOLO_OFFLINE=1 DEVICE="$gdev" \
+      "$py" "$root/benchmarks/train_ultralytics.py" "$bench/data-custom.yaml" "$work/ucfg-autobatch.yaml" "$work/ultra-autobatch" "$(nproc)"
+    note "AutoBatch on CUDA, ultralytics (same data, amp=False): $(grep -E 'AutoBatch' "$logs/ultralytics-autobatch.log" | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' ';' | cut -c1-900)"
+  fi
+  note ""
+fi
 if [ ${#failed[@]} = 0 ]; then note "passed"; else note "FAILED steps: ${failed[*]}"; exit 1; fi
