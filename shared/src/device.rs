@@ -65,6 +65,31 @@ pub fn parse_device(value: &str) -> Result<DeviceRequest> {
     Ok(DeviceRequest::Cuda(ids))
 }
 
+/// Resident set size of this process in GB (0 where /proc is absent).
+pub fn rss_gb() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|pages| pages * 4096.0 / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// The memory figure of the training progress line (ultralytics' `GPU_mem` column): on a GPU the
+/// device memory in use, in GiB as ultralytics prints it — total minus free, as `nvidia-smi`
+/// counts it, since candle has no caching allocator whose reserve could be read as ultralytics
+/// reads `memory_reserved()`; on the CPU (where ultralytics prints 0) this process's resident
+/// memory in GB, the figure a pod's memory limit is held against.
+pub fn memory_gb(device: &Device) -> f64 {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        if let Ok((free, total)) = cuda.cuda_stream().context().mem_get_info() {
+            return total.saturating_sub(free) as f64 / (1u64 << 30) as f64;
+        }
+    }
+    let _ = device;
+    rss_gb()
+}
+
 /// The device chosen for a run.
 #[derive(Debug, Clone)]
 pub struct Selected {

@@ -3,6 +3,8 @@
 //! pod (no terminal), one plain line every `interval`, so logs stay readable in the Kubeflow UI.
 
 use std::io::{IsTerminal, Write};
+
+use candle_core::Device;
 use std::time::{Duration, Instant};
 
 /// ultralytics' column header (`progress_string`), `GPU_mem` reads `Mem` here: resident memory
@@ -14,17 +16,10 @@ pub fn header() -> String {
     )
 }
 
-/// Resident set size of this process in GB (0 where /proc is absent).
-pub fn rss_gb() -> f64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map(|pages| pages * 4096.0 / 1e9)
-        .unwrap_or(0.0)
-}
-
 /// One epoch's progress line.
 pub struct Progress {
+    /// The device trained on: its memory fills the `Mem` column.
+    device: Device,
     tty: bool,
     total: usize,
     start: Instant,
@@ -34,9 +29,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A line for an epoch of `total` batches.
-    pub fn new(total: usize, interval: Duration) -> Self {
+    /// A line for an epoch of `total` batches on `device`.
+    pub fn new(total: usize, interval: Duration, device: &Device) -> Self {
         Progress {
+            device: device.clone(),
             tty: std::io::stderr().is_terminal(),
             total,
             start: Instant::now(),
@@ -63,7 +59,7 @@ impl Progress {
         self.line = format!(
             "{:>11}{:>11}{:>11.4}{:>11.4}{:>11.4}{:>11}{:>11}  {}/{} {:.2}it/s {}<{}",
             format!("{}/{}", epoch + 1, epochs),
-            format!("{:.3}G", rss_gb()),
+            format!("{:.3}G", crate::device::memory_gb(&self.device)),
             tloss[0],
             tloss[1],
             tloss[2],

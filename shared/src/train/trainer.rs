@@ -582,7 +582,7 @@ impl Trainer {
             }
             println!("{}", progress::header());
             let start = self.state.batch;
-            let mut bar = Progress::new(nb, self.req.log_interval);
+            let mut bar = Progress::new(nb, self.req.log_interval, &self.device);
             let mut loss_nan = false;
             let mut it = self.loader.epoch(epoch, start, mosaic);
             let mut i = start;
@@ -1126,7 +1126,7 @@ fn log_epoch(tracker: &Tracker, row: &EpochRow, epoch: usize) {
     let vals = row.values();
     let mut m: Vec<(String, f64)> =
         results::COLUMNS.iter().zip(vals).map(|(k, v)| (k.replace(['(', ')'], ""), v)).collect();
-    m.push(("system/rss_gb".into(), progress::rss_gb()));
+    m.push(("system/rss_gb".into(), crate::device::rss_gb()));
     tracker.log_metrics(&m, epoch as i64 + 1);
 }
 
