@@ -11,11 +11,13 @@
 #   3. forward parity CPU vs CUDA: yolo-predict on the parity fixtures (tests/fixtures/parity, made
 #      by ultralytics) with --device cpu and --device 0: same detections, boxes and confidences
 #      within 1e-3 (boxes: 1e-3 of the image size);
+#   3b. cold start: yolo-predict on CUDA with an empty kernel cache (a new pod), then a warm one;
 #   4. one train epoch on tiny synthetic data on CUDA (device=0), weights written, losses finite,
 #      then yolo-test and yolo-predict on CUDA with those weights;
 #   5. training benchmark for each shape IMGSZ:BATCH of GPU_CHECK_SHAPES (default 320:16, the CPU
 #      benchmark's shape): yolov8n, 256 synthetic images of IMGSZ px, 5 epochs on CUDA (and 2 on
 #      the CPU, all its cores, at 320 px);
+#   5b. where a CUDA epoch's time goes: 3 epochs with KUBEYOLO_PHASES=1 (train/phases.rs);
 #   6. the same training with ultralytics 8.4 + PyTorch on the same GPU, data and cfg (amp=False,
 #      kubeyolo's fp32 arithmetic; then amp=True, ultralytics' default), where python3 has torch
 #      with CUDA and ultralytics (or its wheels in .whl/, carried: see below);
@@ -41,7 +43,8 @@
 #        GPU_CHECK_DEVICE=cpu  dry run of the script's own logic on a CPU machine with CPU binaries
 #                    (every "CUDA" run then runs on the CPU: its figures are not GPU figures)
 #        GPU_CHECK_PYTHON  the python with torch for steps 6 and 7 (default python3)
-#        GPU_CHECK_STEPS   the steps to run, of: parity tiny bench ultralytics autobatch (default all)
+#        GPU_CHECK_STEPS   the steps to run, of: parity coldstart tiny bench phases ultralytics autobatch
+#                          (default all)
 #        GPU_CHECK_SHAPES  the benchmark shapes, IMGSZ:BATCH separated by spaces (default 320:16)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,7 +64,7 @@ finish() {
 trap finish EXIT
 note() { echo "$*" | tee -a "$report"; }
 # want STEP: whether GPU_CHECK_STEPS (default: all) names STEP
-want() { [[ " ${GPU_CHECK_STEPS:-parity tiny bench ultralytics autobatch} " == *" $1 "* ]]; }
+want() { [[ " ${GPU_CHECK_STEPS:-parity coldstart tiny bench phases ultralytics autobatch} " == *" $1 "* ]]; }
 stop() { note "FAILED: $*"; exit 1; }
 # step NAME SECONDS LOG CMD...: run CMD with a time limit, its output in LOG; on failure report
 # NAME, the exit status and the log's tail, and return non-zero (the caller decides what to skip).
@@ -139,9 +142,9 @@ note "libraries: $(ldd "$bin/yolo-train" | awk '/libcu|libnvrtc/ { print $3 }' |
 note ""
 
 # 3. forward parity CPU vs CUDA on ultralytics' parity fixtures
-if want parity; then
 fx=tests/fixtures/parity
 mkdir -p "$work/images"; cp "$fx"/img_*.png "$fx"/img_*.jpg "$work/images/"
+if want parity; then
 parity_ok=1
 for model in parity_n4_fp16.pt custom_fp32.pt; do
   for dev in cpu "$gdev"; do
@@ -186,6 +189,19 @@ sys.exit(0 if ok else 1)
 EOF
 fi
 fi   # parity
+
+# 3b. cold start: a CUDA process with an empty kernel cache (as in a new pod), then a warm one
+if want coldstart && [ "$gdev" != cpu ]; then
+  for cache in empty warm; do
+    t0=$(date +%s.%N)
+    step "yolo-predict with a $cache kernel cache" 120 "coldstart-$cache.log" env CUDA_CACHE_PATH="$work/nvcache" \
+      "$bin/yolo-predict" --model "$fx/custom_fp32.pt" --source "$work/images" --out "$work/pred-cold-$cache" --imgsz 320 \
+      --device "$gdev" --data-root "$work" \
+      && note "yolo-predict on CUDA (5 images) with a $cache kernel cache (CUDA_CACHE_PATH): $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s wall"
+  done
+  note "    the cache then holds $(du -sh "$work/nvcache" 2>/dev/null | cut -f1)"
+  note ""
+fi
 
 # 4. one epoch on tiny data on CUDA, then test and predict on CUDA
 if want tiny; then
@@ -273,6 +289,13 @@ for shape in $shapes; do
         note "    $(grep -E '^final' "$logs/bench-$dev-$sz.log" | head -1)"
       fi
     done
+  fi
+  if want phases; then   # where a CUDA epoch's time goes (KUBEYOLO_PHASES=1: the trainer syncs after each phase)
+    step "kubeyolo phases on $gdev, $sz px" 240 "phases-$gdev-$sz.log" env KUBEYOLO_PHASES=1 \
+      "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev \
+      --set epochs=3 --set imgsz=$sz --set batch=$bs --set workers=4 --set plots=false --run-dir "runs/detect/phases-$gdev" \
+      --data-root "$bench" --no-mlflow --no-auto-resume \
+      && note "kubeyolo on $gdev, $sz px, batch $bs: $(grep -E '^phases' "$logs/phases-$gdev-$sz.log" | tail -2 | tr '\n' ' ')"
   fi
   if want ultralytics && [ "$have_ultralytics" = 1 ]; then
     for amp in False True; do

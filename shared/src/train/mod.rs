@@ -8,6 +8,7 @@ pub mod ema;
 pub mod loss;
 pub mod muon;
 pub mod optim;
+pub mod phases;
 pub mod progress;
 pub mod results;
 pub mod schedule;

@@ -43,6 +43,7 @@ use crate::train::checkpoint::{self, ResumeState, Snapshot};
 use crate::train::ema::{all_finite, ModelEma};
 use crate::train::loss::{class_weights, DetectionLoss, LossGains};
 use crate::train::optim::{self, Optimizer, OptimizerKind, ParamGroup};
+use crate::train::phases::Phases;
 use crate::train::progress::{self, Progress};
 use crate::train::results::{self, EpochRow};
 use crate::train::schedule::{self, LrSchedule, Warmup};
@@ -588,11 +589,14 @@ impl Trainer {
             let mut i = start;
             let mut run = 0;
             let mut interrupted = false;
+            let mut phases = Phases::from_env(&self.device);
+            phases.start_epoch();
             loop {
                 let t_wait = Instant::now();
                 let Some(batch) = it.next() else { break };
                 let batch = batch?;
                 self.data_wait += t_wait.elapsed().as_secs_f64();
+                phases.mark("data")?;
                 let ni = i + nb * epoch;
                 if let Some(w) = self.warmup.at(ni, epoch, &self.sched) {
                     self.state.accumulate = w.accumulate;
@@ -609,7 +613,9 @@ impl Trainer {
                 let (_, h, w) = batch.shape;
                 let resized = self.multi_scale.size(epoch, i).and_then(|sz| self.multi_scale.shape_for(sz, (h, w)));
                 let x = batch.to_tensor_at(&self.device, resized)?;
+                phases.mark("upload")?;
                 let out = self.model.forward_train_frozen(&x, &self.frozen_layers)?;
+                phases.mark("forward")?;
                 // a non-finite loss skips the step; the epoch end recovers as 8.4 does
                 let lo = match self.loss.compute(&out, &batch.targets) {
                     Ok(lo) => Some(lo),
@@ -620,9 +626,11 @@ impl Trainer {
                     Err(e) => return Err(e),
                 };
                 let items = lo.as_ref().map(|l| l.items.map(|v| v as f64)).unwrap_or([f64::NAN; 3]);
+                phases.mark("loss")?;
                 if let (Some(lo), true) = (&lo, items.iter().all(|v| v.is_finite())) {
                     let grads = lo.loss.backward()?;
                     self.accumulate(grads)?;
+                    phases.mark("backward")?;
                     let t = self.state.tloss.unwrap_or(items);
                     let k = i as f64;
                     self.state.tloss = Some(if self.state.tloss.is_none() {
@@ -635,6 +643,7 @@ impl Trainer {
                 }
                 if ni as i64 - self.state.last_opt_step >= self.state.accumulate as i64 {
                     self.optimizer_step()?;
+                    phases.mark("optimizer")?;
                     self.state.last_opt_step = ni as i64;
                     if let Some(h) = self.hyp.time {
                         if self.train_seconds() > h * 3600.0 {
@@ -662,6 +671,7 @@ impl Trainer {
                         eprintln!("warning: {e}");
                     }
                 }
+                phases.mark("other")?;
                 i += 1;
                 run += 1;
                 self.state.epoch = epoch;
@@ -698,7 +708,10 @@ impl Trainer {
             ];
             let final_epoch = epoch + 1 >= self.epochs;
             let mut fitness = None;
+            let t_val = Instant::now();
+            let mut validated = false;
             if self.val.is_some() && (self.hyp.val || final_epoch || self.stopper.possible_stop || stop) {
+                validated = true;
                 let (m, vl, fit) = self.validate()?;
                 self.metrics = m;
                 self.val_loss = vl;
@@ -706,6 +719,9 @@ impl Trainer {
                 if self.state.best_fitness.is_none_or(|b| b < fit) {
                     self.state.best_fitness = Some(fit);
                 }
+            }
+            if let Some(line) = phases.report(epoch, validated.then(|| t_val.elapsed().as_secs_f64())) {
+                println!("{line}");
             }
             self.state.fitness = fitness;
             // NaN recovery (ultralytics `_handle_nan_recovery`)
