@@ -97,6 +97,11 @@ if [ "$cuda" = 1 ]; then
     --change 'ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility'
     # CUDA 13 needs an R580+ driver: the toolkit refuses to start the container on an older one.
     --change 'ENV NVIDIA_REQUIRE_CUDA=cuda>=13.0'
+    # candle's kernels ship as PTX, which the driver compiles at a process's first CUDA call and
+    # caches (~22 s and 9 MB on an H200, benchmarks/RESULTS.md). A new pod starts with an empty
+    # home, so the cache lives on the data volume: the first GPU step on a volume pays it, later
+    # steps and pods start in under a second. Where /data is not writable the driver recompiles.
+    --change 'ENV CUDA_CACHE_PATH=/data/.cache/nv-kernels'
     --change 'LABEL org.kubeyolo.cuda=13.0'
   )
 fi

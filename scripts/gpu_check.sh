@@ -11,6 +11,8 @@
 #   3. forward parity CPU vs CUDA: yolo-predict on the parity fixtures (tests/fixtures/parity, made
 #      by ultralytics) with --device cpu and --device 0: same detections, boxes and confidences
 #      within 1e-3 (boxes: 1e-3 of the image size);
+#   3a. the CUDA unit tests (shared/tests/cuda.rs: GPU paths equal the CPU's), where BIN_DIR holds
+#      their binary as cuda-tests (`cargo test --release -p kubeyolo --features cuda --test cuda --no-run`);
 #   3b. cold start: yolo-predict on CUDA with an empty kernel cache (a new pod), then a warm one;
 #   4. one train epoch on tiny synthetic data on CUDA (device=0), weights written, losses finite,
 #      then yolo-test and yolo-predict on CUDA with those weights;
@@ -43,7 +45,7 @@
 #        GPU_CHECK_DEVICE=cpu  dry run of the script's own logic on a CPU machine with CPU binaries
 #                    (every "CUDA" run then runs on the CPU: its figures are not GPU figures)
 #        GPU_CHECK_PYTHON  the python with torch for steps 6 and 7 (default python3)
-#        GPU_CHECK_STEPS   the steps to run, of: parity coldstart tiny bench phases ultralytics autobatch
+#        GPU_CHECK_STEPS   the steps to run, of: parity cudatests coldstart tiny bench phases ultralytics autobatch
 #                          (default all)
 #        GPU_CHECK_SHAPES  the benchmark shapes, IMGSZ:BATCH separated by spaces (default 320:16)
 set -uo pipefail
@@ -64,7 +66,7 @@ finish() {
 trap finish EXIT
 note() { echo "$*" | tee -a "$report"; }
 # want STEP: whether GPU_CHECK_STEPS (default: all) names STEP
-want() { [[ " ${GPU_CHECK_STEPS:-parity coldstart tiny bench phases ultralytics autobatch} " == *" $1 "* ]]; }
+want() { [[ " ${GPU_CHECK_STEPS:-parity cudatests coldstart tiny bench phases ultralytics autobatch} " == *" $1 "* ]]; }
 stop() { note "FAILED: $*"; exit 1; }
 # step NAME SECONDS LOG CMD...: run CMD with a time limit, its output in LOG; on failure report
 # NAME, the exit status and the log's tail, and return non-zero (the caller decides what to skip).
@@ -189,6 +191,14 @@ sys.exit(0 if ok else 1)
 EOF
 fi
 fi   # parity
+
+# 3a. the CUDA unit tests (shared/tests/cuda.rs), where BIN_DIR holds their binary as cuda-tests
+if want cudatests && [ -x "$bin/cuda-tests" ]; then
+  step "CUDA unit tests (shared/tests/cuda.rs)" 120 cuda-tests.log "$bin/cuda-tests" --test-threads 1 --nocapture \
+    && note "CUDA unit tests: $(grep -E '^test result' "$logs/cuda-tests.log" | head -1)"
+  grep -q skipped "$logs/cuda-tests.log" && { note "FAILED: the CUDA unit tests skipped (no GPU opened)"; failed+=("cuda tests ran"); }
+  note ""
+fi
 
 # 3b. cold start: a CUDA process with an empty kernel cache (as in a new pod), then a warm one
 if want coldstart && [ "$gdev" != cpu ]; then

@@ -16,7 +16,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -52,6 +52,12 @@ impl Batch {
         Ok(match shape {
             Some((oh, ow)) if (oh, ow) != (h, w) => {
                 Tensor::from_vec(self.resized_floats((oh, ow)), (b, 3, oh, ow), device)?
+            }
+            // On a GPU: copy the bytes (a quarter of the floats) and divide there — the same
+            // IEEE division as on the host, so the values are the same.
+            _ if !device.is_cpu() => {
+                let bytes = Tensor::from_slice(&self.images, (b, 3, h, w), device)?.to_dtype(DType::F32)?;
+                bytes.broadcast_div(&Tensor::new(255f32, device)?)?
             }
             _ => Tensor::from_vec(self.unit_floats(), (b, 3, h, w), device)?,
         })

@@ -738,19 +738,24 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
             let g = g.detach();
-            let n = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
-            norms.push(n);
+            norms.push(g.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?);
             present.push((v.clone(), g));
         }
     }
     if norms.is_empty() {
         return Ok(0.0);
     }
+    // One read of all the per-tensor norms: on a GPU a read per tensor waits for the device each
+    // time (~180 round trips a step for yolov8n); the host then sums them in the same order.
+    let norms = Tensor::stack(&norms, 0)?.to_vec1::<f32>()?;
     let total = norms.iter().map(|n| n * n).sum::<f32>().sqrt();
     let coef = (1.0f32 / (total + 1e-6f32)) * max_norm as f32;
     let coef = coef.min(1.0);
-    for (v, g) in present {
-        grads.insert(v.as_tensor(), (g * coef as f64)?);
+    // torch multiplies by the clamped coefficient always; by 1.0 that changes nothing
+    if coef < 1.0 {
+        for (v, g) in present {
+            grads.insert(v.as_tensor(), (g * coef as f64)?);
+        }
     }
     Ok(total as f64)
 }
