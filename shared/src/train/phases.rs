@@ -12,14 +12,26 @@ use candle_core::Device;
 use crate::error::{Error, Result};
 
 /// The phases of a batch, in the order the trainer marks them.
-pub const PHASES: [&str; 7] = ["data", "upload", "forward", "loss", "backward", "optimizer", "other"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Data,
+    Upload,
+    Forward,
+    Loss,
+    Backward,
+    Optimizer,
+    Other,
+}
+
+/// The phases' names, indexed by `Phase as usize`.
+const NAMES: [&str; 7] = ["data", "upload", "forward", "loss", "backward", "optimizer", "other"];
 
 /// Per-phase seconds of one epoch (a no-op unless `KUBEYOLO_PHASES=1`).
 pub struct Phases {
     device: Option<Device>,
     last: Instant,
     epoch_start: Instant,
-    seconds: [f64; PHASES.len()],
+    seconds: [f64; NAMES.len()],
     batches: usize,
 }
 
@@ -32,28 +44,25 @@ impl Phases {
 
     fn new(device: Option<Device>) -> Self {
         let now = Instant::now();
-        Phases { device, last: now, epoch_start: now, seconds: [0.0; PHASES.len()], batches: 0 }
+        Phases { device, last: now, epoch_start: now, seconds: [0.0; NAMES.len()], batches: 0 }
     }
 
     /// Start an epoch's count.
     pub fn start_epoch(&mut self) {
-        self.seconds = [0.0; PHASES.len()];
+        self.seconds = [0.0; NAMES.len()];
         self.batches = 0;
         self.epoch_start = Instant::now();
         self.last = self.epoch_start;
     }
 
-    /// The phase `name` (one of [`PHASES`]) ends now: wait for the device, add the time since the
-    /// previous mark.
-    pub fn mark(&mut self, name: &str) -> Result<()> {
+    /// `phase` ends now: wait for the device, add the time since the previous mark.
+    pub fn mark(&mut self, phase: Phase) -> Result<()> {
         let Some(device) = &self.device else { return Ok(()) };
         device.synchronize().map_err(|e| Error::internal(format!("phase timing: synchronize: {e}")))?;
         let now = Instant::now();
-        if let Some(k) = PHASES.iter().position(|p| *p == name) {
-            self.seconds[k] += now.duration_since(self.last).as_secs_f64();
-            if k == 0 {
-                self.batches += 1;
-            }
+        self.seconds[phase as usize] += now.duration_since(self.last).as_secs_f64();
+        if phase == Phase::Data {
+            self.batches += 1;
         }
         self.last = now;
         Ok(())
@@ -64,7 +73,7 @@ impl Phases {
     pub fn report(&self, epoch: usize, validation_s: Option<f64>) -> Option<String> {
         self.device.as_ref()?;
         let total: f64 = self.seconds.iter().sum();
-        let parts: Vec<String> = PHASES
+        let parts: Vec<String> = NAMES
             .iter()
             .zip(self.seconds)
             .map(|(p, s)| format!("{p} {s:.3} s ({:.0}%)", 100.0 * s / total.max(1e-12)))
@@ -89,15 +98,15 @@ mod tests {
         assert!(Phases::new(None).report(0, None).is_none());
         let mut p = Phases::new(Some(Device::Cpu));
         p.start_epoch();
+        use Phase::*;
         for _ in 0..2 {
-            for name in PHASES {
-                std::thread::sleep(std::time::Duration::from_millis(if name == "forward" { 6 } else { 1 }));
-                p.mark(name).unwrap();
+            for phase in [Data, Upload, Forward, Loss, Backward, Optimizer, Other] {
+                std::thread::sleep(std::time::Duration::from_millis(if phase == Forward { 6 } else { 1 }));
+                p.mark(phase).unwrap();
             }
         }
         assert_eq!(p.batches, 2);
-        let k = PHASES.iter().position(|n| *n == "forward").unwrap();
-        assert!(p.seconds[k] >= 0.012 && p.seconds.iter().all(|s| *s >= 0.002), "{:?}", p.seconds);
+        assert!(p.seconds[Forward as usize] >= 0.012 && p.seconds.iter().all(|s| *s >= 0.002), "{:?}", p.seconds);
         let line = p.report(1, Some(0.5)).unwrap();
         assert!(line.starts_with("phases, epoch 2 (2 batches,") && line.ends_with("; validation 0.500 s"), "{line}");
     }

@@ -3,9 +3,9 @@
 //! pod (no terminal), one plain line every `interval`, so logs stay readable in the Kubeflow UI.
 
 use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use std::time::{Duration, Instant};
 
 /// ultralytics' column header (`progress_string`), `GPU_mem` reads `Mem` here: resident memory
 /// on the CPU, device memory on a GPU.

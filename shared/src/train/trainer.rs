@@ -43,7 +43,7 @@ use crate::train::checkpoint::{self, ResumeState, Snapshot};
 use crate::train::ema::{all_finite, ModelEma};
 use crate::train::loss::{class_weights, DetectionLoss, LossGains};
 use crate::train::optim::{self, Optimizer, OptimizerKind, ParamGroup};
-use crate::train::phases::Phases;
+use crate::train::phases::{Phase, Phases};
 use crate::train::progress::{self, Progress};
 use crate::train::results::{self, EpochRow};
 use crate::train::schedule::{self, LrSchedule, Warmup};
@@ -573,6 +573,7 @@ impl Trainer {
         };
         let mut epoch = self.state.epoch;
         let mut stop = false;
+        let mut phases = Phases::from_env(&self.device);
         while epoch < self.epochs {
             // scheduler.step(): every group at initial_lr · lf(epoch)
             let f = self.sched.factor(epoch);
@@ -589,14 +590,13 @@ impl Trainer {
             let mut i = start;
             let mut run = 0;
             let mut interrupted = false;
-            let mut phases = Phases::from_env(&self.device);
             phases.start_epoch();
             loop {
                 let t_wait = Instant::now();
                 let Some(batch) = it.next() else { break };
                 let batch = batch?;
                 self.data_wait += t_wait.elapsed().as_secs_f64();
-                phases.mark("data")?;
+                phases.mark(Phase::Data)?;
                 let ni = i + nb * epoch;
                 if let Some(w) = self.warmup.at(ni, epoch, &self.sched) {
                     self.state.accumulate = w.accumulate;
@@ -613,9 +613,9 @@ impl Trainer {
                 let (_, h, w) = batch.shape;
                 let resized = self.multi_scale.size(epoch, i).and_then(|sz| self.multi_scale.shape_for(sz, (h, w)));
                 let x = batch.to_tensor_at(&self.device, resized)?;
-                phases.mark("upload")?;
+                phases.mark(Phase::Upload)?;
                 let out = self.model.forward_train_frozen(&x, &self.frozen_layers)?;
-                phases.mark("forward")?;
+                phases.mark(Phase::Forward)?;
                 // a non-finite loss skips the step; the epoch end recovers as 8.4 does
                 let lo = match self.loss.compute(&out, &batch.targets) {
                     Ok(lo) => Some(lo),
@@ -626,11 +626,11 @@ impl Trainer {
                     Err(e) => return Err(e),
                 };
                 let items = lo.as_ref().map(|l| l.items.map(|v| v as f64)).unwrap_or([f64::NAN; 3]);
-                phases.mark("loss")?;
+                phases.mark(Phase::Loss)?;
                 if let (Some(lo), true) = (&lo, items.iter().all(|v| v.is_finite())) {
                     let grads = lo.loss.backward()?;
                     self.accumulate(grads)?;
-                    phases.mark("backward")?;
+                    phases.mark(Phase::Backward)?;
                     let t = self.state.tloss.unwrap_or(items);
                     let k = i as f64;
                     self.state.tloss = Some(if self.state.tloss.is_none() {
@@ -643,7 +643,7 @@ impl Trainer {
                 }
                 if ni as i64 - self.state.last_opt_step >= self.state.accumulate as i64 {
                     self.optimizer_step()?;
-                    phases.mark("optimizer")?;
+                    phases.mark(Phase::Optimizer)?;
                     self.state.last_opt_step = ni as i64;
                     if let Some(h) = self.hyp.time {
                         if self.train_seconds() > h * 3600.0 {
@@ -671,7 +671,7 @@ impl Trainer {
                         eprintln!("warning: {e}");
                     }
                 }
-                phases.mark("other")?;
+                phases.mark(Phase::Other)?;
                 i += 1;
                 run += 1;
                 self.state.epoch = epoch;
@@ -709,9 +709,7 @@ impl Trainer {
             let final_epoch = epoch + 1 >= self.epochs;
             let mut fitness = None;
             let t_val = Instant::now();
-            let mut validated = false;
             if self.val.is_some() && (self.hyp.val || final_epoch || self.stopper.possible_stop || stop) {
-                validated = true;
                 let (m, vl, fit) = self.validate()?;
                 self.metrics = m;
                 self.val_loss = vl;
@@ -720,7 +718,7 @@ impl Trainer {
                     self.state.best_fitness = Some(fit);
                 }
             }
-            if let Some(line) = phases.report(epoch, validated.then(|| t_val.elapsed().as_secs_f64())) {
+            if let Some(line) = phases.report(epoch, fitness.map(|_| t_val.elapsed().as_secs_f64())) {
                 println!("{line}");
             }
             self.state.fitness = fitness;
