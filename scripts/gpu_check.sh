@@ -83,6 +83,16 @@ step() {
   return 1
 }
 
+# ktrain NAME SECONDS LOG DATA_ROOT RUN_DIR SETTING...: a step training yolov8n with the demo
+# folder's cfg and dataset (`kubeyolo demo --prepare-only`), `--set` SETTINGs on top
+ktrain() {
+  local name=$1 limit=$2 log=$3 data=$4 run=$5 sets=() a
+  shift 5
+  for a in "$@"; do sets+=(--set "$a"); done
+  step "$name" "$limit" "$log" "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom \
+    "${sets[@]}" --run-dir "$run" --data-root "$data" --no-mlflow --no-auto-resume
+}
+
 gdev=${GPU_CHECK_DEVICE:-0}
 note "# scripts/gpu_check.sh, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 note ""
@@ -218,9 +228,7 @@ if want tiny; then
 tiny="$work/tiny"
 "$bin/kubeyolo" demo --prepare-only --images 16 --imgsz 64 --epochs 1 --dir "$tiny" > /dev/null 2>&1 || stop "kubeyolo demo --prepare-only"
 w="$tiny/runs/detect/gpu/weights/best.safetensors"
-if step "train 1 epoch on CUDA" 180 train-tiny.log \
-  "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
-  --run-dir runs/detect/gpu --data-root "$tiny" --no-mlflow; then
+if ktrain "train 1 epoch on CUDA" 180 train-tiny.log "$tiny" runs/detect/gpu device=$gdev epochs=1; then
   if [ ! -s "$w" ]; then note "FAILED: no $w"; failed+=("tiny weights"); fi
   python3 - "$tiny/runs/detect/gpu/results.csv" <<'EOF' || { note "FAILED: results.csv has non-finite losses"; failed+=("finite losses"); }
 import csv, math, sys
@@ -268,14 +276,20 @@ if [ "$gdev" != cpu ]; then
     note "no ultralytics reference: $py has no torch with CUDA or no ultralytics ($(tail -1 "$logs/ultralytics-import.log"))"
   fi
 fi
-# ucfg SRC DST AMP EPOCHS IMGSZ BATCH: ultralytics' cfg from kubeyolo's, with the same overrides
-ucfg() {
-  "$py" - "$@" <<'EOF'
+# utrain NAME SECONDS LOG DATA_ROOT OUT AMP EPOCHS IMGSZ BATCH: a step training with ultralytics on
+# the demo folder's dataset and cfg, with the overrides the kubeyolo runs use; its run folder is
+# OUT/ultralytics, its cfg OUT.yaml
+utrain() {
+  local name=$1 limit=$2 log=$3 data=$4 out=$5
+  "$py" - "$data/cfg-custom.yaml" "$out.yaml" "$6" "$7" "$8" "$9" <<'EOF'
 import sys, yaml
 a = yaml.safe_load(open(sys.argv[1]))
 a.update(amp=sys.argv[3] == "True", epochs=int(sys.argv[4]), imgsz=int(sys.argv[5]), batch=int(sys.argv[6]), workers=4, plots=False)
 yaml.safe_dump(a, open(sys.argv[2], "w"))
 EOF
+  # in the dataset folder (env -C): ultralytics resolves the yaml's `path: .` against the working folder
+  step "$name" "$limit" "$log" env -C "$data" YOLO_OFFLINE=1 DEVICE="$gdev" \
+    "$py" "$root/benchmarks/train_ultralytics.py" "$data/data-custom.yaml" "$out.yaml" "$out" "$(nproc)"
 }
 shapes=${GPU_CHECK_SHAPES:-320:16}
 declare -A whole steady_rate
@@ -289,10 +303,8 @@ for shape in $shapes; do
     for dev in $devs; do
       epochs=5; [ "$dev" = cpu ] && epochs=2
       start=$SECONDS
-      if step "kubeyolo train benchmark on $dev, $sz px" 240 "bench-$dev-$sz.log" \
-        "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$dev \
-        --set epochs=$epochs --set imgsz=$sz --set batch=$bs --set workers=4 --set plots=false --run-dir "runs/detect/bench-$dev" \
-        --data-root "$bench" --no-mlflow --no-auto-resume; then
+      if ktrain "kubeyolo train benchmark on $dev, $sz px" 240 "bench-$dev-$sz.log" "$bench" "runs/detect/bench-$dev" \
+        device=$dev epochs=$epochs imgsz=$sz batch=$bs workers=4 plots=false; then
         whole[$dev-$sz]=$(rate "$logs/bench-$dev-$sz.log")
         steady_rate[$dev-$sz]=$(steady "$bench/runs/detect/bench-$dev/results.csv")
         note "kubeyolo train benchmark, device $dev: ${whole[$dev-$sz]} images/s whole run, ${steady_rate[$dev-$sz]} images/s steady (yolov8n, $sz px, batch $bs, $nimg images, $epochs epochs, $((SECONDS - start)) s wall)"
@@ -301,20 +313,15 @@ for shape in $shapes; do
     done
   fi
   if want phases; then   # where a CUDA epoch's time goes (KUBEYOLO_PHASES=1: the trainer syncs after each phase)
-    step "kubeyolo phases on $gdev, $sz px" 240 "phases-$gdev-$sz.log" env KUBEYOLO_PHASES=1 \
-      "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev \
-      --set epochs=3 --set imgsz=$sz --set batch=$bs --set workers=4 --set plots=false --run-dir "runs/detect/phases-$gdev" \
-      --data-root "$bench" --no-mlflow --no-auto-resume \
+    KUBEYOLO_PHASES=1 ktrain "kubeyolo phases on $gdev, $sz px" 240 "phases-$gdev-$sz.log" "$bench" "runs/detect/phases-$gdev" \
+      device=$gdev epochs=3 imgsz=$sz batch=$bs workers=4 plots=false \
       && note "kubeyolo on $gdev, $sz px, batch $bs: $(grep -E '^phases' "$logs/phases-$gdev-$sz.log" | tail -2 | tr '\n' ' ')"
   fi
   if want ultralytics && [ "$have_ultralytics" = 1 ]; then
     for amp in False True; do
-      ucfg "$bench/cfg-custom.yaml" "$work/ucfg-$amp-$sz.yaml" "$amp" 5 "$sz" "$bs"
       start=$SECONDS
-      # in the dataset folder (env -C): ultralytics resolves the yaml's `path: .` against the working folder
-      if step "ultralytics train benchmark amp=$amp, $sz px" 240 "ultralytics-amp$amp-$sz.log" env -C "$bench" YOLO_OFFLINE=1 \
-        DEVICE="$gdev" "$py" "$root/benchmarks/train_ultralytics.py" "$bench/data-custom.yaml" "$work/ucfg-$amp-$sz.yaml" \
-        "$work/ultra-$amp-$sz" "$(nproc)"; then
+      if utrain "ultralytics train benchmark amp=$amp, $sz px" 240 "ultralytics-amp$amp-$sz.log" "$bench" "$work/ultra-$amp-$sz" \
+        "$amp" 5 "$sz" "$bs"; then
         u=$(sed -nE 's/^train_img_s=([0-9.]+)/\1/p' "$logs/ultralytics-amp$amp-$sz.log")
         us=$(steady "$work/ultra-$amp-$sz/ultralytics/results.csv")
         ratio=$(python3 -c "print(f'{float(\"${whole[$gdev-$sz]:-nan}\") / float(\"$u\"):.3f}, steady {float(\"${steady_rate[$gdev-$sz]:-nan}\") / float(\"$us\"):.3f}')" 2>/dev/null || echo "?")
@@ -327,14 +334,11 @@ done
 
 # 7. AutoBatch on CUDA (batch=-1) on the last shape's data: the probes run and a batch is chosen
 if want autobatch; then
-  step "train with batch=-1 (AutoBatch) on CUDA, $sz px" 180 train-autobatch.log \
-    "$bin/yolo-train" --model-path yolov8n.yaml --cfg-yaml cfg-custom --data-yaml data-custom --set device=$gdev --set epochs=1 \
-    --set imgsz=$sz --set batch=-1 --set plots=false --run-dir runs/detect/gpu-autobatch --data-root "$bench" --no-mlflow --no-auto-resume
+  ktrain "train with batch=-1 (AutoBatch) on CUDA, $sz px" 180 train-autobatch.log "$bench" runs/detect/gpu-autobatch \
+    device=$gdev epochs=1 imgsz=$sz batch=-1 plots=false
   note "AutoBatch on CUDA, kubeyolo ($sz px, $nimg images): $(grep -E 'AutoBatch' "$logs/train-autobatch.log" | tr '\n' ';' | cut -c1-900)"
   if [ "$have_ultralytics" = 1 ]; then
-    ucfg "$bench/cfg-custom.yaml" "$work/ucfg-autobatch.yaml" False 1 "$sz" -1
-    step "ultralytics with batch=-1 on CUDA" 180 ultralytics-autobatch.log env -C "$bench" YOLO_OFFLINE=1 DEVICE="$gdev" \
-      "$py" "$root/benchmarks/train_ultralytics.py" "$bench/data-custom.yaml" "$work/ucfg-autobatch.yaml" "$work/ultra-autobatch" "$(nproc)"
+    utrain "ultralytics with batch=-1 on CUDA" 180 ultralytics-autobatch.log "$bench" "$work/ultra-autobatch" False 1 "$sz" -1
     note "AutoBatch on CUDA, ultralytics (same data, amp=False): $(grep -E 'AutoBatch' "$logs/ultralytics-autobatch.log" | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' ';' | cut -c1-900)"
   fi
   note ""
