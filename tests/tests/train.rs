@@ -374,3 +374,46 @@ fn resumed_training_continues_its_mlflow_run() {
     assert_eq!(run["info"]["status"], "FINISHED");
     assert_eq!(history(&id), vec![1, 2, 3], "each epoch logged once, in the one run");
 }
+
+/// The library's run of `cfg` on a fresh root, with the test fault point that fails every batch
+/// of more than `oom_above` images with the CUDA driver's out-of-memory error.
+fn train_with_oom_above(
+    oom_above: usize,
+    cfg: &str,
+) -> (tempfile::TempDir, kubeyolo::Result<kubeyolo::train::trainer::TrainOutcome>) {
+    let tmp = root_with(16, cfg);
+    let root = kubeyolo::root::DataRoot::new(tmp.path());
+    let hyp = root.load_cfg("cfg").unwrap();
+    let model = root.resolve_model("yolov8n.yaml").unwrap();
+    let data = root.resolve_data("synth/data-synth").unwrap();
+    let mut req = kubeyolo::train::trainer::TrainRequest::new(model, data, hyp, tmp.path().to_path_buf());
+    req.simulate_out_of_memory_above = Some(oom_above);
+    req.log_interval = Duration::ZERO;
+    let out = kubeyolo::train::trainer::train(&req, &kubeyolo::track::Tracker::disabled());
+    (tmp, out)
+}
+
+#[test]
+fn out_of_memory_in_the_first_epoch_halves_the_batch_and_retries() {
+    // as ultralytics 8.4: batch 8 → 4 → 2, the epoch restarted each time, and the run finishes
+    // with the batch that fitted, recorded where a resume reads it
+    let cfg = CFG.replace("epochs: 3", "epochs: 2");
+    let (tmp, out) = train_with_oom_above(2, &cfg);
+    let out = out.expect("two halvings are within the three retries");
+    assert_eq!(out.epochs_completed, 2);
+    let args = std::fs::read_to_string(out.save_dir.join("args.yaml")).unwrap();
+    assert!(args.lines().any(|l| l == "batch: 2"), "{args}");
+    let (_, rows) = csv(&out.save_dir.join("results.csv"));
+    assert_eq!(rows.len(), 2, "one row per epoch: the restarted epoch is not counted twice");
+    assert!(rows.iter().flatten().all(|v| v.is_finite()));
+    let ck = kubeyolo::train::checkpoint::load(&out.last).unwrap();
+    let stored = ck.meta.train_args["yaml"].as_str().unwrap().to_string();
+    assert!(stored.lines().any(|l| l == "batch: 2"), "the checkpoint's args: {stored}");
+    drop(tmp);
+
+    // a fourth failure (8 → 4 → 2 → 1, still too big) is final, and says what to do
+    let (_tmp, out) = train_with_oom_above(0, &cfg);
+    let e = out.err().expect("out of memory even at batch 1");
+    let msg = e.to_string();
+    assert!(msg.contains("out of memory") && msg.contains("batch=1") && msg.contains("lower batch"), "{msg}");
+}

@@ -233,21 +233,51 @@ impl TrainDataset {
             buffer: None,
         };
         if opts.rect {
-            out.set_rectangle();
+            out.sort_by_aspect_ratio();
         }
         if opts.cache == Cache::Ram {
             out.cache = Some((0..out.images.len()).map(|_| OnceLock::new()).collect());
-        } else if opts.augment {
-            let cap = out.images.len().min(8 * opts.batch.max(1)).min(1000);
-            out.buffer = Some(Mutex::new(Buffer { cap, map: HashMap::new(), order: VecDeque::new() }));
         }
+        out.set_batch(opts.batch);
         Ok(out)
     }
 
-    /// ultralytics' `set_rectangle` (pad 0 for training): sort by aspect ratio h/w, each batch
-    /// gets the shape that fits its most extreme ratio, in multiples of `stride`.
-    fn set_rectangle(&mut self) {
-        let bs = self.opts.batch.max(1);
+    /// Sizes what depends on the batch: the `rect` batch shapes and the mosaic image buffer.
+    /// `load` calls it; the trainer calls it again once AutoBatch has chosen the batch from this
+    /// same scan, so the split's labels are read once.
+    pub fn set_batch(&mut self, batch: usize) {
+        self.opts.batch = batch;
+        if self.opts.rect {
+            self.set_rect_shapes();
+        }
+        if self.cache.is_none() && self.opts.augment {
+            let cap = self.images.len().min(8 * batch.max(1)).min(1000);
+            self.buffer = Some(Mutex::new(Buffer { cap, map: HashMap::new(), order: VecDeque::new() }));
+        }
+    }
+
+    /// The same images and labels for another batch size (the trainer's out-of-memory retry at
+    /// half the batch; ultralytics rebuilds its dataset there): decoded images are not carried
+    /// over, so what memory they held is released with the old set.
+    pub fn with_batch(&self, batch: usize) -> TrainDataset {
+        let mut out = TrainDataset {
+            images: self.images.clone(),
+            labels: self.labels.clone(),
+            shapes: self.shapes.clone(),
+            names: self.names.clone(),
+            report: self.report.clone(),
+            opts: self.opts,
+            rect: None,
+            cache: self.cache.as_ref().map(|c| (0..c.len()).map(|_| OnceLock::new()).collect()),
+            buffer: None,
+        };
+        out.set_batch(batch);
+        out
+    }
+
+    /// ultralytics' `set_rectangle`, first half: images (with their labels and shapes) sorted by
+    /// aspect ratio h/w.
+    fn sort_by_aspect_ratio(&mut self) {
         let ar: Vec<f64> = self.shapes.iter().map(|&(h, w)| h as f64 / w as f64).collect();
         let mut order: Vec<usize> = (0..ar.len()).collect();
         order.sort_by(|&a, &b| ar[a].total_cmp(&ar[b]));
@@ -258,7 +288,13 @@ impl TrainDataset {
         perm(&mut self.images, &order);
         perm(&mut self.labels, &order);
         perm(&mut self.shapes, &order);
-        let ar: Vec<f64> = order.iter().map(|&i| ar[i]).collect();
+    }
+
+    /// ultralytics' `set_rectangle` (pad 0 for training), second half: each batch of the sorted
+    /// images gets the shape that fits its most extreme ratio, in multiples of `stride`.
+    fn set_rect_shapes(&mut self) {
+        let bs = self.opts.batch.max(1);
+        let ar: Vec<f64> = self.shapes.iter().map(|&(h, w)| h as f64 / w as f64).collect();
         let n = ar.len();
         let nb = n.div_ceil(bs);
         let (imgsz, stride) = (self.opts.imgsz, self.opts.stride.max(1));

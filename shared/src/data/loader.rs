@@ -128,6 +128,10 @@ impl Loader {
         &self.dataset
     }
 
+    pub fn options(&self) -> &LoaderOptions {
+        &self.opts
+    }
+
     /// The dataset order of `epoch`.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
@@ -411,6 +415,33 @@ mod tests {
             assert!(b.shape.1 % 32 == 0 && b.shape.2 % 32 == 0);
             assert_eq!(b.indices, (k * 4..(k * 4 + 4).min(9)).collect::<Vec<_>>(), "rect: no shuffle");
         }
+    }
+
+    #[test]
+    fn rebatching_equals_loading_at_that_batch() {
+        // AutoBatch (`set_batch`) and the out-of-memory retry (`with_batch`) re-size a loaded
+        // split instead of reading it again: the same rect shapes and batches as a fresh load
+        let d = tempfile::tempdir().unwrap();
+        let ds = synth(d.path(), 9, true);
+        let fresh = TrainDataset::load(&ds, "train", &DatasetOptions { batch: 2, ..opts(64, true) }).unwrap();
+        let mut set = TrainDataset::load(&ds, "train", &opts(64, true)).unwrap();
+        assert_eq!(set.rect().unwrap().batch_shapes.len(), 3);
+        let halved = set.with_batch(2);
+        set.set_batch(2);
+        for t in [&set, &halved] {
+            assert_eq!(t.rect(), fresh.rect());
+            assert_eq!(t.images(), fresh.images());
+            assert_eq!(t.options(), fresh.options());
+        }
+        assert_eq!(fresh.rect().unwrap().batch_shapes.len(), 5);
+        let batches = |t: TrainDataset| -> Vec<Batch> {
+            let l = Loader::new(
+                Arc::new(t),
+                LoaderOptions { batch: 2, workers: 1, seed: 7, shuffle: false, augment: cfg(64) },
+            );
+            l.epoch(0, 0, true).map(|b| b.unwrap()).collect()
+        };
+        assert_eq!(batches(halved), batches(fresh));
     }
 
     #[test]

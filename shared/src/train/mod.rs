@@ -1,8 +1,10 @@
 //! Training: the loop ([`trainer`]), its schedule ([`schedule`]), EMA ([`ema`]), optimizers
 //! ([`optim`]), checkpoints ([`checkpoint`]), results.csv ([`results`]), console progress
-//! ([`progress`]) and the GPU batch size ([`autobatch`]).
+//! ([`progress`]), the GPU batch size ([`autobatch`]) and what depends on the batch size
+//! ([`batch_size`]: the loaders, accumulation and decay, rebuilt by the out-of-memory retry).
 pub mod assigner;
 pub mod autobatch;
+pub mod batch_size;
 pub mod checkpoint;
 pub mod ema;
 pub mod loss;

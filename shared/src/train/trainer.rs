@@ -29,16 +29,16 @@ use candle_nn::{VarBuilder, VarMap};
 
 use crate::config::dataset::Dataset;
 use crate::config::hyp::{Batch as BatchCfg, Freeze, Hyp, Pretrained};
-use crate::data::augment::AugmentConfig;
 use crate::data::dataset::{DatasetOptions, TrainDataset};
-use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::loader::{Batch, Loader};
 use crate::data::multi_scale::MultiScale;
-use crate::eval::validator::{ValConfig, ValResult, ValSet};
+use crate::eval::validator::{ValResult, ValSet};
 use crate::nn::model::YoloModel;
 use crate::nn::weights::{self, CheckpointMeta, Transfer};
 use crate::root::ModelSource;
 use crate::track::Tracker;
 use crate::train::autobatch;
+use crate::train::batch_size::{self, BatchPipeline, MAX_OOM_RETRIES};
 use crate::train::checkpoint::{self, ResumeState, Snapshot};
 use crate::train::ema::{all_finite, ModelEma};
 use crate::train::loss::{class_weights, DetectionLoss, LossGains};
@@ -78,6 +78,10 @@ pub struct TrainRequest {
     pub stop: Arc<AtomicBool>,
     /// Seconds between progress lines when stderr is not a terminal.
     pub log_interval: Duration,
+    /// Test fault point, None in every real run: a batch of more images than this fails its
+    /// forward with the CUDA driver's out-of-memory error, as a too-small GPU would, so the
+    /// out-of-memory retry ([`batch_size`]) can be tested without one.
+    pub simulate_out_of_memory_above: Option<usize>,
 }
 
 impl TrainRequest {
@@ -94,6 +98,7 @@ impl TrainRequest {
             checkpoint_every: Some(Duration::from_secs(600)),
             stop: Arc::new(AtomicBool::new(false)),
             log_interval: Duration::from_secs(30),
+            simulate_out_of_memory_above: None,
         }
     }
 }
@@ -155,6 +160,8 @@ impl Stopper {
 
 struct Trainer {
     hyp: Hyp,
+    /// The dataset yaml's content (the out-of-memory retry reloads the validation split).
+    dataset: Dataset,
     save_dir: PathBuf,
     device: Device,
     model: YoloModel,
@@ -290,17 +297,6 @@ impl Trainer {
         let stride = model.max_stride();
         let imgsz = model.check_imgsz(hyp.imgsz, "imgsz");
         let multi_scale = MultiScale { imgsz, fraction: hyp.multi_scale, stride, seed: hyp.seed };
-        let batch = match hyp.batch {
-            BatchCfg::Fixed(b) => b.max(1),
-            ref auto => {
-                let b = auto_batch(&model, &varmap, &device, &dataset, &hyp, &multi_scale, single_cls, auto)?;
-                // as 8.4 (`self.args.batch = self.batch_size = self.auto_batch()`): args.yaml and
-                // the checkpoints hold the chosen batch, so a resumed run keeps it
-                hyp.set("batch", &b.to_string())?;
-                b
-            }
-        };
-
         let opts = DatasetOptions {
             imgsz,
             augment: true,
@@ -309,9 +305,23 @@ impl Trainer {
             fraction: hyp.fraction,
             single_cls,
             stride,
-            batch,
+            batch: match hyp.batch {
+                BatchCfg::Fixed(b) => b.max(1),
+                _ => autobatch::CPU_BATCH,
+            },
         };
-        let train_set = TrainDataset::load(&dataset, "train", &opts)?;
+        let mut train_set = TrainDataset::load(&dataset, "train", &opts)?;
+        let batch = match hyp.batch {
+            BatchCfg::Fixed(b) => b.max(1),
+            ref auto => {
+                let b = auto_batch(&model, &varmap, &device, &train_set, &multi_scale, auto)?;
+                // as 8.4 (`self.args.batch = self.batch_size = self.auto_batch()`): args.yaml and
+                // the checkpoints hold the chosen batch, so a resumed run keeps it
+                hyp.set("batch", &b.to_string())?;
+                train_set.set_batch(b);
+                b
+            }
+        };
         let rep = train_set.report();
         for w in rep.warnings.iter().take(20) {
             eprintln!("warning: {w}");
@@ -328,59 +338,12 @@ impl Trainer {
         if let Some(w) = &cw {
             println!("Class weights: {:?}", w.iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>());
         }
-        let train_set = Arc::new(train_set);
-        let workers = hyp.workers.min(num_cpus::get().max(1));
-        let loader = Loader::new(
-            train_set.clone(),
-            LoaderOptions {
-                batch,
-                workers,
-                seed: hyp.seed,
-                shuffle: !hyp.rect,
-                augment: AugmentConfig::from_hyp(&hyp, imgsz),
-            },
-        );
+        let iterations = (train_set.len() as f64 / batch.max(hyp.nbs) as f64).ceil() as usize * hyp.epochs.max(1);
+        let BatchPipeline { loader, val, accumulate: acc_nominal, weight_decay: wd } =
+            BatchPipeline::build(Arc::new(train_set), &dataset, &names, &hyp, &multi_scale, batch)?;
         let nb = loader.batches_per_epoch();
-        // ultralytics `_build_train_pipeline`: a last batch of one image at under 2 strides
-        // gives BatchNorm a single value per channel
-        let final_batch = match train_set.len() % batch {
-            0 => batch,
-            r => r,
-        };
-        if multi_scale.min_size() < 2 * stride && final_batch == 1 {
-            return Err(Error::config(format!(
-                "final batch=1 training at imgsz={} gives BatchNorm a single value per channel",
-                multi_scale.min_size()
-            ))
-            .with_key("multi_scale")
-            .with_hint(format!("change batch, or use imgsz and multi_scale that keep every size >= {}", 2 * stride)));
-        }
-
-        let val = if dataset.has_split(&hyp.split) {
-            let vc = ValConfig {
-                imgsz,
-                batch: batch * 2,
-                iou: hyp.iou as f32,
-                max_det: hyp.max_det,
-                stride,
-                rect: true,
-                single_cls,
-                coco: false,
-                ..ValConfig::default()
-            };
-            let set = ValSet::load(&dataset, &hyp.split, &names, &vc)?;
-            println!("val: {} images ({} skipped)", set.len(), set.skipped.len());
-            Some(set)
-        } else {
-            None
-        };
-
-        // Optimizer (ultralytics `_build_train_pipeline` + `build_optimizer`).
+        let workers = loader.options().workers;
         let epochs = hyp.epochs.max(1);
-        let acc_nominal =
-            schedule::nominal_accumulate(hyp.nbs, batch, if hyp.time.is_some() { None } else { Some(nb * epochs) });
-        let wd = schedule::scaled_weight_decay(hyp.weight_decay, batch, acc_nominal, hyp.nbs);
-        let iterations = (train_set.len() as f64 / batch.max(hyp.nbs) as f64).ceil() as usize * epochs;
         let (kind, lr0, momentum, auto) = optim::resolve_auto(&hyp.optimizer, hyp.lr0, hyp.momentum, nc, iterations)?;
         if auto {
             println!(
@@ -479,15 +442,7 @@ impl Trainer {
 
         std::fs::create_dir_all(save_dir.join("weights"))
             .map_err(|e| Error::io_at(&save_dir, "create run folder", e))?;
-        let args_yaml =
-            format!("model: {}\ndata: {}\n{}", req.model.output_value(), req.data_yaml.display(), hyp.to_yaml());
-        crate::files::write_atomic(&save_dir.join("args.yaml"), args_yaml.as_bytes())?;
-        meta.train_args = serde_json::json!({
-            "yaml": hyp.to_yaml(),
-            "model": req.model.output_value(),
-            "data": req.data_yaml.display().to_string(),
-            "imgsz": imgsz,
-        });
+        record_args(&save_dir, req, &hyp, imgsz, &mut meta)?;
         if tracker.is_enabled() {
             let mut params: Vec<(String, String)> = hyp.params();
             params.push(("model".into(), req.model.output_value()));
@@ -496,7 +451,7 @@ impl Trainer {
         }
         println!(
             "Using {} train, {} val images at imgsz={imgsz}\nUsing {workers} dataloader workers\nLogging results to {}\nStarting training for {} epochs...",
-            train_set.len(),
+            loader.dataset().len(),
             val.as_ref().map(|v| v.len()).unwrap_or(0),
             save_dir.display(),
             if let Some(t) = hyp.time { format!("{t} hours") } else { epochs.to_string() }
@@ -506,6 +461,7 @@ impl Trainer {
         Ok(Trainer {
             epochs: state.epochs.max(1),
             hyp,
+            dataset,
             save_dir,
             device,
             model,
@@ -555,26 +511,29 @@ impl Trainer {
     }
 
     fn run(&mut self, tracker: &Tracker) -> Result<TrainOutcome> {
-        let nb = self.loader.batches_per_epoch();
         if !self.state.finished {
-            self.epochs_loop(nb, tracker)?;
+            self.epochs_loop(tracker)?;
         }
         self.finish(tracker)
     }
 
-    fn epochs_loop(&mut self, nb: usize, tracker: &Tracker) -> Result<()> {
-        let plot_idx: Vec<usize> = {
-            let mut v = vec![0, 1, 2];
-            if self.hyp.close_mosaic > 0 && self.epochs > self.hyp.close_mosaic {
-                let base = (self.epochs - self.hyp.close_mosaic) * nb;
-                v.extend([base, base + 1, base + 2]);
-            }
-            v
-        };
+    fn epochs_loop(&mut self, tracker: &Tracker) -> Result<()> {
         let mut epoch = self.state.epoch;
+        let first_epoch = epoch;
+        let mut oom_retries = 0;
         let mut stop = false;
         let mut phases = Phases::from_env(&self.device);
         while epoch < self.epochs {
+            // per epoch: the out-of-memory retry changes the batch, and with it nb
+            let nb = self.loader.batches_per_epoch();
+            let plot_idx: Vec<usize> = {
+                let mut v = vec![0, 1, 2];
+                if self.hyp.close_mosaic > 0 && self.epochs > self.hyp.close_mosaic {
+                    let base = (self.epochs - self.hyp.close_mosaic) * nb;
+                    v.extend([base, base + 1, base + 2]);
+                }
+                v
+            };
             // scheduler.step(): every group at initial_lr · lf(epoch)
             let f = self.sched.factor(epoch);
             self.opt.set_lrs_by(|g| g.initial_lr * f);
@@ -590,6 +549,7 @@ impl Trainer {
             let mut i = start;
             let mut run = 0;
             let mut interrupted = false;
+            let mut out_of_memory = None;
             phases.start_epoch();
             loop {
                 let t_wait = Instant::now();
@@ -612,25 +572,21 @@ impl Trainer {
                 }
                 let (_, h, w) = batch.shape;
                 let resized = self.multi_scale.size(epoch, i).and_then(|sz| self.multi_scale.shape_for(sz, (h, w)));
-                let x = batch.to_tensor_at(&self.device, resized)?;
-                phases.mark(Phase::Upload)?;
-                let out = self.model.forward_train_frozen(&x, &self.frozen_layers)?;
-                phases.mark(Phase::Forward)?;
-                // a non-finite loss skips the step; the epoch end recovers as 8.4 does
-                let lo = match self.loss.compute(&out, &batch.targets) {
-                    Ok(lo) => Some(lo),
-                    Err(e) if e.message.starts_with("non-finite") => {
-                        eprintln!("warning: batch {i} of epoch {}: {e}; step skipped", epoch + 1);
-                        None
+                let (width, items) = match self.forward_backward(&batch, resized, (epoch, i), &mut phases) {
+                    Err(e) if batch_size::is_out_of_memory(&e) => {
+                        if epoch == first_epoch && oom_retries < MAX_OOM_RETRIES {
+                            out_of_memory = Some(e);
+                            break;
+                        }
+                        return Err(e.with_hint(format!(
+                            "the device ran out of memory at batch={}: lower batch or imgsz, or set batch: -1 \
+                             (AutoBatch sizes it to the GPU)",
+                            batch.shape.0
+                        )));
                     }
-                    Err(e) => return Err(e),
+                    r => r?,
                 };
-                let items = lo.as_ref().map(|l| l.items.map(|v| v as f64)).unwrap_or([f64::NAN; 3]);
-                phases.mark(Phase::Loss)?;
-                if let (Some(lo), true) = (&lo, items.iter().all(|v| v.is_finite())) {
-                    let grads = lo.loss.backward()?;
-                    self.accumulate(grads)?;
-                    phases.mark(Phase::Backward)?;
+                if let Some(items) = items {
                     let t = self.state.tloss.unwrap_or(items);
                     let k = i as f64;
                     self.state.tloss = Some(if self.state.tloss.is_none() {
@@ -657,7 +613,7 @@ impl Trainer {
                     self.epochs,
                     self.state.tloss.unwrap_or([0.0; 3]),
                     batch.targets.len(),
-                    x.dim(3)?,
+                    width,
                     i,
                     run + 1,
                 );
@@ -692,6 +648,11 @@ impl Trainer {
             }
             bar.finish();
             drop(it);
+            if let Some(e) = out_of_memory {
+                oom_retries += 1;
+                self.halve_batch(&e, oom_retries)?;
+                continue;
+            }
             if interrupted {
                 return Err(Error::interrupted(format!(
                     "stopped by a signal at epoch {} batch {}; checkpoint saved to {}",
@@ -808,6 +769,75 @@ impl Trainer {
     }
 
     /// Add one backward's gradients of the trainable variables to the accumulated ones.
+    /// Upload, forward, loss and backward of one batch, its gradients added to the accumulator.
+    /// Returns the input width and the loss items, None when the loss was not finite (the step
+    /// is skipped; the epoch end recovers as 8.4 does).
+    fn forward_backward(
+        &mut self,
+        batch: &Batch,
+        resized: Option<(usize, usize)>,
+        (epoch, i): (usize, usize),
+        phases: &mut Phases,
+    ) -> Result<(usize, Option<[f64; 3]>)> {
+        if self.req.simulate_out_of_memory_above.is_some_and(|n| batch.shape.0 > n) {
+            return Err(Error::model(
+                "tensor operation failed: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\") (simulated)",
+            ));
+        }
+        let x = batch.to_tensor_at(&self.device, resized)?;
+        phases.mark(Phase::Upload)?;
+        let out = self.model.forward_train_frozen(&x, &self.frozen_layers)?;
+        phases.mark(Phase::Forward)?;
+        let lo = match self.loss.compute(&out, &batch.targets) {
+            Ok(lo) => lo,
+            Err(e) if e.message.starts_with("non-finite") => {
+                eprintln!("warning: batch {i} of epoch {}: {e}; step skipped", epoch + 1);
+                return Ok((x.dim(3)?, None));
+            }
+            Err(e) => return Err(e),
+        };
+        let items = lo.items.map(|v| v as f64);
+        phases.mark(Phase::Loss)?;
+        if !items.iter().all(|v| v.is_finite()) {
+            return Ok((x.dim(3)?, None));
+        }
+        let grads = lo.loss.backward()?;
+        self.accumulate(grads)?;
+        phases.mark(Phase::Backward)?;
+        Ok((x.dim(3)?, Some(items)))
+    }
+
+    /// The out-of-memory retry ([`batch_size`]): the batch halved, everything that depends on it
+    /// rebuilt, the gradients since the last step dropped; the weights, EMA and optimizer state
+    /// stay. The caller restarts the epoch.
+    fn halve_batch(&mut self, cause: &Error, retry: usize) -> Result<()> {
+        let old = self.loader.options().batch;
+        let new = batch_size::halved(old);
+        // ultralytics' words; the error itself follows, as candle gave it
+        eprintln!(
+            "warning: {} out of memory with batch={old}. Reducing to batch={new} and retrying ({retry}/{MAX_OOM_RETRIES}).\n  ({})",
+            if self.device.is_cuda() { "CUDA" } else { "CPU" },
+            cause.message
+        );
+        self.hyp.set("batch", &new.to_string())?;
+        record_args(&self.save_dir, &self.req, &self.hyp, self.multi_scale.imgsz, &mut self.meta)?;
+        let train_set = Arc::new(self.loader.dataset().with_batch(new));
+        self.val = None; // the old validation images go before the new ones are read
+        let p = BatchPipeline::build(train_set, &self.dataset, &self.names, &self.hyp, &self.multi_scale, new)?;
+        let nb = p.loader.batches_per_epoch();
+        (self.loader, self.val) = (p.loader, p.val);
+        self.opt.set_weight_decay(ParamGroup::Weight, p.weight_decay);
+        self.warmup.accumulate = p.accumulate;
+        self.warmup.iterations = schedule::warmup_iterations(self.hyp.warmup_epochs, self.epochs, nb);
+        self.state.accumulate = p.accumulate;
+        self.state.last_opt_step = -1;
+        self.state.tloss = None;
+        self.state.batch = 0;
+        self.acc = GradStore::default();
+        self.acc_count = 0;
+        Ok(())
+    }
+
     fn accumulate(&mut self, mut grads: GradStore) -> Result<()> {
         for (_, v) in &self.trainable {
             if let Some(g) = grads.remove(v.as_tensor()) {
@@ -1144,23 +1174,35 @@ fn log_epoch(tracker: &Tracker, row: &EpochRow, epoch: usize) {
     tracker.log_metrics(&m, epoch as i64 + 1);
 }
 
+/// The run's arguments: `args.yaml` in the run folder, and the checkpoints' `train_args` (what a
+/// resume reads back). Written at setup and again when the out-of-memory retry changes `batch`.
+fn record_args(save_dir: &Path, req: &TrainRequest, hyp: &Hyp, imgsz: usize, meta: &mut CheckpointMeta) -> Result<()> {
+    let args_yaml =
+        format!("model: {}\ndata: {}\n{}", req.model.output_value(), req.data_yaml.display(), hyp.to_yaml());
+    crate::files::write_atomic(&save_dir.join("args.yaml"), args_yaml.as_bytes())?;
+    meta.train_args = serde_json::json!({
+        "yaml": hyp.to_yaml(),
+        "model": req.model.output_value(),
+        "data": req.data_yaml.display().to_string(),
+        "imgsz": imgsz,
+    });
+    Ok(())
+}
+
 /// `batch: -1` or a memory fraction: ultralytics' AutoBatch on CUDA ([`autobatch`]), probing at
 /// the largest multi-scale size with the most object slots of any training image (labels × 4
-/// for mosaic, from a scan of the train split, as ultralytics' `DetectionTrainer.auto_batch`);
+/// for mosaic, from the train split's scan, as ultralytics' `DetectionTrainer.auto_batch`);
 /// the default 16 with a warning on the CPU.
-#[allow(clippy::too_many_arguments)]
 fn auto_batch(
     model: &YoloModel,
     varmap: &VarMap,
     device: &Device,
-    dataset: &Dataset,
-    hyp: &Hyp,
+    scan: &TrainDataset,
     multi_scale: &MultiScale,
-    single_cls: bool,
     cfg: &BatchCfg,
 ) -> Result<usize> {
     let fraction = autobatch::fraction_of(cfg);
-    let (imgsz, stride) = (multi_scale.imgsz, multi_scale.stride);
+    let imgsz = multi_scale.imgsz;
     println!(
         "AutoBatch: Computing optimal batch size for imgsz={imgsz} at {:.1}% GPU memory utilization.",
         fraction * 100.0
@@ -1171,22 +1213,11 @@ fn auto_batch(
     }
     #[cfg(not(feature = "cuda"))]
     {
-        let _ = (model, varmap, dataset, hyp, single_cls, stride);
+        let _ = (model, varmap, scan);
         Err(Error::internal("a CUDA device without the `cuda` feature"))
     }
     #[cfg(feature = "cuda")]
     {
-        let opts = DatasetOptions {
-            imgsz,
-            augment: false,
-            rect: false,
-            cache: crate::config::hyp::Cache::Off,
-            fraction: hyp.fraction,
-            single_cls,
-            stride,
-            batch: autobatch::CPU_BATCH,
-        };
-        let scan = TrainDataset::load(dataset, "train", &opts)?;
         let max_num_obj = (0..scan.len()).map(|i| scan.labels(i).len()).max().unwrap_or(0) * 4;
         let spec = autobatch::ProbeSpec {
             imgsz: multi_scale.max_size(),
