@@ -11,7 +11,9 @@
 //! 2. **epochs** — lr schedule step, close-mosaic, batches with warm-up (lr, momentum,
 //!    accumulation), forward, loss, backward, gradient accumulation to `nbs`, gradient clipping
 //!    at norm 10, optimizer step, EMA update; validation of the EMA; NaN recovery; results.csv;
-//!    early stopping; checkpoints (epoch ends, every `checkpoint_every`, on stop requests);
+//!    early stopping; checkpoints (epoch ends, every `checkpoint_every`, on stop requests); an
+//!    out-of-memory error in the first epoch halves the batch and restarts the epoch
+//!    ([`batch_size`]);
 //! 3. **final** — checkpoints stripped of resume state, `best` validated with plots, results.png.
 //!
 //! Determinism: the network is initialised from `seed`, every sample's augmentation from
@@ -768,7 +770,6 @@ impl Trainer {
         }
     }
 
-    /// Add one backward's gradients of the trainable variables to the accumulated ones.
     /// Upload, forward, loss and backward of one batch, its gradients added to the accumulator.
     /// Returns the input width and the loss items, None when the loss was not finite (the step
     /// is skipped; the epoch end recovers as 8.4 does).
@@ -838,6 +839,7 @@ impl Trainer {
         Ok(())
     }
 
+    /// Add one backward's gradients of the trainable variables to the accumulated ones.
     fn accumulate(&mut self, mut grads: GradStore) -> Result<()> {
         for (_, v) in &self.trainable {
             if let Some(g) = grads.remove(v.as_tensor()) {
