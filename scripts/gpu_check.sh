@@ -24,7 +24,9 @@
 #      kubeyolo's fp32 arithmetic; then amp=True, ultralytics' default), where python3 has torch
 #      with CUDA and ultralytics (or its wheels in .whl/, carried: see below);
 #   7. AutoBatch (batch=-1) on the last shape's data: the batch kubeyolo's CUDA probes choose,
-#      beside the one ultralytics chooses on the same GPU and data.
+#      beside the one ultralytics chooses on the same GPU and data;
+#   8. the out-of-memory retry: batch 128 at 4x the last shape's size must run out of memory in
+#      the first epoch, be halved and finish (not in the CPU dry run).
 #   Figures of 5 and 6: images/s over the whole run (yolo-train's own figure; the same definition
 #   for ultralytics), and the steady rate from results.csv (epochs 2..N: images / seconds per epoch,
 #   validation included), which leaves out start-up (CUDA context, kernel loading, model build).
@@ -45,7 +47,7 @@
 #        GPU_CHECK_DEVICE=cpu  dry run of the script's own logic on a CPU machine with CPU binaries
 #                    (every "CUDA" run then runs on the CPU: its figures are not GPU figures)
 #        GPU_CHECK_PYTHON  the python with torch for steps 6 and 7 (default python3)
-#        GPU_CHECK_STEPS   the steps to run, of: parity cudatests coldstart tiny bench phases ultralytics autobatch
+#        GPU_CHECK_STEPS   the steps to run, of: parity cudatests coldstart tiny bench phases ultralytics autobatch oom
 #                          (default all)
 #        GPU_CHECK_SHAPES  the benchmark shapes, IMGSZ:BATCH separated by spaces (default 320:16)
 set -uo pipefail
@@ -66,7 +68,7 @@ finish() {
 trap finish EXIT
 note() { echo "$*" | tee -a "$report"; }
 # want STEP: whether GPU_CHECK_STEPS (default: all) names STEP
-want() { [[ " ${GPU_CHECK_STEPS:-parity cudatests coldstart tiny bench phases ultralytics autobatch} " == *" $1 "* ]]; }
+want() { [[ " ${GPU_CHECK_STEPS:-parity cudatests coldstart tiny bench phases ultralytics autobatch oom} " == *" $1 "* ]]; }
 stop() { note "FAILED: $*"; exit 1; }
 # step NAME SECONDS LOG CMD...: run CMD with a time limit, its output in LOG; on failure report
 # NAME, the exit status and the log's tail, and return non-zero (the caller decides what to skip).
@@ -340,6 +342,21 @@ if want autobatch; then
   if [ "$have_ultralytics" = 1 ]; then
     utrain "ultralytics with batch=-1 on CUDA" 180 ultralytics-autobatch.log "$bench" "$work/ultra-autobatch" False 1 "$sz" -1
     note "AutoBatch on CUDA, ultralytics (same data, amp=False): $(grep -E 'AutoBatch' "$logs/ultralytics-autobatch.log" | sed 's/\x1b\[[0-9;]*m//g' | tr '\n' ';' | cut -c1-900)"
+  fi
+  note ""
+fi
+# 8. The out-of-memory retry on a real GPU: at 4x the last shape's size (about 2 GiB per image at
+#    1280 px on the H200's figures) a batch of 128 cannot fit, so the first epoch must halve it
+#    (ultralytics 8.4's rule, at most 3 times) and finish. On the CPU an allocation failure aborts
+#    the process instead of returning an error, so the dry run skips this step.
+if want oom; then
+  if [ "$gdev" = cpu ]; then
+    note "out-of-memory retry: skipped in the CPU dry run"
+  elif ktrain "train past the GPU's memory (batch 128, $((sz * 4)) px)" 300 train-oom.log "$bench" runs/detect/gpu-oom \
+    device=$gdev epochs=1 imgsz=$((sz * 4)) batch=128 plots=false; then
+    halvings=$(grep -c 'Reducing to batch=' "$logs/train-oom.log")
+    note "out-of-memory retry: $halvings halving(s): $(grep -E 'out of memory|Reducing' "$logs/train-oom.log" | tr '\n' ';' | cut -c1-600)"
+    [ "$halvings" -ge 1 ] || { note "FAILED: batch 128 at $((sz * 4)) px fitted: no out-of-memory error to retry"; failed+=(oom); }
   fi
   note ""
 fi
