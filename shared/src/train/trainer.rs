@@ -967,10 +967,10 @@ impl Trainer {
             _ => false,
         };
         if is_best {
-            crate::files::copy_atomic(&last, &self.best_path())?;
+            crate::files::snapshot_atomic(&last, &self.best_path())?;
         }
         if self.hyp.save_period > 0 && (epoch as i64) % self.hyp.save_period == 0 {
-            crate::files::copy_atomic(&last, &self.weights_dir().join(format!("epoch{epoch}.safetensors")))?;
+            crate::files::snapshot_atomic(&last, &self.weights_dir().join(format!("epoch{epoch}.safetensors")))?;
         }
         Ok(())
     }
