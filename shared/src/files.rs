@@ -11,6 +11,15 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// The folder a temporary file for `path` goes in: `path`'s own, so the rename stays on one
+/// file system.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Write `bytes` to `path` atomically (temp file in the same folder + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
@@ -30,10 +39,7 @@ pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
 /// optimizer state is ~50 MB for yolov8n and ~1 GB for yolov8x, and this neither reads nor
 /// writes it again.
 pub fn snapshot_atomic(from: &Path, to: &Path) -> Result<()> {
-    let dir = match to.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(to);
     let linked =
         tempfile::Builder::new().prefix(".kubeyolo-").suffix(".tmp").make_in(dir, |p| std::fs::hard_link(from, p));
     match linked {
@@ -48,10 +54,7 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io_at(dir, "create output folder", e))?;
     let mut builder = tempfile::Builder::new();
     builder.prefix(".kubeyolo-").suffix(".tmp");

@@ -307,6 +307,7 @@ impl Trainer {
             fraction: hyp.fraction,
             single_cls,
             stride,
+            // AutoBatch re-sizes the scan below once it has chosen
             batch: match hyp.batch {
                 BatchCfg::Fixed(b) => b.max(1),
                 _ => autobatch::CPU_BATCH,
@@ -314,7 +315,7 @@ impl Trainer {
         };
         let mut train_set = TrainDataset::load(&dataset, "train", &opts)?;
         let batch = match hyp.batch {
-            BatchCfg::Fixed(b) => b.max(1),
+            BatchCfg::Fixed(_) => opts.batch,
             ref auto => {
                 let b = auto_batch(&model, &varmap, &device, &train_set, &multi_scale, auto)?;
                 // as 8.4 (`self.args.batch = self.batch_size = self.auto_batch()`): args.yaml and
