@@ -58,6 +58,13 @@ struct Args {
     /// kernels are off (every conv on the gemm crate), and print both per-layer medians.
     #[arg(long)]
     ab_direct: bool,
+    /// With --profile: the same, with the Winograd 3×3 convs off instead (shifted / direct convs).
+    #[arg(long, conflicts_with = "ab_direct")]
+    ab_winograd: bool,
+    /// Winograd 3×3 convs forced on or off for the whole run (default: where the CPU lacks
+    /// AVX-512), to compare whole predictions against ultralytics both ways.
+    #[arg(long)]
+    winograd: Option<bool>,
 }
 
 fn num_threads() -> usize {
@@ -66,6 +73,9 @@ fn num_threads() -> usize {
 
 fn main() {
     let a = Args::parse();
+    if let Some(on) = a.winograd {
+        kubeyolo::nn::cpu::winograd::set_enabled(on);
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     // A 640×480 synthetic photo-like image (gradients and blocks), PNG so both decoders agree.
     let img = image::RgbImage::from_fn(640, 480, |x, y| {
@@ -168,31 +178,48 @@ fn main() {
         if a.profile {
             let x = candle_core::Tensor::zeros((1, 3, s, s), candle_core::DType::F32, &Device::Cpu).expect("input");
             // Medians over --runs passes, per layer.
-            // With --ab-direct, passes alternate with the direct kernels off (same process, so
-            // both sides see the same machine load).
-            let (mut passes, mut gemm_only) = (Vec::new(), Vec::new());
-            for _ in 0..a.runs {
-                passes.push(net.profile(&x).expect("profile"));
-                if a.ab_direct {
-                    kubeyolo::nn::cpu::direct::set_enabled(false);
-                    gemm_only.push(net.profile(&x).expect("profile"));
-                    kubeyolo::nn::cpu::direct::set_enabled(true);
+            // With --ab-direct / --ab-winograd, passes alternate with that path off (same
+            // process, so both sides see the same machine load).
+            let ab: Option<(fn(bool), &str)> = if a.ab_direct {
+                Some((kubeyolo::nn::cpu::direct::set_enabled, "gemm only"))
+            } else if a.ab_winograd {
+                Some((kubeyolo::nn::cpu::winograd::set_enabled, "no winograd"))
+            } else {
+                None
+            };
+            let (mut passes, mut without) = (Vec::new(), Vec::new());
+            for run in 0..a.runs {
+                // The pair's order flips every run: the second pass of a pair runs on warmer
+                // caches and measured 5–10% faster per layer whichever path it took.
+                if run % 2 == 0 || ab.is_none() {
+                    passes.push(net.profile(&x).expect("profile"));
+                }
+                if let Some((set, _)) = ab {
+                    set(false);
+                    without.push(net.profile(&x).expect("profile"));
+                    set(true);
+                }
+                if run % 2 == 1 && ab.is_some() {
+                    passes.push(net.profile(&x).expect("profile"));
                 }
             }
-            let (mut total, mut total_gemm) = (0.0, 0.0);
+            let (mut total, mut total_without) = (0.0, 0.0);
             for (k, (i, t, _)) in passes[0].iter().enumerate() {
                 let ms = median(passes.iter().map(|p| p[k].2));
                 total += ms;
-                if a.ab_direct {
-                    let mg = median(gemm_only.iter().map(|p| p[k].2));
-                    total_gemm += mg;
-                    eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms (gemm only {mg:8.2} ms)");
+                if let Some((_, off)) = ab {
+                    let mw = median(without.iter().map(|p| p[k].2));
+                    total_without += mw;
+                    eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms ({off} {mw:8.2} ms)");
                 } else {
                     eprintln!("  {s}: layer {i:>2} {t:<45} {ms:8.2} ms");
                 }
             }
-            if a.ab_direct {
-                eprintln!("  {s}: sum of layer medians with direct kernels {total:.2} ms, gemm only {total_gemm:.2} ms: {:.3}x", total / total_gemm);
+            if let Some((_, off)) = ab {
+                eprintln!(
+                    "  {s}: sum of layer medians {total:.2} ms, {off} {total_without:.2} ms: {:.3}x",
+                    total / total_without
+                );
             }
             let gflop = lm.model.summary(s).gflops;
             eprintln!(

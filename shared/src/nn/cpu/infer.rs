@@ -28,6 +28,7 @@ use super::direct;
 use super::fastmath::{multiversioned, sigmoid, uninit_f32};
 use super::phased::Phased;
 use super::shifted::{taps, Shifted};
+use super::winograd::{self, Tiling, Winograd};
 
 /// How a call may use threads: spread its tiles over rayon (an image at a time), or run them
 /// in order (the caller already runs one image per thread).
@@ -172,6 +173,8 @@ pub(crate) struct FoldedConv {
     /// The same weights per kernel tap, for stride-1 "same" convs ([`Shifted`]) and stride-2
     /// 3×3 convs ([`Phased`]).
     taps: Option<Arc<Vec<f32>>>,
+    /// The same weights in the Winograd domain, for stride-1 3×3 convs ([`Winograd`]).
+    wino: Option<Arc<Winograd>>,
     b: Vec<f32>,
 }
 
@@ -181,7 +184,8 @@ impl FoldedConv {
         assert_eq!((w.len(), b.len()), (o * c * k * k, o), "folded conv: weight/bias sizes");
         let g = self::Geom { n: 1, c, h: k, w: k, o, kh: k, kw: k, stride: s, pad: p, oh: 1, ow: 1 };
         let taps = (Shifted::applies(&g) || Phased::applies(&g)).then(|| Arc::new(taps(o, c, k, &w)));
-        FoldedConv { c, o, k, s, p, act, w, taps, b }
+        let wino = winograd::applies(&g).then(|| Arc::new(Winograd::new(o, c, &w)));
+        FoldedConv { c, o, k, s, p, act, w, taps, wino, b }
     }
 
     /// Output size for an (H, W) input.
@@ -208,6 +212,9 @@ impl FoldedConv {
         if let Some(r) = res {
             assert_eq!(r.len(), g.out_len(), "folded conv: residual is not (O, OH, OW)");
         }
+        if let Some(wg) = self.wino.as_ref().filter(|_| winograd::enabled()) {
+            return self.run_winograd(x, &g, wg, dst, res, par);
+        }
         match &self.taps {
             Some(wk) if Shifted::applies(&g) => {
                 self.run_wide(x, &g, &Shifted::with_taps(&g, wk.clone()), dst, res, par)
@@ -220,27 +227,32 @@ impl FoldedConv {
     }
 
     /// Output-row bands and channel ranges to split the output into, and each band's rows.
-    fn tiles(&self, g: &Geom, band_floats_per_row: usize, par: Par) -> (Vec<(Range<usize>, Range<usize>)>, usize) {
+    /// `(oh, ow, o)`: output rows (or rows of Winograd tiles), their length, output channels.
+    fn tiles(
+        (oh, ow, o): (usize, usize, usize),
+        band_floats_per_row: usize,
+        par: Par,
+    ) -> (Vec<(Range<usize>, Range<usize>)>, usize) {
         // Rows per band: bounded by the scratch a band needs, at least MIN_TILE_COLS pixels.
         let cap = (TILE_SCRATCH / band_floats_per_row.max(1)).max(1);
-        let min_rows = MIN_TILE_COLS.div_ceil(g.ow).max(1);
-        let mut rows = cap.max(1).min(g.oh);
+        let min_rows = MIN_TILE_COLS.div_ceil(ow).max(1);
+        let mut rows = cap.max(1).min(oh);
         let want = if par == Par::Tiles { 2 * threads() } else { 1 };
         // Enough bands for the threads when the image is tall enough.
-        let bands_for = |r: usize| g.oh.div_ceil(r);
+        let bands_for = |r: usize| oh.div_ceil(r);
         if bands_for(rows) < want {
-            rows = g.oh.div_ceil(want).max(min_rows).min(rows);
+            rows = oh.div_ceil(want).max(min_rows).min(rows);
         }
         let bands = bands_for(rows);
         // Too few bands: split the output channels too (chunks of ≥ 16 rows of W).
-        let chunks = if bands < want { want.div_ceil(bands).min(g.o / 16).max(1) } else { 1 };
-        let per = g.o.div_ceil(chunks);
+        let chunks = if bands < want { want.div_ceil(bands).min(o / 16).max(1) } else { 1 };
+        let per = o.div_ceil(chunks);
         let mut t = Vec::with_capacity(bands * chunks);
         for b in 0..bands {
             for ch in 0..chunks {
-                let os = ch * per..((ch + 1) * per).min(g.o);
+                let os = ch * per..((ch + 1) * per).min(o);
                 if !os.is_empty() {
-                    t.push((os, b * rows..((b + 1) * rows).min(g.oh)));
+                    t.push((os, b * rows..((b + 1) * rows).min(oh)));
                 }
             }
         }
@@ -267,16 +279,9 @@ impl FoldedConv {
 
     /// A conv computed on a wide output grid from a re-laid-out copy of the image ([`Wide`]).
     fn run_wide(&self, x: &[f32], g: &Geom, sh: &impl Wide, dst: Rows, res: Option<&[f32]>, par: Par) {
-        // One re-laid-out copy of the image, shared read-only by every tile.
-        let mut xp = uninit_f32(g.c * sh.plane_len());
-        let hw = g.h * g.w;
-        if par == Par::Tiles {
-            xp.par_chunks_mut(sh.plane_len()).zip(x.par_chunks(hw)).for_each(|(xpc, xc)| sh.prepare_plane(xc, xpc));
-        } else {
-            xp.chunks_mut(sh.plane_len()).zip(x.chunks(hw)).for_each(|(xpc, xc)| sh.prepare_plane(xc, xpc));
-        }
+        let xp = relayout(x, g.h * g.w, sh.plane_len(), par, |xc, out| sh.prepare_plane(xc, out));
         let wp = sh.wide_row();
-        let (tiles, rows) = self.tiles(g, g.o * wp, par);
+        let (tiles, rows) = Self::tiles((g.oh, g.ow, g.o), g.o * wp, par);
         let (p, ow) = (g.p(), g.ow);
         Self::for_tiles(tiles, par, |os, oys, gpar| {
             with_scratch(os.len() * rows * wp, |zw| {
@@ -295,10 +300,50 @@ impl FoldedConv {
         });
     }
 
+    /// A stride-1 3×3 conv through [`Winograd`]: tiles are bands of tile rows × channel ranges.
+    /// When the image is too small for a band per thread, each band's input is transformed once
+    /// (its channels spread over the threads) and only the products are split by output
+    /// channel: transforming it again for every channel range cost more than Winograd saved.
+    fn run_winograd(&self, x: &[f32], g: &Geom, wg: &Winograd, dst: Rows, res: Option<&[f32]>, par: Par) {
+        let t = Tiling::new((g.h, g.w));
+        let xp = relayout(x, g.h * g.w, t.plane_len(), par, |xc, out| t.pad_plane(xc, out));
+        let (tiles, rows) = Self::tiles((t.th, t.tw, g.o), winograd::floats_per_tile_row(&t, g.c, g.o), par);
+        let (p, ow) = (g.p(), g.ow);
+        let emit = |o: usize, oy: usize, row: &[f32]| {
+            // SAFETY: tiles cover disjoint (channel, tile row) ranges.
+            let y = unsafe { dst.segment(o, oy * ow..(oy + 1) * ow) };
+            let rr = res.map(|r| &r[o * p + oy * ow..][..ow]);
+            epilogue(y, Some(row), self.b[o], self.act, rr);
+        };
+        if par == Par::Tiles && tiles.iter().any(|(os, _)| os.len() < g.o) {
+            let plane = t.plane_len();
+            let mut v = uninit_f32(wg.v_len(&t, rows));
+            let mut bands: Vec<Range<usize>> = tiles.iter().map(|(_, tys)| tys.clone()).collect();
+            bands.dedup();
+            for tys in bands {
+                let v = &mut v[..wg.v_len(&t, tys.len())];
+                let per_channel = v.len() / g.c;
+                v.par_chunks_mut(per_channel).zip(xp.par_chunks(plane)).for_each(|(vc, xc)| {
+                    with_scratch(8 * (t.tw + 1), |eo| Winograd::transform(&t, xc, tys.clone(), vc, eo))
+                });
+                let v = &*v;
+                tiles.par_iter().filter(|(_, b)| *b == tys).for_each(|(os, tys)| {
+                    with_scratch(Winograd::m_len(&t, tys.len(), os.len()), |s| {
+                        wg.multiply(&t, v, os.clone(), tys.clone(), s, emit)
+                    })
+                });
+            }
+            return;
+        }
+        Self::for_tiles(tiles, par, |os, tys, _| {
+            with_scratch(wg.scratch_len(&t, rows, os.len()), |s| wg.block(&t, &xp, os, tys, s, emit))
+        });
+    }
+
     fn run_gemm(&self, x: &[f32], g: &Geom, dst: Rows, res: Option<&[f32]>, par: Par) {
         let pointwise = g.is_pointwise();
         let ckk = g.ckk();
-        let (tiles, rows) = self.tiles(g, if pointwise { 0 } else { ckk * g.ow }, par);
+        let (tiles, rows) = Self::tiles((g.oh, g.ow, g.o), if pointwise { 0 } else { ckk * g.ow }, par);
         let (p, ow) = (g.p(), g.ow);
         Self::for_tiles(tiles, par, |os, oys, gpar| {
             let cols = oys.len() * ow;
@@ -344,6 +389,19 @@ impl FoldedConv {
     }
 }
 
+/// One re-laid-out copy of the image `x` (channels of `hw` floats → planes of `plane_len`),
+/// shared read-only by every tile; channels in parallel for `Par::Tiles`.
+fn relayout(x: &[f32], hw: usize, plane_len: usize, par: Par, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    // SAFETY (uninit): `f` writes every float of its plane.
+    let mut xp = uninit_f32(x.len() / hw * plane_len);
+    if par == Par::Tiles {
+        xp.par_chunks_mut(plane_len).zip(x.par_chunks(hw)).for_each(|(out, xc)| f(xc, out));
+    } else {
+        xp.chunks_mut(plane_len).zip(x.chunks(hw)).for_each(|(out, xc)| f(xc, out));
+    }
+    xp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +418,9 @@ mod tests {
             (32, 24, 1, 1, 0, 13, 40),
             (8, 8, 3, 1, 1, 64, 48),
             (40, 64, 3, 2, 1, 11, 7),
+            // Winograd-wide: a small image (bands split by channel) and a taller odd one.
+            (64, 64, 3, 1, 1, 9, 13),
+            (48, 80, 3, 1, 1, 41, 30),
         ];
         for (i, &(c, o, k, s, p, h, w)) in cases.iter().enumerate() {
             let x = Tensor::randn(0f32, 1.0, (1, c, h, w), &dev).unwrap();
@@ -388,6 +449,14 @@ mod tests {
                     let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
                     let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                     assert!(err < 1e-4, "case {i} {par:?} res {with_res}: max error {err}");
+                    // The Winograd path itself, whatever this CPU's default is.
+                    if let Some(wg) = &fc.wino {
+                        let mut y = vec![f32::NAN; o * oh * ow];
+                        let r = with_res.then_some(&rv[..]);
+                        fc.run_winograd(&xv, &fc.geom((h, w)), wg, Rows::of(&mut y, oh * ow), r, par);
+                        let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                        assert!(err < 1e-4, "case {i} winograd {par:?} res {with_res}: max error {err}");
+                    }
                 }
             }
         }

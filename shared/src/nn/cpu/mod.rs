@@ -7,7 +7,8 @@
 //!   for 1×1 convs and, through [`phased`], stride-2 3×3 convs;
 //! - training blocks as single autograd nodes: [`conv_bn`] (Conv + BatchNorm + SiLU), [`c2f`],
 //!   [`detect_branch`], all run by [`fused_op`]; [`batchnorm`] (train BatchNorm + SiLU);
-//! - inference: [`infer`] (folded Conv with bias, SiLU and residual in the GEMM's output pass);
+//! - inference: [`infer`] (folded Conv with bias, SiLU and residual in the GEMM's output pass),
+//!   [`winograd`] (F(2×2, 3×3) for its wide stride-1 3×3 convs on CPUs without AVX-512);
 //! - small pieces: [`channel_ops`] (bias, 2× upsample, SPPF max pool), [`buffers`] (views into
 //!   shared batch buffers), [`fastmath`] (vectorizable exp/sigmoid, AVX2 multiversioning).
 //!
@@ -44,6 +45,7 @@ pub(crate) mod fused_op;
 pub(crate) mod infer;
 pub(crate) mod phased;
 pub(crate) mod shifted;
+pub mod winograd;
 
 /// Applies the settings above; `threads` sizes rayon's global pool (default: all CPUs, or
 /// `RAYON_NUM_THREADS`). A user's explicit `CANDLE_NUM_THREADS` is respected. Idempotent; a
