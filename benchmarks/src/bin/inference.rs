@@ -58,7 +58,8 @@ struct Args {
     /// kernels are off (every conv on the gemm crate), and print both per-layer medians.
     #[arg(long)]
     ab_direct: bool,
-    /// With --profile: the same, with the Winograd 3×3 convs off instead (shifted / direct convs).
+    /// With --profile: alternate passes with the Winograd 3×3 convs forced on and off (off: the
+    /// shifted or direct convs), on any CPU.
     #[arg(long, conflicts_with = "ab_direct")]
     ab_winograd: bool,
     /// Winograd 3×3 convs forced on or off for the whole run (default: where the CPU lacks
@@ -188,6 +189,9 @@ fn main() {
                 None
             };
             let (mut passes, mut without) = (Vec::new(), Vec::new());
+            if let Some((set, _)) = ab {
+                set(true);
+            }
             for run in 0..a.runs {
                 // The pair's order flips every run: the second pass of a pair runs on warmer
                 // caches and measured 5–10% faster per layer whichever path it took.
