@@ -21,9 +21,9 @@
 
 use std::sync::Arc;
 
-use super::conv::{sgemm_ld, Geom};
+use super::conv::{sgemm_ld, transposed, Geom};
 use super::direct;
-use super::fastmath::copy_short;
+use super::fastmath::{copy_short, uninit_f32};
 
 /// The geometry and re-laid-out weights of one shifted conv.
 pub(crate) struct Shifted {
@@ -218,13 +218,17 @@ impl Shifted {
     }
 
     /// The weight gradient (O, C, k, k) from the taps × C × O accumulator.
+    ///
+    /// Input channel by input channel: the k² rows `(t, cc)` are read in order while each output
+    /// channel's k² taps are written as one run, and the O output runs of consecutive channels
+    /// share cache lines (the loop over taps outermost wrote one float per line; issue 13).
     pub fn dw(&self, dwt: &[f32]) -> Vec<f32> {
         let (k2, c, o) = (self.g.kh * self.g.kw, self.g.c, self.g.o);
-        let mut dw = vec![0f32; k2 * c * o];
-        for t in 0..k2 {
-            for cc in 0..c {
-                for oo in 0..o {
-                    dw[(oo * c + cc) * k2 + t] = dwt[(t * c + cc) * o + oo];
+        let mut dw = uninit_f32(k2 * c * o);
+        for cc in 0..c {
+            for oo in 0..o {
+                for (t, d) in dw[(oo * c + cc) * k2..][..k2].iter_mut().enumerate() {
+                    *d = dwt[(t * c + cc) * o + oo];
                 }
             }
         }
@@ -232,15 +236,9 @@ impl Shifted {
     }
 }
 
-/// Conv weights (O, C, k, k) re-laid out per kernel tap: `[t][o][c]`, t = ki·k + kj.
+/// Conv weights (O, C, k, k) re-laid out per kernel tap: `[t][o][c]`, t = ki·k + kj — the
+/// (O·C × k²) weight matrix transposed.
 pub(crate) fn taps(o: usize, c: usize, k: usize, w: &[f32]) -> Vec<f32> {
-    let mut wk = vec![0f32; k * k * o * c];
-    for oo in 0..o {
-        for cc in 0..c {
-            for t in 0..k * k {
-                wk[(t * o + oo) * c + cc] = w[(oo * c + cc) * k * k + t];
-            }
-        }
-    }
-    wk
+    debug_assert_eq!(w.len(), o * c * k * k);
+    transposed(w, o * c, k * k)
 }
