@@ -54,17 +54,22 @@ const LANES: usize = 16;
 #[inline(always)]
 fn stats_gen(xs: &[f32], k: f32) -> (f32, f32) {
     let mut acc = ([0f32; LANES], [0f32; LANES]);
-    let chunks = xs.chunks_exact(LANES);
-    let rem = chunks.remainder();
+    let (chunks, rem) = xs.as_chunks::<LANES>();
     for c in chunks {
-        stats_step(&mut acc, c.try_into().expect("a chunk of LANES"), k);
+        stats_step(&mut acc, c, k);
     }
     if !rem.is_empty() {
-        let mut pad = [k; LANES];
-        pad[..rem.len()].copy_from_slice(rem);
-        stats_step(&mut acc, &pad, k);
+        stats_step(&mut acc, &padded(rem, k), k);
     }
     (acc.0.iter().sum::<f32>(), acc.1.iter().sum::<f32>())
+}
+
+/// A row's short last chunk, filled up to [`LANES`] with `fill`.
+#[inline(always)]
+fn padded(rem: &[f32], fill: f32) -> [f32; LANES] {
+    let mut a = [fill; LANES];
+    a[..rem.len()].copy_from_slice(rem);
+    a
 }
 
 /// One chunk of [`stats_gen`]: a plain function, not a closure, so it is inlined into the
@@ -114,24 +119,14 @@ fn dz_xh(xv: f32, d: f32, ch: Chan) -> (f32, f32) {
 #[inline(always)]
 fn bwd_sums_gen(xs: &[f32], dys: &[f32], dzs: &mut [f32], ch: Chan) -> (f32, f32) {
     let mut acc = ([0f32; LANES], [0f32; LANES]);
-    let (xc, dc, mut oc) = (xs.chunks_exact(LANES), dys.chunks_exact(LANES), dzs.chunks_exact_mut(LANES));
-    let (xr, dr) = (xc.remainder(), dc.remainder());
-    for ((x, d), o) in xc.zip(dc).zip(&mut oc) {
-        let o: &mut [f32; LANES] = o.try_into().expect("a chunk of LANES");
-        bwd_sums_step(
-            &mut acc,
-            x.try_into().expect("a chunk of LANES"),
-            d.try_into().expect("a chunk of LANES"),
-            o,
-            ch,
-        );
+    let ((xc, xr), (dc, dr), (oc, or)) =
+        (xs.as_chunks::<LANES>(), dys.as_chunks::<LANES>(), dzs.as_chunks_mut::<LANES>());
+    for ((x, d), o) in xc.iter().zip(dc).zip(oc) {
+        bwd_sums_step(&mut acc, x, d, o, ch);
     }
-    let or = oc.into_remainder();
     if !or.is_empty() {
-        let (mut x, mut d, mut o) = ([ch.mean; LANES], [0f32; LANES], [0f32; LANES]);
-        x[..xr.len()].copy_from_slice(xr);
-        d[..dr.len()].copy_from_slice(dr);
-        bwd_sums_step(&mut acc, &x, &d, &mut o, ch);
+        let mut o = [0f32; LANES];
+        bwd_sums_step(&mut acc, &padded(xr, ch.mean), &padded(dr, 0.0), &mut o, ch);
         or.copy_from_slice(&o[..or.len()]);
     }
     (acc.0.iter().sum::<f32>(), acc.1.iter().sum::<f32>())

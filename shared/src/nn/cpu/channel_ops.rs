@@ -322,9 +322,9 @@ mod tests {
     fn two_pass_argmax_equals_the_window_scan() {
         // Ties (values repeat every 5), NaNs and both parities of size, for every SPPF kernel.
         for (h, w) in [(7, 9), (6, 5), (1, 4), (5, 5)] {
-            let mut x: Vec<f32> = (0..h * w).map(|i| ((i * 7) % 5) as f32).collect();
             for k in [3, 5, 9, 13] {
                 for nan_at in [None, Some(0), Some(h * w / 2), Some(h * w - 1)] {
+                    let mut x: Vec<f32> = (0..h * w).map(|i| ((i * 7) % 5) as f32).collect();
                     if let Some(q) = nan_at {
                         x[q] = f32::NAN;
                     }
